@@ -1,0 +1,23 @@
+"""keras_actcoolr: ActCooLR learning-rate schedules from activation pattern temperature, for Keras 3.
+
+Reference: "ActCooLR: High-Level Learning Rate Schedules using Activation Pattern Temperature".
+"""
+
+from keras_actcoolr import temperature
+from keras_actcoolr.callbacks import ActCooLR, TemperatureLogger
+from keras_actcoolr.layers import APTReLU
+from keras_actcoolr.models import APTModel, convert
+from keras_actcoolr.schedules import ActCooLRSchedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APTModel",
+    "APTReLU",
+    "ActCooLR",
+    "ActCooLRSchedule",
+    "TemperatureLogger",
+    "__version__",
+    "convert",
+    "temperature",
+]

@@ -1,0 +1,464 @@
+"""`APTModel`, whose train step measures activation pattern temperature, and `convert`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Iterable, Protocol
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_actcoolr import temperature as T
+from keras_actcoolr.layers import APTReLU, measuring
+
+__all__ = ["APTModel", "convert"]
+
+# Keras does not export its Functional class; `Model.__new__` hands it out for
+# functional arguments, without initialising anything.
+_Functional = type(keras.Model.__new__(keras.Model, inputs=None, outputs=None))
+
+_COUNTS_KEY = "apt_counts"
+_RANGE_KEY = "apt_range_counts"
+
+
+def _is_functional_call(args: tuple, kwargs: dict) -> bool:
+    return (
+        len(args) == 2
+        or (len(args) == 1 and "outputs" in kwargs)
+        or ("inputs" in kwargs and "outputs" in kwargs)
+    )
+
+
+class MeasurementObserver(Protocol):
+    """What `APTModel` needs of a callback that asks for measurements."""
+
+    every_step: int
+
+    def wants_range_analysis(self, step: int) -> bool: ...
+
+    def on_measurement(self, record: dict, range_analysis: dict | None) -> None: ...
+
+
+@keras.saving.register_keras_serializable(package="keras_actcoolr")
+class APTModel(keras.Model):
+    """A `keras.Model` whose train step measures activation pattern temperature.
+
+    Use it like `keras.Model`: functionally as `APTModel(inputs, outputs)`,
+    or as a base class for subclassed models. `keras_actcoolr.convert` turns
+    an existing Functional or Sequential model into one.
+
+    On the steps where a callback asks for a measurement (`ActCooLR`,
+    `DynamicActCooLR`, `TemperatureLogger`), the train step
+
+    1. keeps the non-trainable state (batch-norm statistics, seed states),
+    2. runs the normal Keras train step (forward, backward, optimizer
+       `apply`), during which every `APTReLU` records its pattern,
+    3. runs the same batch again with the updated weights and the kept state
+       through `stateless_call`, so that dropout masks and batch-norm mode are
+       those of step 2 and no state changes, and counts per layer the
+       positions whose pattern did not change. Counts are summed over
+       replicas under `tf.distribute`.
+
+    All other steps run the plain Keras train step, traced separately: they
+    cost exactly what they cost in `keras.Model`. Measured steps are run one
+    at a time, also when `steps_per_execution > 1`.
+
+    After a measurement, `fit`'s logs carry `temperature` (the network
+    temperature, the mean over layers) and `learning_rate` (the rate of the
+    step; for schedules other than `ActCooLRSchedule`, the rate of the last
+    measured step).
+
+    Example:
+
+    ```python
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3)(inputs)
+    x = keras_actcoolr.APTReLU()(x)
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(x))
+    model = keras_actcoolr.APTModel(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1)),
+        loss="sparse_categorical_crossentropy",
+    )
+    ```
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "APTModel":
+        if cls is APTModel and _is_functional_call(args, kwargs):
+            return keras.Model.__new__(_FunctionalAPTModel, *args, **kwargs)
+        return super().__new__(cls, *args, **kwargs)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if _is_functional_call(args, kwargs):
+            if not isinstance(self, _Functional):
+                raise TypeError(
+                    f"{type(self).__name__} is a subclass of APTModel and cannot be built from "
+                    "`inputs` and `outputs`: use `keras_actcoolr.APTModel(inputs, outputs)`, or "
+                    "define `call()` in the subclass."
+                )
+            _Functional.__init__(self, *args, **kwargs)
+        else:
+            keras.Model.__init__(self, *args, **kwargs)
+        self._apt_observers: list = []
+        self._apt_last: dict | None = None
+        self._apt_step: int | None = None
+        self._apt_trace_mode: str | None = None
+        self._apt_learning_rate: float | None = None
+
+    # ------------------------------------------------------------------ API
+
+    def apt_layers(self) -> list[APTReLU]:
+        """The `APTReLU` layers of the model, in the order of `layer_temperatures()`."""
+        # Keras has no public recursive walk over sublayers of any kind.
+        return [layer for layer in self._flatten_layers(include_self=False) if isinstance(layer, APTReLU)]
+
+    def layer_temperatures(self) -> dict[str, float]:
+        """`{layer name: temperature}` of the last measurement (empty before any)."""
+        return dict(self._apt_last["layers"]) if self._apt_last else {}
+
+    @property
+    def last_measurement(self) -> dict | None:
+        """The record of the last measurement, as `TemperatureLogger.history` holds them."""
+        return self._apt_last
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        super().compile(*args, **kwargs)
+        from keras_actcoolr.schedules import ActCooLRSchedule, find_schedule
+
+        schedule = find_schedule(self.optimizer)
+        if isinstance(schedule, ActCooLRSchedule):
+            schedule.build(_inner_optimizer(self.optimizer))
+
+    # ------------------------------------------------------------- training
+
+    def make_train_function(self, force: bool = False) -> Callable:
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        self.train_function = _MeasuringTrainFunction(self, self.train_function, self._keras_train_function)
+        return self.train_function
+
+    def _keras_train_function(self) -> Callable:
+        previous = self.train_function
+        super().make_train_function(force=True)
+        function, self.train_function = self.train_function, previous
+        return function
+
+    def train_step(self, data: Any) -> dict:
+        mode = self._apt_trace_mode
+        if mode is None:
+            return super().train_step(data)
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        layers = self.apt_layers()
+        trainable = list(self.trainable_variables)
+        state_before = [tf.identity(v.value) for v in self.non_trainable_variables]
+        weights_before = [tf.identity(v.value) for v in trainable] if mode == "estimate" else None
+        step_lr = tf.cast(self.optimizer.learning_rate, tf.float64) if mode == "estimate" else None
+        with measuring() as measurement:
+            logs = dict(super().train_step(data))
+            weights_after = [tf.identity(v.value) for v in trainable]
+            counts = self._apt_count(measurement, layers, weights_after, state_before, x)
+            if mode == "estimate":
+                range_counts = []
+                for learning_rate in T.RANGE_LEARNING_RATES:
+                    scale = tf.cast(learning_rate / step_lr, weights_before[0].dtype) if trainable else 0.0
+                    trial = [
+                        w0 + tf.cast(scale, w0.dtype) * (w1 - w0) for w0, w1 in zip(weights_before, weights_after)
+                    ]
+                    range_counts.append(self._apt_count(measurement, layers, trial, state_before, x))
+        replica = tf.distribute.get_replica_context()
+        if mode == "estimate":
+            counts, range_counts = replica.all_reduce("sum", [counts, tf.stack(range_counts)])
+            logs[_RANGE_KEY] = range_counts
+        else:
+            counts = replica.all_reduce("sum", counts)
+        logs[_COUNTS_KEY] = counts
+        return logs
+
+    def _apt_count(self, measurement: Any, layers: list, weights: list, state: list, x: Any) -> tf.Tensor:
+        """`[layers, 2]` float64 counts (unchanged, positions) of a pass with `weights` and `state`."""
+        measurement.start_compare()
+        kwargs = {"training": True} if _accepts_training(self.call) else {}
+        self.stateless_call(weights, state, x, **kwargs)
+        rows = [tf.stack(measurement.layer_counts(layer)) for layer in layers]
+        return tf.stack(rows) if rows else tf.zeros((0, 2), tf.float64)
+
+    # ------------------------------------------------------- measurements
+
+    def _apt_due(self, step: int) -> int:
+        """Steps until the next step that a callback wants measured (`-1`: none)."""
+        everies = [o.every_step for o in self._apt_observers]
+        return min(((-step) % e for e in everies), default=-1)
+
+    def _apt_record(self, step: int, counts: np.ndarray, range_counts: np.ndarray | None) -> dict:
+        layers = self.apt_layers()
+        temperatures = T.layer_temperature(counts[:, 0], counts[:, 1])
+        names = _unique_names(layer.name for layer in layers)
+        record = {
+            "step": int(step),
+            "learning_rate": float(self._apt_learning_rate_at(step)),
+            "temperature": float(np.mean(temperatures)) if len(layers) else 0.0,
+            "layers": {name: float(t) for name, t in zip(names, temperatures)},
+        }
+        range_analysis = None
+        if range_counts is not None:
+            layer_temps = T.layer_temperature(range_counts[..., 0], range_counts[..., 1])
+            range_analysis = {
+                "learning_rates": np.array(T.RANGE_LEARNING_RATES),
+                "temperatures": layer_temps.mean(axis=1),
+                "layer_temperatures": layer_temps,
+            }
+        self._apt_last = record
+        for observer in list(self._apt_observers):
+            if step % observer.every_step == 0:
+                observer.on_measurement(record, range_analysis)
+        self._apt_learning_rate = None
+        return record
+
+    def _apt_learning_rate_at(self, step: int) -> float:
+        from keras_actcoolr.schedules import ActCooLRSchedule, find_schedule
+
+        schedule = find_schedule(self.optimizer)
+        if isinstance(schedule, ActCooLRSchedule):
+            return schedule.value_at(step)
+        if self._apt_learning_rate is None:
+            self._apt_learning_rate = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+        return self._apt_learning_rate
+
+    def _apt_wants_range(self, step: int) -> bool:
+        return any(step % o.every_step == 0 and o.wants_range_analysis(step) for o in self._apt_observers)
+
+    def _apt_add_observer(self, observer: MeasurementObserver) -> None:
+        if not self.apt_layers():
+            raise ValueError(
+                f"Model '{self.name}' has no APTReLU layer to measure. Use APTReLU in place of "
+                "ReLU, or build the model with `keras_actcoolr.convert(model)`."
+            )
+        if observer not in self._apt_observers:
+            self._apt_observers.append(observer)
+        self._apt_step = None
+
+    def _apt_remove_observer(self, observer: MeasurementObserver) -> None:
+        if observer in self._apt_observers:
+            self._apt_observers.remove(observer)
+
+
+@keras.saving.register_keras_serializable(package="keras_actcoolr")
+class _FunctionalAPTModel(APTModel, _Functional):
+    """`APTModel(inputs, outputs)`: an `APTModel` that is a Keras Functional model."""
+
+
+class _MeasuringTrainFunction:
+    """Runs plain Keras train functions, and the measuring variants on the steps that measure."""
+
+    def __init__(self, model: APTModel, plain: Callable, build: Callable[[], Callable]) -> None:
+        self.model = model
+        self.plain = plain
+        self._build = build
+        self._single: dict[str | None, Callable] = {}
+
+    def _run_single(self, mode: str | None, iterator: Any) -> dict:
+        model = self.model
+        if mode not in self._single:
+            self._single[mode] = self._build()
+        spe, model.steps_per_execution = model.steps_per_execution, 1
+        model._apt_trace_mode = mode
+        try:
+            return self._single[mode](iterator)
+        finally:
+            model._apt_trace_mode = None
+            model.steps_per_execution = spe
+
+    def _measure(self, iterator: Any, step: int) -> dict:
+        model = self.model
+        mode = "estimate" if model._apt_wants_range(step) else "measure"
+        logs = self._run_single(mode, iterator)
+        counts = np.asarray(logs.pop(_COUNTS_KEY), dtype=np.float64)
+        range_counts = logs.pop(_RANGE_KEY, None)
+        if range_counts is not None:
+            range_counts = np.asarray(range_counts, dtype=np.float64)
+        model._apt_record(step, counts, range_counts)
+        return logs
+
+    def __call__(self, iterator: Any) -> dict:
+        model = self.model
+        steps = model.steps_per_execution
+        if not model._apt_observers:
+            return self.plain(iterator)
+        if model._apt_step is None or steps > 1:
+            model._apt_step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        due = model._apt_due(model._apt_step)
+        if due >= steps:
+            logs = self.plain(iterator)
+            model._apt_step += steps
+            return self._decorate(logs, model._apt_step - 1)
+        logs = None
+        for _ in range(steps):
+            step = model._apt_step
+            try:
+                if model._apt_due(step) == 0:
+                    logs = self._measure(iterator, step)
+                else:
+                    logs = self._run_single(None, iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                if logs is None:
+                    raise
+                break
+            model._apt_step += 1
+        return self._decorate(logs, model._apt_step - 1)
+
+    def _decorate(self, logs: dict, step: int) -> dict:
+        last = self.model._apt_last
+        if last is not None:
+            logs = dict(logs)
+            logs["temperature"] = last["temperature"]
+            logs["learning_rate"] = self.model._apt_learning_rate_at(step)
+        return logs
+
+
+def _accepts_training(call: Callable) -> bool:
+    parameters = inspect.signature(call).parameters
+    return "training" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def _unique_names(names: Iterable[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        unique.append(name if count == 0 else f"{name}_{count}")
+    return unique
+
+
+def _inner_optimizer(optimizer: Any) -> Any:
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+# ----------------------------------------------------------------- convert
+
+_SPLITTABLE = (
+    keras.layers.Dense,
+    keras.layers.EinsumDense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+)
+
+
+def _relu_arguments(activation: Any) -> dict | None:
+    """`APTReLU` arguments equal to a Keras activation, or None if it is not of the ReLU family."""
+    name = keras.activations.serialize(activation) if callable(activation) else activation
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+    return {"relu": {}, "relu6": {"max_value": 6.0}, "leaky_relu": {"negative_slope": 0.2}}.get(name)
+
+
+def _channel_axis(layer: Any) -> int:
+    return 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
+
+
+def convert(model: keras.Model, name: str | None = None) -> APTModel:
+    """Clone a Functional or Sequential model into an `APTModel` that measures its ReLUs.
+
+    Every ReLU-family activation is replaced by an `APTReLU` with the same
+    arguments: `keras.layers.ReLU` (ReLU6 included) and `keras.layers.LeakyReLU`
+    layers keep their names; `Activation("relu")` layers keep their names;
+    Dense and convolution layers with `activation="relu"` (or `"relu6"`,
+    `"leaky_relu"`) are split into the same layer without activation (same
+    name, same weights) followed by an `APTReLU` named `"<name>_relu"`.
+    Weights are copied; the original model is not changed.
+
+    Example:
+
+    ```python
+    model = keras_actcoolr.convert(keras.applications.ResNet50(weights=None))
+    ```
+
+    Args:
+        model: A built Functional or Sequential `keras.Model`.
+        name: Name of the new model. Defaults to the name of `model`.
+
+    Returns:
+        An `APTModel`.
+
+    Raises:
+        TypeError: if `model` is not a Functional or Sequential model.
+        ValueError: if the model is not built, or has no ReLU-family activation.
+    """
+    if not isinstance(model, keras.Model) or not isinstance(model, (_Functional, keras.Sequential)):
+        raise TypeError(
+            "convert() clones Functional and Sequential models only. For a subclassed model, use "
+            "`keras_actcoolr.APTReLU` in place of ReLU in its layers and subclass "
+            f"`keras_actcoolr.APTModel` instead of `keras.Model`. Received: model={type(model).__name__}"
+        )
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs:
+        raise ValueError(
+            f"Model '{model.name}' is not built: give it an `Input` (or call it once on data) before convert()."
+        )
+    if isinstance(model, keras.Sequential):
+        model = keras.Model(inputs, outputs, name=model.name)
+
+    followers: dict[int, APTReLU] = {}
+    replaced = []
+
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.ReLU):
+            arguments = {k: config[k] for k in ("max_value", "negative_slope", "threshold")}
+            new = APTReLU(name=layer.name, dtype=layer.dtype_policy, **arguments, axis=config.get("axis", -1))
+        elif isinstance(layer, keras.layers.LeakyReLU):
+            new = APTReLU(negative_slope=config["negative_slope"], name=layer.name, dtype=layer.dtype_policy)
+        elif isinstance(layer, keras.layers.Activation) and _relu_arguments(layer.activation) is not None:
+            new = APTReLU(name=layer.name, dtype=layer.dtype_policy, **_relu_arguments(layer.activation))
+        elif isinstance(layer, _SPLITTABLE) and _relu_arguments(layer.activation) is not None:
+            arguments = _relu_arguments(layer.activation)
+            config["activation"] = "linear"
+            new = layer.__class__.from_config(config)
+            followers[id(new)] = APTReLU(
+                name=f"{layer.name}_relu", dtype=layer.dtype_policy, axis=_channel_axis(layer), **arguments
+            )
+            replaced.append(layer.name)
+            return new
+        else:
+            return layer.__class__.from_config(config)
+        replaced.append(layer.name)
+        return new
+
+    def call_layer(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+        outputs = layer(*args, **kwargs)
+        follower = followers.get(id(layer))
+        return follower(outputs) if follower is not None else outputs
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer, recursive=True)
+    if not replaced:
+        raise ValueError(
+            f"Model '{model.name}' has no ReLU-family activation (ReLU, ReLU6, LeakyReLU, "
+            "Activation('relu'), or activation='relu' in a Dense or convolution layer): there is "
+            "nothing for ActCooLR to measure."
+        )
+    _copy_weights(model, clone)
+    return APTModel(clone.inputs, clone.outputs, name=name or model.name)
+
+
+def _copy_weights(source: keras.Model, target: keras.Model) -> None:
+    source_weights, target_weights = source.weights, target.weights
+    if len(source_weights) != len(target_weights) or any(
+        tuple(a.shape) != tuple(b.shape) for a, b in zip(source_weights, target_weights)
+    ):
+        raise ValueError(f"convert() could not match the weights of model '{source.name}' to its clone.")
+    for source_weight, target_weight in zip(source_weights, target_weights):
+        target_weight.assign(source_weight)
+

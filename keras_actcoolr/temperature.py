@@ -1,0 +1,194 @@
+"""Pure math of ActCooLR: conversions, the erf model, its fit, targets and controllers.
+
+Everything here works on Python floats and NumPy arrays and holds no Keras
+state, so that it can be checked against SciPy and reused by the callbacks,
+the analysis tools and user code alike.
+
+Definitions (base 2 throughout, see the README "Differences from the paper"):
+
+```python
+P = 1 - 2 ** (-T)          # change probability of a temperature
+T = -log2(1 - P)           # temperature of a change probability
+P(lr) = Phi((ln(lr) - mu) / sigma)     # the erf (log-normal CDF) model
+```
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import numpy as np
+from scipy import optimize, special
+
+ArrayLike = Union[float, np.ndarray]
+
+#: Learning rates of the range analyses (Table 1 of the supplementary material):
+#: 25 values evenly spaced in log space from 10**-3.2 to 10**2.
+RANGE_LEARNING_RATES: np.ndarray = np.logspace(-3.2, 2.0, 25)
+RANGE_LEARNING_RATES.setflags(write=False)
+
+#: Default clamp of change probabilities to `[EPSILON, 1 - EPSILON]` in the controllers.
+EPSILON = 1e-6
+
+__all__ = [
+    "EPSILON",
+    "RANGE_LEARNING_RATES",
+    "dynamic_lr_update",
+    "erf_probability",
+    "fit_erf_model",
+    "layer_temperature",
+    "linear_probability_curve",
+    "power_cooling",
+    "probability_to_temperature",
+    "static_lr_update",
+    "target_temperature",
+    "temperature_to_probability",
+]
+
+
+def temperature_to_probability(temperature: ArrayLike) -> ArrayLike:
+    """Change probability `P = 1 - 2**(-T)` of an activation pattern temperature."""
+    return -np.expm1(-np.log(2.0) * np.asarray(temperature, dtype=np.float64))
+
+
+def probability_to_temperature(probability: ArrayLike) -> ArrayLike:
+    """Temperature `T = -log2(1 - P)` of a change probability (inf at `P = 1`)."""
+    with np.errstate(divide="ignore"):
+        return -np.log1p(-np.asarray(probability, dtype=np.float64)) / np.log(2.0)
+
+
+def layer_temperature(unchanged: ArrayLike, positions: ArrayLike) -> ArrayLike:
+    """Temperature `-log2(max(U, 0.5) / N)` of `U` unchanged positions out of `N`.
+
+    The cap at 0.5 is the seed's: it keeps `log(0)` out when every position
+    changed. A layer with no positions (`N = 0`) has temperature 0.
+    """
+    unchanged = np.asarray(unchanged, dtype=np.float64)
+    positions = np.asarray(positions, dtype=np.float64)
+    safe_positions = np.where(positions > 0, positions, 1.0)
+    temperature = -np.log2(np.maximum(unchanged, 0.5) / safe_positions)
+    return np.where(positions > 0, np.maximum(temperature, 0.0), 0.0)
+
+
+def erf_probability(learning_rate: ArrayLike, sigma: float, mu: float) -> ArrayLike:
+    """The erf model `Phi((ln(lr) - mu) / sigma)` of change probability against learning rate."""
+    learning_rate = np.asarray(learning_rate, dtype=np.float64)
+    return special.ndtr((np.log(learning_rate) - mu) / sigma)
+
+
+def fit_erf_model(learning_rates: ArrayLike, temperatures: ArrayLike) -> tuple[float, float]:
+    """Least-squares fit of the erf model to measured `(learning rate, temperature)` pairs.
+
+    The fit is on change probabilities, as the seed's `curve_fit` does.
+
+    Args:
+        learning_rates: 1-D array of positive learning rates.
+        temperatures: 1-D array of measured temperatures, same length.
+
+    Returns:
+        `(sigma, mu)` with `sigma > 0`.
+
+    Raises:
+        ValueError: for inputs of different lengths, fewer than 2 points,
+            non-positive learning rates, or when the measurements do not
+            determine the model (for example all temperatures equal).
+    """
+    learning_rates = np.asarray(learning_rates, dtype=np.float64).ravel()
+    temperatures = np.asarray(temperatures, dtype=np.float64).ravel()
+    if learning_rates.shape != temperatures.shape:
+        raise ValueError(
+            "`learning_rates` and `temperatures` must have the same length. "
+            f"Received: {learning_rates.size} and {temperatures.size} values."
+        )
+    if learning_rates.size < 2:
+        raise ValueError(
+            f"At least 2 points are needed to fit the erf model. Received: {learning_rates.size}."
+        )
+    if np.any(learning_rates <= 0) or not np.all(np.isfinite(learning_rates)):
+        raise ValueError(
+            f"Learning rates must be positive and finite. Received: learning_rates={learning_rates}"
+        )
+    probabilities = temperature_to_probability(temperatures)
+    if np.ptp(probabilities) <= 0:
+        raise ValueError(
+            "The erf model cannot be fitted: every measured temperature is the same "
+            f"({temperatures[0]}). Use a wider range of learning rates or more data."
+        )
+    log_lr = np.log(learning_rates)
+    # Start from the learning rate where P crosses 1/2 (or the closest point).
+    mu0 = float(log_lr[np.argmin(np.abs(probabilities - 0.5))])
+
+    def model(x: np.ndarray, sigma: float, mu: float) -> np.ndarray:
+        return special.ndtr((x - mu) / sigma)
+
+    try:
+        (sigma, mu), _ = optimize.curve_fit(
+            model, log_lr, probabilities, p0=(1.0, mu0), bounds=([1e-6, -np.inf], [np.inf, np.inf])
+        )
+    except (RuntimeError, optimize.OptimizeWarning) as error:
+        raise ValueError(f"The erf model fit did not converge: {error}") from error
+    return float(sigma), float(mu)
+
+
+def power_cooling(progress: ArrayLike, start: float, gamma: float) -> ArrayLike:
+    """`start * (1 - progress) ** gamma` for `progress` clipped to `[0, 1]`."""
+    progress = np.clip(np.asarray(progress, dtype=np.float64), 0.0, 1.0)
+    return start * (1.0 - progress) ** gamma
+
+
+def target_temperature(progress: ArrayLike, start_temperature: float, gamma: float = 1.0) -> ArrayLike:
+    """Target temperature `T0 * (1 - progress) ** gamma` (`gamma = 1` is the paper's linear curve)."""
+    return power_cooling(progress, start_temperature, gamma)
+
+
+def linear_probability_curve(start_probability: float) -> Callable[[ArrayLike], ArrayLike]:
+    """Target probability curve falling linearly from `start_probability` to 0."""
+    return lambda progress: power_cooling(progress, start_probability, 1.0)
+
+
+def _clamp(probability: ArrayLike, epsilon: float) -> ArrayLike:
+    return np.clip(np.asarray(probability, dtype=np.float64), epsilon, 1.0 - epsilon)
+
+
+def static_lr_update(
+    learning_rate: float,
+    probability: float,
+    target_probability: float,
+    sigma: float,
+    every_step: int,
+    epsilon: float = EPSILON,
+) -> tuple[float, float]:
+    """One update of the static ActCooLR controller.
+
+    ```python
+    lr_target = lr * exp(sigma * (PhiInv(P*) - PhiInv(P)))
+    d = (lr_target - lr) / every_step
+    new_lr = lr + d                 # used from the step after the measurement
+    drift_per_step = d / every_step # added on each following step
+    ```
+
+    `P` and `P*` are clamped to `[epsilon, 1 - epsilon]`, so the result is
+    finite and positive for any measurement.
+
+    Returns:
+        `(new_learning_rate, drift_per_step)`.
+    """
+    shift = sigma * (special.ndtri(_clamp(target_probability, epsilon)) - special.ndtri(_clamp(probability, epsilon)))
+    lr_target = learning_rate * np.exp(shift)
+    step = (lr_target - learning_rate) / every_step
+    return float(learning_rate + step), float(step / every_step)
+
+
+def dynamic_lr_update(
+    learning_rate: float, probability: float, target_probability: float, rate: float = 0.05
+) -> tuple[float, float]:
+    """One update of the dynamic ActCooLR controller (seed section D).
+
+    The temperature error `(P - C)**2` is minimised by SGD on the learning rate
+    with `dP/dlr := 1`: `step = -rate * 2 * (P - C)`.
+
+    Returns:
+        `(new_learning_rate, step)`; the step is re-applied until the next measurement.
+    """
+    step = -rate * 2.0 * (float(probability) - float(target_probability))
+    return float(learning_rate + step), float(step)
