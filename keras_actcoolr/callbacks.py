@@ -49,6 +49,10 @@ class _MeasuringCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         _require_apt_model(self.model, type(self).__name__)._apt_add_observer(self)
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        steps = self.params.get("steps") if self.params else None
+        self.model._apt_remaining = steps - batch if steps else None
+
     def on_train_end(self, logs: dict | None = None) -> None:
         self.model._apt_remove_observer(self)
 

@@ -105,6 +105,7 @@ class APTModel(keras.Model):
         self._apt_step: int | None = None
         self._apt_trace_mode: str | None = None
         self._apt_learning_rate: float | None = None
+        self._apt_remaining: int | None = None
 
     # ------------------------------------------------------------------ API
 
@@ -150,6 +151,11 @@ class APTModel(keras.Model):
         if mode is None:
             return super().train_step(data)
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if not all(layer.built for layer in self._flatten_layers()):
+            # A subclassed model creates its variables on its first call: create
+            # them symbolically first, so that the state kept below is complete.
+            symbolic = keras.tree.map_structure(lambda t: keras.KerasTensor(t.shape, t.dtype), x)
+            self.compute_output_spec(symbolic, **self._apt_training_kwargs())
         layers = self.apt_layers()
         trainable = list(self.trainable_variables)
         state_before = [tf.identity(v.value) for v in self.non_trainable_variables]
@@ -179,10 +185,12 @@ class APTModel(keras.Model):
     def _apt_count(self, measurement: Any, layers: list, weights: list, state: list, x: Any) -> tf.Tensor:
         """`[layers, 2]` float64 counts (unchanged, positions) of a pass with `weights` and `state`."""
         measurement.start_compare()
-        kwargs = {"training": True} if _accepts_training(self.call) else {}
-        self.stateless_call(weights, state, x, **kwargs)
+        self.stateless_call(weights, state, x, **self._apt_training_kwargs(True))
         rows = [tf.stack(measurement.layer_counts(layer)) for layer in layers]
         return tf.stack(rows) if rows else tf.zeros((0, 2), tf.float64)
+
+    def _apt_training_kwargs(self, training: bool = False) -> dict:
+        return {"training": training} if _accepts_training(self.call) else {}
 
     # ------------------------------------------------------- measurements
 
@@ -293,6 +301,10 @@ class _MeasuringTrainFunction:
             logs = self.plain(iterator)
             model._apt_step += steps
             return self._decorate(logs, model._apt_step - 1)
+        if model._apt_remaining is not None:
+            # Calling a train function past the end of the data would still
+            # advance `optimizer.iterations`: run the steps that are left.
+            steps = min(steps, model._apt_remaining)
         logs = None
         for _ in range(steps):
             step = model._apt_step

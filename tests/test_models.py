@@ -1,0 +1,196 @@
+"""APTModel: the train-step invariants of DESIGN.md section 5, against plain Keras and NumPy."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+
+import keras_actcoolr as kac
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def data(n=96, shape=(6, 6, 2), classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, *shape)).astype("float32"), rng.integers(0, classes, n)
+
+
+def conv_bn_dropout_model(seed=3, dropout=True):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(6, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    if dropout:
+        x = keras.layers.Dropout(0.3, seed=7)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(16, activation="relu")(x)
+    outputs = keras.layers.Dense(4)(x)
+    return keras.Model(inputs, outputs)
+
+
+def mlp(seed=5):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((10,))
+    x = keras.layers.Dense(12, activation="relu", name="d1")(inputs)
+    x = keras.layers.Dense(9, activation="relu", name="d2")(x)
+    outputs = keras.layers.Dense(3, name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+class TestInvariants:
+    def test_zero_learning_rate_gives_zero_temperature_with_batchnorm_and_dropout(self):
+        x, y = data()
+        model = kac.convert(conv_bn_dropout_model())
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=LOSS)
+        logger = kac.TemperatureLogger(every_step=2)
+        model.fit(x, y, batch_size=16, epochs=1, callbacks=[logger], verbose=0, shuffle=False)
+        assert [r["step"] for r in logger.history] == [0, 2, 4]
+        for record in logger.history:
+            assert record["temperature"] == 0.0
+            assert set(record["layers"]) == {"re_lu", "dense_relu"}
+            assert all(t == 0.0 for t in record["layers"].values())
+
+    def test_measured_step_leaves_state_as_a_plain_keras_step(self):
+        x, y = data(n=16)
+        plain = conv_bn_dropout_model()
+        converted = kac.convert(plain)
+        plain.compile(optimizer=keras.optimizers.SGD(0.3, momentum=0.9), loss=LOSS)
+        converted.compile(optimizer=keras.optimizers.SGD(0.3, momentum=0.9), loss=LOSS)
+        logger = kac.TemperatureLogger(every_step=1)
+        history_plain = plain.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        history_apt = converted.fit(x, y, batch_size=16, epochs=2, callbacks=[logger], verbose=0, shuffle=False)
+        assert len(logger.history) == 2
+        assert logger.history[1]["temperature"] > 0.0
+        np.testing.assert_allclose(history_apt.history["loss"], history_plain.history["loss"], rtol=1e-6)
+        assert len(plain.weights) == len(converted.weights)
+        for a, b in zip(plain.weights, converted.weights):
+            # Weights, batch-norm moving statistics and the dropout seed state.
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7, err_msg=a.path)
+
+    def test_layer_temperatures_match_numpy_reference(self):
+        x, y = data(n=64, shape=(10,), classes=3, seed=1)
+        reference = mlp()
+        model = kac.convert(reference)
+        before = [w.numpy() for w in reference.weights]
+        reference.compile(optimizer=keras.optimizers.SGD(0.8), loss=LOSS)
+        reference.train_on_batch(x, y)
+        after = [w.numpy() for w in reference.weights]
+
+        def patterns(weights):
+            k1, b1, k2, b2 = weights[:4]
+            z1 = x @ k1 + b1
+            z2 = np.maximum(z1, 0) @ k2 + b2
+            return z1 > 0, z2 > 0
+
+        expected = {}
+        for name, p0, p1 in zip(("d1_relu", "d2_relu"), patterns(before), patterns(after)):
+            unchanged = np.all(p0 == p1, axis=-1).sum()
+            expected[name] = -np.log2(max(unchanged, 0.5) / len(x))
+        assert 0 < min(expected.values())
+
+        model.compile(optimizer=keras.optimizers.SGD(0.8), loss=LOSS)
+        logger = kac.TemperatureLogger(every_step=1)
+        model.fit(x, y, batch_size=64, epochs=1, callbacks=[logger], verbose=0)
+        assert model.layer_temperatures().keys() == expected.keys()
+        for name, value in expected.items():
+            np.testing.assert_allclose(model.layer_temperatures()[name], value, rtol=1e-12)
+        np.testing.assert_allclose(logger.history[0]["temperature"], np.mean(list(expected.values())), rtol=1e-12)
+
+    @pytest.mark.parametrize(
+        "steps_per_execution, jit_compile",
+        [(1, True), (4, False), (4, True)],
+        ids=["xla", "steps_per_execution_4", "steps_per_execution_4_xla"],
+    )
+    def test_execution_options_give_the_same_measurements(self, steps_per_execution, jit_compile):
+        x, y = data(n=100)
+
+        def run(spe, jit):
+            # No dropout: XLA draws other random numbers than TensorFlow's kernels.
+            model = kac.convert(conv_bn_dropout_model(dropout=False))
+            model.compile(
+                optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.05), momentum=0.9),
+                loss=LOSS,
+                steps_per_execution=spe,
+                jit_compile=jit,
+            )
+            controller = kac.ActCooLR(every_step=3, sigma=1.2)
+            model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
+            return controller.history
+
+        baseline = run(1, False)
+        other = run(steps_per_execution, jit_compile)
+        # 7 batches per epoch (the last one partial): steps 0..13, measured every 3rd.
+        assert [r["step"] for r in baseline] == [0, 3, 6, 9, 12]
+        assert [r["step"] for r in other] == [r["step"] for r in baseline]
+        for a, b in zip(baseline, other):
+            np.testing.assert_allclose(b["temperature"], a["temperature"], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(b["learning_rate"], a["learning_rate"], rtol=1e-5)
+
+    def test_non_measuring_steps_do_not_call_the_layers_twice(self):
+        calls = []
+
+        class CountingReLU(kac.APTReLU):
+            def call(self, inputs):
+                calls.append(1)
+                return super().call(inputs)
+
+        inputs = keras.Input((10,))
+        outputs = keras.layers.Dense(3)(CountingReLU()(keras.layers.Dense(8)(inputs)))
+        model = kac.APTModel(inputs, outputs)
+        model.compile(optimizer="sgd", loss=LOSS, run_eagerly=True)
+        x, y = data(n=40, shape=(10,), classes=3)
+        model.fit(x, y, batch_size=4, epochs=1, callbacks=[kac.TemperatureLogger(every_step=5)], verbose=0)
+        # 10 steps: 2 measured (forward + pass after the step), 8 plain (forward only).
+        assert len(calls) == 2 * 2 + 8
+
+
+class TestAPTModel:
+    def test_subclassed_model_measures(self):
+        class Net(kac.APTModel):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.hidden = keras.layers.Dense(8)
+                self.act = kac.APTReLU(name="act")
+                self.out = keras.layers.Dense(3)
+
+            def call(self, inputs, training=False):
+                return self.out(self.act(self.hidden(inputs)))
+
+        keras.utils.set_random_seed(0)
+        model = Net()
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=LOSS)
+        x, y = data(n=32, shape=(10,), classes=3)
+        logger = kac.TemperatureLogger(every_step=1)
+        model.fit(x, y, batch_size=32, epochs=2, callbacks=[logger], verbose=0)
+        assert list(model.layer_temperatures()) == ["act"]
+        assert model.layer_temperatures()["act"] == logger.history[-1]["layers"]["act"]
+
+    def test_fit_logs_carry_temperature_and_learning_rate(self):
+        x, y = data()
+        model = kac.convert(conv_bn_dropout_model())
+        model.compile(optimizer=keras.optimizers.SGD(0.02), loss=LOSS)
+        logger = kac.TemperatureLogger(every_step=4)
+        history = model.fit(x, y, batch_size=16, epochs=2, callbacks=[logger], verbose=0)
+        assert history.history["learning_rate"] == pytest.approx([0.02, 0.02])
+        # 6 steps per epoch: the epoch logs carry the last measurement of the epoch.
+        assert history.history["temperature"][0] == logger.history[1]["temperature"]
+        assert history.history["temperature"][1] == logger.history[2]["temperature"]
+
+    def test_plain_model_is_refused_by_the_callbacks(self):
+        x, y = data(n=16, shape=(10,), classes=3)
+        model = mlp()
+        model.compile(optimizer="sgd", loss=LOSS)
+        with pytest.raises(ValueError, match="APTModel"):
+            model.fit(x, y, epochs=1, callbacks=[kac.TemperatureLogger()], verbose=0)
+
+    def test_model_without_apt_layers_is_refused(self):
+        inputs = keras.Input((10,))
+        model = kac.APTModel(inputs, keras.layers.Dense(3)(keras.layers.ReLU()(inputs)))
+        model.compile(optimizer="sgd", loss=LOSS)
+        x, y = data(n=16, shape=(10,), classes=3)
+        with pytest.raises(ValueError, match="no APTReLU"):
+            model.fit(x, y, epochs=1, callbacks=[kac.TemperatureLogger()], verbose=0)
