@@ -206,6 +206,7 @@ class ActCooLR(_MeasuringCallback):
             )
         self._schedule: ActCooLRSchedule | None = None
         self._steps: int | None = None
+        self._sigma: float | None = None
 
     # ---------------------------------------------------------------- fit
 
@@ -236,6 +237,7 @@ class ActCooLR(_MeasuringCallback):
         if self.sigma is not None:
             updates["sigma"] = self.sigma
         schedule.assign(**updates)
+        self._sigma = self.sigma
         self._schedule = schedule
         super().on_train_begin(logs)
 
@@ -250,11 +252,13 @@ class ActCooLR(_MeasuringCallback):
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
         schedule = self._schedule
-        state = schedule.state()
-        sigma = state["sigma"]
-        if sigma <= 0.0:
-            sigma = self._estimate_sigma(range_analysis)
-            schedule.assign(sigma=sigma)
+        if self._sigma is None:
+            # Given, estimated earlier in this fit, or restored from a checkpoint.
+            self._sigma = schedule.state()["sigma"]
+        if self._sigma <= 0.0:
+            self._sigma = self._estimate_sigma(range_analysis)
+            schedule.assign(sigma=self._sigma)
+        sigma = self._sigma
         step = record["step"]
         progress = min(step / self._steps, 1.0)
         target = self.target(progress)

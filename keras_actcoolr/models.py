@@ -131,6 +131,13 @@ class APTModel(keras.Model):
         if isinstance(schedule, ActCooLRSchedule):
             schedule.build(_inner_optimizer(self.optimizer))
 
+    def compile_from_config(self, config: dict) -> None:
+        # As `keras.Model.compile_from_config`, through the `compile` above, so
+        # that a loaded optimizer has the ActCooLR state variables to load into.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # ------------------------------------------------------------- training
 
     def make_train_function(self, force: bool = False) -> Callable:

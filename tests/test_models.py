@@ -23,11 +23,11 @@ def conv_bn_dropout_model(seed=3, dropout=True):
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(6, 3, padding="same")(inputs)
     x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
+    x = keras.layers.ReLU(name="relu")(x)
     if dropout:
         x = keras.layers.Dropout(0.3, seed=7)(x)
     x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(16, activation="relu")(x)
+    x = keras.layers.Dense(16, activation="relu", name="hidden")(x)
     outputs = keras.layers.Dense(4)(x)
     return keras.Model(inputs, outputs)
 
@@ -51,7 +51,7 @@ class TestInvariants:
         assert [r["step"] for r in logger.history] == [0, 2, 4]
         for record in logger.history:
             assert record["temperature"] == 0.0
-            assert set(record["layers"]) == {"re_lu", "dense_relu"}
+            assert set(record["layers"]) == {"relu", "hidden_relu"}
             assert all(t == 0.0 for t in record["layers"].values())
 
     def test_measured_step_leaves_state_as_a_plain_keras_step(self):

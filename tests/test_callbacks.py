@@ -1,0 +1,240 @@
+"""ActCooLR, ActCooLRSchedule and TemperatureLogger in `model.fit`."""
+
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+
+import keras_actcoolr as kac
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 10)).astype("float32"), rng.integers(0, 3, n)
+
+
+def converted(initial_learning_rate=0.1, momentum=0.9, seed=2):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((10,))
+    x = keras.layers.Dense(16, activation="relu")(inputs)
+    x = keras.layers.Dense(16, activation="relu")(x)
+    model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(x)))
+    model.compile(
+        optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(initial_learning_rate), momentum=momentum),
+        loss=LOSS,
+    )
+    return model
+
+
+class LearningRateRecorder(keras.callbacks.Callback):
+    """The learning rate each optimizer step uses, read before the step."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(self.model.optimizer.learning_rate))
+
+
+class TestActCooLR:
+    def test_learning_rate_trajectory_follows_the_controller_by_hand(self):
+        x, y = data()
+        model = converted()
+        every, sigma, start, gamma, top = 4, 1.3, 2.5, 2.0, 1.5
+        controller = kac.ActCooLR(
+            start_temperature=start, gamma=gamma, every_step=every, sigma=sigma, max_learning_rate=top
+        )
+        recorder = LearningRateRecorder()
+        model.fit(x, y, batch_size=10, epochs=3, callbacks=[controller, recorder], verbose=0, shuffle=False)
+        total = 36
+        assert len(recorder.rates) == total
+        assert [r["step"] for r in controller.history] == list(range(0, total, every))
+
+        # Replay DESIGN.md section 3 with the measured temperatures as the only input:
+        # a measured step sets the rate of the next step, then a drift of d / every per step.
+        measured = {r["step"]: r["temperature"] for r in controller.history}
+        expected = []
+        anchor, anchor_step, drift = 0.1, 0, 0.0
+        for step in range(total):
+            rate = min(max(anchor + drift * (step - anchor_step), 1e-7), top)
+            expected.append(rate)
+            if step in measured:
+                target = start * (1 - step / total) ** gamma
+                p = np.clip(1 - 2.0 ** -measured[step], 1e-6, 1 - 1e-6)
+                p_target = np.clip(1 - 2.0 ** -target, 1e-6, 1 - 1e-6)
+                lr_target = rate * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
+                d = (lr_target - rate) / every
+                anchor, anchor_step, drift = min(max(rate + d, 1e-7), top), step + 1, d / every
+        assert max(expected) == top  # the bound is exercised
+        np.testing.assert_allclose(recorder.rates, expected, rtol=2e-5)
+        for record in controller.history:
+            np.testing.assert_allclose(record["learning_rate"], recorder.rates[record["step"]], rtol=1e-6)
+
+    def test_history_matches_static_lr_update(self):
+        x, y = data()
+        model = converted()
+        controller = kac.ActCooLR(start_temperature=3.03, every_step=3, sigma=0.8)
+        model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller], verbose=0)
+        for record in controller.history:
+            target = 3.03 * (1 - record["step"] / 12)
+            new_rate, _ = kac.temperature.static_lr_update(
+                record["learning_rate"], 1 - 2.0 ** -record["temperature"], 1 - 2.0 ** -target, 0.8, 3
+            )
+            assert record["target_temperature"] == pytest.approx(target, rel=1e-12)
+            assert record["next_learning_rate"] == pytest.approx(new_rate, rel=1e-12)
+
+    def test_sigma_is_estimated_when_not_given(self):
+        x, y = data()
+        model = converted()
+        controller = kac.ActCooLR(every_step=5)
+        model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)
+        sigmas = {r["sigma"] for r in controller.history}
+        assert len(sigmas) == 1
+        sigma = sigmas.pop()
+        assert 0 < sigma < 20
+
+    @pytest.mark.parametrize(
+        "initial_learning_rate",
+        [1e-12, 1e4],
+        ids=["nothing_changes", "everything_changes"],
+    )
+    def test_learning_rate_stays_finite_and_bounded(self, initial_learning_rate):
+        x, y = data()
+        model = converted(initial_learning_rate, momentum=0.0)
+        controller = kac.ActCooLR(every_step=2, sigma=2.0, max_learning_rate=50.0, min_learning_rate=1e-9)
+        recorder = LearningRateRecorder()
+        model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller, recorder], verbose=0)
+        rates = np.array(recorder.rates[1:])
+        assert np.all(np.isfinite(rates))
+        assert np.all((rates >= 1e-9 * (1 - 1e-6)) & (rates <= 50.0 * (1 + 1e-6)))
+        first = controller.history[0]["temperature"]
+        if initial_learning_rate < 1:
+            assert first == 0.0
+        else:
+            # Every position changed: capped at -log2(0.5 / 20) = log2(40).
+            assert first == pytest.approx(math.log2(40), rel=1e-12)
+
+    def test_total_steps_from_argument_when_the_data_has_no_length(self):
+        x, y = data()
+
+        def generate():
+            for i in range(0, 120, 20):
+                yield x[i : i + 20], y[i : i + 20]
+
+        signature = (tf.TensorSpec((None, 10), tf.float32), tf.TensorSpec((None,), tf.int64))
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        model = converted()
+        with pytest.raises(ValueError, match="total_steps"):
+            model.fit(dataset, epochs=1, callbacks=[kac.ActCooLR(every_step=2, sigma=1.0)], verbose=0)
+        controller = kac.ActCooLR(every_step=2, sigma=1.0, total_steps=6)
+        model.fit(dataset, epochs=1, callbacks=[controller], verbose=0)
+        assert [r["target_temperature"] for r in controller.history] == pytest.approx(
+            [3.03 * (1 - s / 6) for s in (0, 2, 4)]
+        )
+
+    def test_optimizer_without_actcoolr_schedule_is_refused(self):
+        x, y = data()
+        model = converted()
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+        with pytest.raises(ValueError, match="ActCooLRSchedule"):
+            model.fit(x, y, epochs=1, callbacks=[kac.ActCooLR(sigma=1.0)], verbose=0)
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"start_temperature": 0.0}, "start_temperature=0.0"),
+            ({"start_temperature": -1.0}, "start_temperature=-1.0"),
+            ({"start_temperature": float("nan")}, "start_temperature=nan"),
+            ({"start_temperature": 25.0}, "rounds to 1"),
+            ({"gamma": 0}, "gamma=0"),
+            ({"every_step": 0}, "every_step=0"),
+            ({"every_step": 2.5}, "every_step=2.5"),
+            ({"sigma": -1.0}, "sigma=-1.0"),
+            ({"total_steps": 0}, "total_steps=0"),
+            ({"min_learning_rate": -1.0}, "min_learning_rate=-1.0"),
+            ({"max_learning_rate": 0.0}, "max_learning_rate=0.0"),
+            ({"min_learning_rate": 1.0, "max_learning_rate": 0.5}, "greater than"),
+            ({"epsilon": 0.0}, "epsilon=0.0"),
+            ({"target_temperature": 3.0}, "target_temperature=3.0"),
+        ],
+        ids=lambda value: str(value) if isinstance(value, dict) else "",
+    )
+    def test_bad_arguments_are_refused(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            kac.ActCooLR(**kwargs)
+
+    def test_target_temperature_callable(self):
+        x, y = data()
+        model = converted()
+        controller = kac.ActCooLR(every_step=3, sigma=1.0, target_temperature=lambda p: 1.0 + p)
+        model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)
+        assert [r["target_temperature"] for r in controller.history] == pytest.approx([1.0, 1.5])
+
+
+class TestActCooLRSchedule:
+    def test_before_any_measurement_is_the_initial_rate(self):
+        schedule = kac.ActCooLRSchedule(0.25)
+        assert float(schedule(0)) == 0.25
+        assert float(schedule(1000)) == 0.25
+
+    @pytest.mark.parametrize("value", [0.0, -0.1, float("inf"), "0.1"], ids=["zero", "negative", "inf", "string"])
+    def test_bad_initial_rate_is_refused(self, value):
+        with pytest.raises(ValueError, match="initial_learning_rate"):
+            kac.ActCooLRSchedule(value)
+
+    def test_config_round_trip_and_registration(self):
+        schedule = kac.ActCooLRSchedule(0.3, name="s")
+        config = keras.optimizers.schedules.serialize(schedule)
+        restored = keras.optimizers.schedules.deserialize(config)
+        assert isinstance(restored, kac.ActCooLRSchedule)
+        assert restored.get_config() == {"initial_learning_rate": 0.3, "name": "s"}
+
+    def test_state_survives_save_and_load(self, tmp_path):
+        x, y = data()
+        model = converted()
+        controller = kac.ActCooLR(every_step=3, sigma=1.1)
+        model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)
+        path = tmp_path / "model.keras"
+        model.save(path)
+        restored = keras.models.load_model(path)
+        assert isinstance(restored, kac.APTModel)
+        schedule = kac.schedules.find_schedule(restored.optimizer)
+        original = kac.schedules.find_schedule(model.optimizer).state()
+        assert schedule.state() == pytest.approx(original)
+        assert original["sigma"] == pytest.approx(1.1)
+        for step in (5, 6, 7):
+            assert float(restored.optimizer.learning_rate if step == 6 else schedule(step)) == pytest.approx(
+                kac.schedules.find_schedule(model.optimizer).value_at(step), rel=1e-6
+            )
+
+
+class TestTemperatureLogger:
+    def test_records_under_a_constant_rate_without_changing_it(self):
+        x, y = data()
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((10,))
+        hidden = keras.layers.Dense(8, activation="relu")
+        model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(hidden(inputs))))
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
+        logger = kac.TemperatureLogger(every_step=4)
+        model.fit(x, y, batch_size=20, epochs=2, callbacks=[logger], verbose=0)
+        assert [r["step"] for r in logger.history] == [0, 4, 8]
+        assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+        for record in logger.history:
+            assert set(record) == {"step", "learning_rate", "temperature", "layers"}
+            assert record["learning_rate"] == pytest.approx(0.05)
+            assert list(record["layers"]) == [f"{hidden.name}_relu"]
+            assert record["temperature"] == record["layers"][f"{hidden.name}_relu"]
+
+    def test_bad_every_step_is_refused(self):
+        with pytest.raises(ValueError, match="every_step=-3"):
+            kac.TemperatureLogger(every_step=-3)
