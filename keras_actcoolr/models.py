@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Callable, Iterable, Protocol
 
 import keras
@@ -106,6 +107,7 @@ class APTModel(keras.Model):
         self._apt_trace_mode: str | None = None
         self._apt_learning_rate: float | None = None
         self._apt_remaining: int | None = None
+        self._apt_warned_divergence = False
 
     # ------------------------------------------------------------------ API
 
@@ -293,6 +295,17 @@ class _MeasuringTrainFunction:
         range_counts = logs.pop(_RANGE_KEY, None)
         if range_counts is not None:
             range_counts = np.asarray(range_counts, dtype=np.float64)
+        loss = logs.get("loss")
+        if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
+            # A diverged network's patterns stop changing: its temperature is no measurement.
+            if not model._apt_warned_divergence:
+                warnings.warn(
+                    f"The loss is not finite at step {step}: the callbacks receive no temperature "
+                    "measurements from now on. Use `keras.callbacks.TerminateOnNaN()` to stop such a run.",
+                    stacklevel=2,
+                )
+                model._apt_warned_divergence = True
+            return logs
         model._apt_record(step, counts, range_counts)
         return logs
 
