@@ -314,6 +314,11 @@ class _MeasuringTrainFunction:
         steps = model.steps_per_execution
         if not model._apt_observers:
             return self.plain(iterator)
+        if model._apt_step is None:
+            # First call of a fit: variables may just have been restored from a checkpoint.
+            schedule = _find_schedule(model.optimizer)
+            if schedule is not None and hasattr(schedule, "refresh"):
+                schedule.refresh()
         if model._apt_step is None or steps > 1:
             model._apt_step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         due = model._apt_due(model._apt_step)
@@ -362,6 +367,12 @@ def _unique_names(names: Iterable[str]) -> list[str]:
         seen[name] = count + 1
         unique.append(name if count == 0 else f"{name}_{count}")
     return unique
+
+
+def _find_schedule(optimizer: Any) -> Any:
+    from keras_actcoolr.schedules import find_schedule
+
+    return find_schedule(optimizer)
 
 
 def _inner_optimizer(optimizer: Any) -> Any:
