@@ -4,6 +4,7 @@ Reference: "ActCooLR: High-Level Learning Rate Schedules using Activation Patter
 """
 
 from keras_actcoolr import temperature
+from keras_actcoolr.analysis import RangeAnalysis, lr_range_analysis, measure_temperature
 from keras_actcoolr.callbacks import ActCooLR, TemperatureLogger
 from keras_actcoolr.layers import APTReLU
 from keras_actcoolr.models import APTModel, convert
@@ -14,10 +15,13 @@ __version__ = "0.1.0"
 __all__ = [
     "APTModel",
     "APTReLU",
+    "RangeAnalysis",
     "ActCooLR",
     "ActCooLRSchedule",
     "TemperatureLogger",
     "__version__",
     "convert",
+    "lr_range_analysis",
+    "measure_temperature",
     "temperature",
 ]

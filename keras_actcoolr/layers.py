@@ -57,10 +57,10 @@ class _Measurement:
 
 
 @contextlib.contextmanager
-def measuring() -> Iterator[_Measurement]:
+def measuring(measurement: _Measurement | None = None) -> Iterator[_Measurement]:
     """Within this context, `APTReLU` layers record patterns (then compare, see `_Measurement`)."""
     previous = getattr(_local, "measurement", None)
-    measurement = _Measurement()
+    measurement = _Measurement() if measurement is None else measurement
     _local.measurement = measurement
     try:
         yield measurement

@@ -1,0 +1,349 @@
+"""Temperature against learning rate at the current state, and temperature over a whole data set.
+
+Both tools take optimizer steps from the model's current state and put every
+variable back afterwards (weights, optimizer slots and iterations, batch-norm
+statistics, seed states): calling them changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterable, Iterator, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from scipy import special
+
+from keras_actcoolr import temperature as T
+from keras_actcoolr.layers import _Measurement, measuring
+
+__all__ = ["RangeAnalysis", "lr_range_analysis", "measure_temperature"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RangeAnalysis:
+    """Result of `lr_range_analysis`: temperatures of one step per learning rate, and the erf fit.
+
+    Attributes:
+        learning_rates: `(K,)` learning rates.
+        layer_names: names of the `APTReLU` layers, in model order.
+        layer_temperatures: `(K, L)` temperature of each layer for each rate.
+        temperatures: `(K,)` network temperature (mean over layers).
+        sigma: fitted erf-model `sigma`, or None when the fit failed.
+        mu: fitted erf-model `mu`, or None when the fit failed.
+        residual: root mean square of the fit's residuals in probability, or None.
+        examples: number of examples the temperatures were measured on.
+    """
+
+    learning_rates: np.ndarray
+    layer_names: tuple[str, ...]
+    layer_temperatures: np.ndarray
+    temperatures: np.ndarray
+    sigma: float | None
+    mu: float | None
+    residual: float | None
+    examples: int
+
+    def layer(self, name: str) -> np.ndarray:
+        """`(K,)` temperatures of one layer."""
+        return self.layer_temperatures[:, self.layer_names.index(name)]
+
+    def probabilities(self) -> np.ndarray:
+        """`(K,)` network change probabilities."""
+        return T.temperature_to_probability(self.temperatures)
+
+    def predicted_learning_rate(self, temperature: float) -> float:
+        """The learning rate whose step the fitted erf model expects at `temperature`."""
+        if self.sigma is None or self.mu is None:
+            raise ValueError("The erf model could not be fitted to this analysis.")
+        probability = float(np.clip(T.temperature_to_probability(temperature), T.EPSILON, 1 - T.EPSILON))
+        return float(math.exp(self.mu + self.sigma * special.ndtri(probability)))
+
+    def as_dict(self) -> dict:
+        """Plain Python values (lists and floats), for JSON or CSV."""
+        return {
+            "learning_rates": self.learning_rates.tolist(),
+            "layer_names": list(self.layer_names),
+            "layer_temperatures": self.layer_temperatures.tolist(),
+            "temperatures": self.temperatures.tolist(),
+            "sigma": self.sigma,
+            "mu": self.mu,
+            "residual": self.residual,
+            "examples": self.examples,
+        }
+
+
+def fit_range(
+    learning_rates: np.ndarray, temperatures: np.ndarray
+) -> tuple[float | None, float | None, float | None]:
+    """`(sigma, mu, rms residual)` of the erf fit, or Nones when it cannot be fitted."""
+    try:
+        sigma, mu = T.fit_erf_model(learning_rates, temperatures)
+    except ValueError:
+        return None, None, None
+    residuals = T.erf_probability(learning_rates, sigma, mu) - T.temperature_to_probability(temperatures)
+    return sigma, mu, float(np.sqrt(np.mean(residuals**2)))
+
+
+def _unpack(batch: Any) -> tuple[Any, Any, Any]:
+    if isinstance(batch, (tuple, list)):
+        return keras.utils.unpack_x_y_sample_weight(tuple(batch))
+    return batch, None, None
+
+
+def _iterate(data: Any, batch_size: int, batches: int | None) -> Iterator[tuple[Any, Any, Any]]:
+    """Batches `(x, y, sample_weight)` of a `tf.data.Dataset` or of arrays `x` / `(x, y[, sw])`."""
+    if isinstance(data, tf.data.Dataset):
+        dataset = data
+    elif isinstance(data, (tuple, list)):
+        dataset = tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
+    elif isinstance(data, (np.ndarray, tf.Tensor)):
+        dataset = tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
+    else:
+        raise TypeError(
+            "`data` must be a batched tf.data.Dataset, an array `x`, or a tuple `(x, y)` / "
+            f"`(x, y, sample_weight)` of arrays. Received: data of type {type(data).__name__}"
+        )
+    if batches is not None:
+        if batches < 1:
+            raise ValueError(f"`batches` must be >= 1 or None. Received: batches={batches}")
+        dataset = dataset.take(batches)
+    for batch in dataset:
+        yield _unpack(batch)
+
+
+class _Runner:
+    """The traced functions of the analyses for one model (traced once per input shape)."""
+
+    def __init__(self, model: keras.Model) -> None:
+        from keras_actcoolr.models import APTModel
+
+        if not isinstance(model, APTModel):
+            raise ValueError(
+                "The analyses need a `keras_actcoolr.APTModel` (build one with `keras_actcoolr.convert(model)`). "
+                f"Received: model of type {type(model).__name__}"
+            )
+        if not model.apt_layers():
+            raise ValueError(f"Model '{model.name}' has no APTReLU layer to measure.")
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError("The analyses take optimizer steps: compile the model first.")
+        self.model = model
+        self.optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+        # A plain tf.Variable behind a callable: the optimizer does not track it as one of its variables.
+        self.learning_rate = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="analysis_learning_rate")
+        self.layers = model.apt_layers()
+        self._gradients = tf.function(self._gradients_fn, reduce_retracing=True)
+        self._record = tf.function(self._record_fn, reduce_retracing=True)
+        self._trial = tf.function(self._trial_fn, reduce_retracing=True)
+
+    # -- traced pieces
+
+    def _training_kwargs(self) -> dict:
+        return self.model._apt_training_kwargs(True)
+
+    def _gradients_fn(self, x: Any, y: Any, sample_weight: Any) -> list:
+        model = self.model
+        with tf.GradientTape() as tape:
+            y_pred = model(x, **self._training_kwargs())
+            loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        return tape.gradient(loss, model.trainable_variables)
+
+    def _record_fn(self, x: Any, weights: list, state: list) -> list:
+        with measuring() as measurement:
+            self.model.stateless_call(weights, state, x, **self._training_kwargs())
+        return [measurement.patterns.get(id(layer), []) for layer in self.layers]
+
+    def _trial_fn(self, x: Any, patterns: list, gradients: list, weights: list, slots: list, state: list) -> tf.Tensor:
+        model = self.model
+        for variable, value in zip(model.trainable_variables, weights):
+            variable.assign(value)
+        for variable, value in zip(self.optimizer.variables, slots):
+            variable.assign(value)
+        self.optimizer.apply(gradients, model.trainable_variables)
+        measurement = _Measurement()
+        measurement.patterns = {id(layer): list(calls) for layer, calls in zip(self.layers, patterns)}
+        measurement.start_compare()
+        with measuring(measurement):
+            stepped = [tf.identity(v.value) for v in model.trainable_variables]
+            model.stateless_call(stepped, state, x, **self._training_kwargs())
+        rows = [tf.stack(measurement.layer_counts(layer)) for layer in self.layers]
+        return tf.stack(rows)
+
+    # -- eager driver
+
+    def counts(
+        self,
+        learning_rates: Sequence[float],
+        step_batch: tuple[Any, Any, Any],
+        measure_batches: Iterable[tuple[Any, Any, Any]],
+    ) -> tuple[np.ndarray, int]:
+        """`(K, L, 2)` counts summed over the measurement batches, and their number of examples."""
+        model, optimizer = self.model, self.optimizer
+        x, y, sample_weight = step_batch
+        if y is None:
+            raise ValueError("The batch of the optimizer step needs targets: give `(x, y)` batches.")
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        model_variables = list(model.variables)
+        saved_model = [tf.identity(v.value) for v in model_variables]
+        saved_optimizer = [tf.identity(v.value) for v in optimizer.variables]
+        weights = [tf.identity(v.value) for v in model.trainable_variables]
+        state = [tf.identity(v.value) for v in model.non_trainable_variables]
+        # Keras optimizers read their rate from this attribute; the analysis steps use a variable of its own.
+        saved_rate, optimizer._learning_rate = optimizer._learning_rate, self.learning_rate.read_value
+        counts = np.zeros((len(learning_rates), len(self.layers), 2))
+        examples = 0
+        try:
+            gradients = self._gradients(x, y, sample_weight)
+            for mx, _, _ in measure_batches:
+                patterns = self._record(mx, weights, state)
+                examples += int(tf.shape(tf.nest.flatten(mx)[0])[0])
+                for k, rate in enumerate(learning_rates):
+                    self.learning_rate.assign(rate)
+                    counts[k] += np.asarray(
+                        self._trial(mx, patterns, gradients, weights, saved_optimizer, state), dtype=np.float64
+                    )
+        finally:
+            optimizer._learning_rate = saved_rate
+            for variable, value in zip(model_variables, saved_model):
+                variable.assign(value)
+            for variable, value in zip(optimizer.variables, saved_optimizer):
+                variable.assign(value)
+        return counts, examples
+
+
+def _runner(model: keras.Model) -> _Runner:
+    runner = getattr(model, "_apt_analysis_runner", None)
+    if runner is None or runner.model is not model:
+        runner = _Runner(model)
+        model._apt_analysis_runner = runner
+    return runner
+
+
+def _layer_names(model: keras.Model) -> tuple[str, ...]:
+    from keras_actcoolr.models import _unique_names
+
+    return tuple(_unique_names(layer.name for layer in model.apt_layers()))
+
+
+def _step_and_measure_batches(
+    data: Any, step_data: Any, batch_size: int, batches: int | None
+) -> tuple[tuple[Any, Any, Any], Iterable[tuple[Any, Any, Any]]]:
+    measure_batches = list(_iterate(data, batch_size, batches))
+    if not measure_batches:
+        raise ValueError("`data` has no batch to measure on.")
+    step_batch = measure_batches[0] if step_data is None else next(_iterate(step_data, batch_size, 1))
+    return step_batch, measure_batches
+
+
+def lr_range_analysis(
+    model: keras.Model,
+    data: Any,
+    learning_rates: Sequence[float] = T.RANGE_LEARNING_RATES,
+    step_data: Any = None,
+    batch_size: int = 32,
+    batches: int | None = 1,
+) -> RangeAnalysis:
+    """Temperature of one optimizer step per learning rate, from the model's current state.
+
+    For each rate the model takes one step of its own optimizer (its slots and
+    iterations as they are now) on the step batch, and the patterns before and
+    after the step are compared on the measurement batches, with the
+    batch-norm and dropout state of now. Afterwards every variable of the model
+    and the optimizer is put back, bit for bit. The rate is a variable, so the
+    traced functions are built once, not once per rate. Then the erf model is
+    fitted to the network temperatures (supplementary Figure 3).
+
+    Example:
+
+    ```python
+    result = keras_actcoolr.lr_range_analysis(model, (x_train, y_train), batches=8)
+    result.sigma, result.mu, result.predicted_learning_rate(3.03)
+    ```
+
+    Args:
+        model: A compiled `keras_actcoolr.APTModel`.
+        data: Batched `tf.data.Dataset` of `(x, y)`, or arrays `(x, y)`.
+        learning_rates: Rates to try. Defaults to `RANGE_LEARNING_RATES` (Table 1).
+        step_data: Data whose first batch is the step's batch. Defaults to `None`
+            (the first batch of `data`).
+        batch_size: Batch size for arrays. Defaults to `32`.
+        batches: Number of batches of `data` to measure on, `None` for all.
+            Defaults to `1`.
+
+    Returns:
+        A `RangeAnalysis`.
+    """
+    learning_rates = np.asarray(learning_rates, dtype=np.float64).ravel()
+    if learning_rates.size == 0 or np.any(~np.isfinite(learning_rates)) or np.any(learning_rates < 0):
+        raise ValueError(f"`learning_rates` must be finite and >= 0. Received: learning_rates={learning_rates}")
+    step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
+    counts, examples = _runner(model).counts(learning_rates, step_batch, measure_batches)
+    layer_temperatures = T.layer_temperature(counts[..., 0], counts[..., 1])
+    temperatures = layer_temperatures.mean(axis=1)
+    positive = learning_rates > 0
+    sigma, mu, residual = fit_range(learning_rates[positive], temperatures[positive])
+    return RangeAnalysis(
+        learning_rates=learning_rates,
+        layer_names=_layer_names(model),
+        layer_temperatures=layer_temperatures,
+        temperatures=temperatures,
+        sigma=sigma,
+        mu=mu,
+        residual=residual,
+        examples=examples,
+    )
+
+
+def measure_temperature(
+    model: keras.Model,
+    data: Any,
+    learning_rate: float | None = None,
+    step_data: Any = None,
+    batch_size: int = 32,
+    batches: int | None = None,
+) -> dict:
+    """Temperature of one optimizer step, measured over many batches (a whole data set).
+
+    The model takes one step (at `learning_rate`, or the optimizer's current
+    rate) on the first batch of `step_data` (default: of `data`); then, batch
+    by batch, the patterns with the weights before and after the step are
+    computed just in time and compared, so the patterns of the whole data set
+    are never held in memory (supplementary section H). Counts are summed over
+    the batches. The model and optimizer state is put back afterwards.
+
+    Args:
+        model: A compiled `keras_actcoolr.APTModel`.
+        data: Batched `tf.data.Dataset`, arrays `x`, or `(x, y)`; keep the
+            batch size constant (batch-norm uses batch statistics).
+        learning_rate: Rate of the step. Defaults to `None` (the optimizer's).
+        step_data: Data whose first batch is the step's batch. Defaults to `None`.
+        batch_size: Batch size for arrays. Defaults to `32`.
+        batches: Number of batches of `data`, `None` for all. Defaults to `None`.
+
+    Returns:
+        `{"learning_rate", "temperature", "layers", "unchanged", "positions", "examples"}`
+        with per-layer dictionaries for the last three.
+    """
+    if learning_rate is None:
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None:
+            raise ValueError("measure_temperature takes an optimizer step: compile the model first.")
+        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate >= 0):
+        raise ValueError(f"`learning_rate` must be a finite number >= 0. Received: learning_rate={learning_rate}")
+    step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
+    counts, examples = _runner(model).counts([float(learning_rate)], step_batch, measure_batches)
+    unchanged, positions = counts[0, :, 0], counts[0, :, 1]
+    temperatures = T.layer_temperature(unchanged, positions)
+    names = _layer_names(model)
+    return {
+        "learning_rate": float(learning_rate),
+        "temperature": float(np.mean(temperatures)),
+        "layers": dict(zip(names, map(float, temperatures))),
+        "unchanged": dict(zip(names, map(float, unchanged))),
+        "positions": dict(zip(names, map(float, positions))),
+        "examples": examples,
+    }
