@@ -9,12 +9,13 @@ from typing import Any, Callable
 
 import keras
 import numpy as np
+from scipy import special
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr.models import APTModel
-from keras_actcoolr.schedules import ActCooLRSchedule, find_schedule
+from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle, find_schedule
 
-__all__ = ["ActCooLR", "TemperatureLogger"]
+__all__ = ["ActCooLR", "DynamicActCooLR", "OneCycleMomentum", "TemperatureLogger"]
 
 #: sigma used when the range analysis at the start cannot be fitted (see the README).
 FALLBACK_SIGMA = 1.0
@@ -43,8 +44,12 @@ class _MeasuringCallback(keras.callbacks.Callback):
         self.every_step = _check_every_step(every_step)
         self.history: list[dict] = []
 
-    def wants_range_analysis(self, step: int) -> bool:
+    def wants_range_analysis(self, step: int) -> bool | str:
+        """False, True (with this step's measurement) or "before_step" (state put back afterwards)."""
         return False
+
+    def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
+        """Receives the range analysis of a step that was taken and undone."""
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         _require_apt_model(self.model, type(self).__name__)._apt_add_observer(self)
@@ -144,6 +149,13 @@ class ActCooLR(_MeasuringCallback):
             rate (the top of the range analysis). Defaults to `100.0`.
         epsilon: Float in (0, 0.5), clamp of the probabilities.
             Defaults to `1e-6`.
+        initial_learning_rate: `None` (start at the schedule's initial rate)
+            or `"auto"`: before the first step, a range analysis of the first
+            batch fits `sigma` and `mu` and the first rate is the one the erf
+            model predicts for the start temperature,
+            `exp(mu + sigma * PhiInv(P*(0)))`, whatever the schedule's initial
+            rate (supplementary section B). The analysed step is undone; its
+            batch is not trained on. Defaults to `None`.
     """
 
     def __init__(
@@ -157,8 +169,16 @@ class ActCooLR(_MeasuringCallback):
         min_learning_rate: float = 1e-7,
         max_learning_rate: float = 100.0,
         epsilon: float = T.EPSILON,
+        initial_learning_rate: str | None = None,
     ) -> None:
         super().__init__(every_step)
+        if initial_learning_rate not in (None, "auto"):
+            raise ValueError(
+                f'`initial_learning_rate` must be None or "auto". Received: initial_learning_rate={initial_learning_rate}'
+            )
+        self.initial_learning_rate = initial_learning_rate
+        self.auto_learning_rate: float | None = None
+        self.range_analysis: dict | None = None
 
         def positive(name: str, value: Any) -> float:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
@@ -241,8 +261,34 @@ class ActCooLR(_MeasuringCallback):
         self._schedule = schedule
         super().on_train_begin(logs)
 
-    def wants_range_analysis(self, step: int) -> bool:
-        return self._schedule is not None and self._schedule.state()["sigma"] <= 0.0
+    def wants_range_analysis(self, step: int) -> bool | str:
+        if self._schedule is None:
+            return False
+        if self.initial_learning_rate == "auto" and self.auto_learning_rate is None and step == 0:
+            return "before_step"
+        return self._schedule.state()["sigma"] <= 0.0
+
+    def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
+        from keras_actcoolr.analysis import fit_range
+
+        self.range_analysis = dict(range_analysis, step_temperature=record["temperature"])
+        sigma, mu, _ = fit_range(range_analysis["learning_rates"], range_analysis["temperatures"])
+        if sigma is None:
+            warnings.warn(
+                "The range analysis before the first step could not be fitted; ActCooLR starts at "
+                "the schedule's initial learning rate.",
+                stacklevel=2,
+            )
+            self.auto_learning_rate = record["learning_rate"]
+            return
+        if self.sigma is None:
+            self._sigma = sigma
+            self._schedule.assign(sigma=sigma)
+        probability = float(np.clip(T.temperature_to_probability(self.target(0.0)), self.epsilon, 1 - self.epsilon))
+        rate = float(np.exp(mu + self._sigma * special.ndtri(probability)))
+        self.auto_learning_rate = float(np.clip(rate, self.min_learning_rate, self.max_learning_rate))
+        self.range_analysis.update(sigma=sigma, mu=mu)
+        self._schedule.assign(anchor_step=record["step"], anchor_learning_rate=self.auto_learning_rate, drift=0.0)
 
     def target(self, progress: float) -> float:
         """Target temperature at `progress` in [0, 1]."""
@@ -287,3 +333,363 @@ class ActCooLR(_MeasuringCallback):
             warnings.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=2)
             return FALLBACK_SIGMA
         return sigma
+
+
+# ------------------------------------------------------------ DynamicActCooLR
+
+#: Default start of `DynamicActCooLR`'s target: the change probability of the paper's `T0 = 3.03`.
+DYNAMIC_START_PROBABILITY = float(T.temperature_to_probability(3.03))
+
+
+class DynamicActCooLR(_MeasuringCallback):
+    """Dynamic ActCooLR: plain SGD on the learning rate towards a target change probability.
+
+    The controller of the supplementary material's section D, which needs no
+    `sigma`. The optimizer's learning rate must be a
+    `keras_actcoolr.ActCooLRSchedule` and the model a
+    `keras_actcoolr.APTModel`. Every `every_step` steps the model measures the
+    network temperature `T` of the step taken at rate `lr`; with its change
+    probability `P = 1 - 2**(-T)`, the target `C(progress)`,
+    `progress = step / total_steps`, and `dP/dlr := 1`, the error
+    `(P - C)**2` gives
+
+    ```python
+    step = -rate * 2 * (P - C)      # keras_actcoolr.temperature.dynamic_lr_update
+    lr <- lr + step                 # the step after the measurement
+    lr <- lr + step                 # again on each following step until the next one
+    ```
+
+    on a linear scale, with the rate clamped to
+    `[min_learning_rate, max_learning_rate]` (so never negative, NaN or
+    infinite). The default target falls linearly from `start_probability` to 0
+    (`keras_actcoolr.temperature.linear_probability_curve`).
+
+    Since the step is applied `every_step` times per measurement, the rate
+    moves by `2 * rate * every_step * (C - P)` between two measurements: with
+    the defaults, by `C - P`. The loop settles where `P = C` when that product
+    times `dP/dlr` stays below 2; lower `rate` if the learning rate oscillates.
+
+    `history` holds one record per measurement (see `TemperatureLogger`),
+    extended by `probability`, `target_probability`, `learning_rate_step` and
+    `next_learning_rate`.
+
+    Example:
+
+    ```python
+    model = keras_actcoolr.convert(model)
+    model.compile(
+        optimizer=keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1), momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+    )
+    model.fit(x, y, epochs=10, callbacks=[keras_actcoolr.DynamicActCooLR(start_probability=0.6)])
+    ```
+
+    Args:
+        start_probability: Float in (0, 1), the target change probability at
+            the start of the default linear curve. Defaults to
+            `1 - 2**-3.03` (about 0.878), the probability of the paper's
+            start temperature 3.03.
+        rate: Positive float, the learning rate `lambda_T` of the SGD on the
+            learning rate. Defaults to `0.05`.
+        every_step: Integer >= 1, steps between measurements. Defaults to `10`.
+        target_probability: Callable `progress -> probability in [0, 1]`
+            replacing the linear curve, or `None`. Defaults to `None`.
+        total_steps: Integer >= 1 or `None` (take `epochs * steps` from
+            `fit`). Needed when the data has no known length.
+            Defaults to `None`.
+        min_learning_rate: Float >= 0, lower bound of the rate.
+            Defaults to `1e-7`.
+        max_learning_rate: Float > `min_learning_rate`, upper bound of the
+            rate. Defaults to `100.0`.
+    """
+
+    def __init__(
+        self,
+        start_probability: float = DYNAMIC_START_PROBABILITY,
+        rate: float = 0.05,
+        every_step: int = 10,
+        target_probability: Callable[[float], float] | None = None,
+        total_steps: int | None = None,
+        min_learning_rate: float = 1e-7,
+        max_learning_rate: float = 100.0,
+    ) -> None:
+        super().__init__(every_step)
+        if isinstance(start_probability, bool) or not isinstance(start_probability, numbers.Real) or not (
+            0.0 < start_probability < 1.0
+        ):
+            raise ValueError(
+                f"`start_probability` must be a number in (0, 1). Received: start_probability={start_probability}"
+            )
+        self.start_probability = float(start_probability)
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"`rate` must be a positive finite number. Received: rate={rate}")
+        self.rate = float(rate)
+        if target_probability is not None and not callable(target_probability):
+            raise ValueError(
+                "`target_probability` must be a callable `progress -> probability` or None. "
+                f"Received: target_probability={target_probability}"
+            )
+        self.target_probability = target_probability
+        if total_steps is not None and (
+            isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1
+        ):
+            raise ValueError(f"`total_steps` must be an integer >= 1 or None. Received: total_steps={total_steps}")
+        self.total_steps = None if total_steps is None else int(total_steps)
+        if isinstance(min_learning_rate, bool) or not isinstance(min_learning_rate, numbers.Real) or not (
+            math.isfinite(min_learning_rate) and min_learning_rate >= 0
+        ):
+            raise ValueError(
+                f"`min_learning_rate` must be a finite number >= 0. Received: min_learning_rate={min_learning_rate}"
+            )
+        self.min_learning_rate = float(min_learning_rate)
+        if isinstance(max_learning_rate, bool) or not isinstance(max_learning_rate, numbers.Real) or not (
+            math.isfinite(max_learning_rate) and max_learning_rate > self.min_learning_rate
+        ):
+            raise ValueError(
+                "`max_learning_rate` must be a finite number greater than `min_learning_rate`. "
+                f"Received: min_learning_rate={min_learning_rate}, max_learning_rate={max_learning_rate}"
+            )
+        self.max_learning_rate = float(max_learning_rate)
+        self._curve = target_probability or T.linear_probability_curve(self.start_probability)
+        self._schedule: ActCooLRSchedule | None = None
+        self._steps: int | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        model = _require_apt_model(self.model, "DynamicActCooLR")
+        schedule = find_schedule(model.optimizer)
+        if not isinstance(schedule, ActCooLRSchedule):
+            raise ValueError(
+                "DynamicActCooLR drives an `keras_actcoolr.ActCooLRSchedule`: create the optimizer with one, "
+                "for example `keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1))`. "
+                f"Received: learning_rate of type {type(schedule or model.optimizer.learning_rate).__name__}"
+            )
+        schedule.build(getattr(model.optimizer, "inner_optimizer", model.optimizer))
+        schedule.refresh()
+        self._steps = self.total_steps
+        if self._steps is None:
+            steps, epochs = self.params.get("steps"), self.params.get("epochs")
+            if not steps or not epochs:
+                raise ValueError(
+                    "DynamicActCooLR needs the total number of training steps, and `fit` does not know it (the "
+                    "data has no known length). Pass `DynamicActCooLR(total_steps=...)` or `steps_per_epoch` to fit."
+                )
+            self._steps = int(steps) * int(epochs)
+        schedule.assign(min_learning_rate=self.min_learning_rate, max_learning_rate=self.max_learning_rate)
+        self._schedule = schedule
+        super().on_train_begin(logs)
+
+    def target(self, progress: float) -> float:
+        """Target change probability at `progress` in [0, 1]."""
+        value = float(self._curve(progress))
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"The target probability must be in [0, 1]. Received: {value} at progress={progress}"
+            )
+        return value
+
+    def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
+        step = record["step"]
+        target = self.target(min(step / self._steps, 1.0))
+        probability = float(T.temperature_to_probability(record["temperature"]))
+        new_rate, rate_step = T.dynamic_lr_update(record["learning_rate"], probability, target, self.rate)
+        new_rate = float(np.clip(new_rate, self.min_learning_rate, self.max_learning_rate))
+        self._schedule.assign(anchor_step=step + 1, anchor_learning_rate=new_rate, drift=rate_step)
+        self.history.append(
+            dict(
+                record,
+                probability=probability,
+                target_probability=target,
+                learning_rate_step=rate_step,
+                next_learning_rate=new_rate,
+            )
+        )
+
+
+# ----------------------------------------------------------- OneCycleMomentum
+
+
+class _CycledHyperparameter(keras.Variable):
+    """A scalar variable that stands in for an optimizer's float hyperparameter.
+
+    Keras optimizers read hyperparameters such as `momentum` as Python floats,
+    which a traced train step freezes; a variable is read on every step. The
+    optimizers also ask `momentum != 0` or `momentum > 0` to decide whether
+    momentum is on: those comparisons with a number are answered in Python,
+    for every value in `[low, high]` that the variable will take.
+    """
+
+    def __init__(self, value: float, low: float, high: float, name: str) -> None:
+        super().__init__(value, dtype="float32", trainable=False, autocast=False, name=name)
+        self._range = (float(low), float(high))
+
+    def _compare(self, other: Any, operator: Callable[[float, float], bool], fallback: Callable) -> Any:
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            low, high = (operator(end, float(other)) for end in self._range)
+            if low == high:
+                return low
+        return fallback(self, other)
+
+    def __eq__(self, other: Any) -> Any:
+        return self._compare(other, lambda a, b: a == b, keras.Variable.__eq__)
+
+    def __ne__(self, other: Any) -> Any:
+        return self._compare(other, lambda a, b: a != b, keras.Variable.__ne__)
+
+    def __gt__(self, other: Any) -> Any:
+        return self._compare(other, lambda a, b: a > b, keras.Variable.__gt__)
+
+    def __ge__(self, other: Any) -> Any:
+        return self._compare(other, lambda a, b: a >= b, keras.Variable.__ge__)
+
+    def __lt__(self, other: Any) -> Any:
+        return self._compare(other, lambda a, b: a < b, keras.Variable.__lt__)
+
+    def __le__(self, other: Any) -> Any:
+        return self._compare(other, lambda a, b: a <= b, keras.Variable.__le__)
+
+    __hash__ = object.__hash__
+
+
+class OneCycleMomentum(keras.callbacks.Callback):
+    """Cycles the optimizer's momentum opposite to a 1-cycle learning rate.
+
+    The momentum falls linearly from `max_momentum` to `base_momentum` while
+    `keras_actcoolr.OneCycle` raises the rate to its peak, and rises back to
+    `max_momentum` on the way down. With `L = total_steps - 1`,
+    `p = t_max * L` and `s = clip(step, 0, L)`:
+
+    ```python
+    def momentum(step):
+        if s <= p:
+            return max_momentum + (base_momentum - max_momentum) * s / p
+        return base_momentum + (max_momentum - base_momentum) * (s - p) / (L - p)
+    ```
+
+    The defaults are the values of the ActCooLR supplementary material's
+    Table 2 (`alpha_max = 0.9`, `alpha_base = 0.765`). `total_steps` and
+    `t_max` default to those of the optimizer's `OneCycle` schedule.
+
+    The callback sets the hyperparameter `momentum` (SGD, RMSprop) or, for
+    optimizers without one, `beta_1` (Adam and its variants) before each
+    batch, from `optimizer.iterations`. During `fit` the hyperparameter is a
+    variable, so the traced train step reads the new value on every step
+    (with `steps_per_execution > 1`, once per execution); `fit` retraces its
+    train function once for this. At the end of `fit` it is a float again,
+    with its last value, so the optimizer saves and loads as usual.
+
+    Example:
+
+    ```python
+    schedule = keras_actcoolr.OneCycle(0.05, 0.5, total_steps=epochs * steps_per_epoch, t_max=0.3)
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9), loss="mse")
+    model.fit(x, y, epochs=epochs, callbacks=[keras_actcoolr.OneCycleMomentum()])
+    ```
+
+    Args:
+        total_steps: Integer >= 2, or `None` to take it from the optimizer's
+            `OneCycle` schedule. Defaults to `None`.
+        t_max: Float in (0, 1), position of the lowest momentum as a fraction
+            of training, or `None` to take it from the optimizer's `OneCycle`
+            schedule. Defaults to `None`.
+        base_momentum: Float in (0, 1], the momentum at the peak of the
+            learning rate (`alpha_base`). Defaults to `0.765`.
+        max_momentum: Float in [`base_momentum`, 1], the momentum at the start
+            and the end (`alpha_max`). Defaults to `0.9`.
+    """
+
+    def __init__(
+        self,
+        total_steps: int | None = None,
+        t_max: float | None = None,
+        base_momentum: float = 0.765,
+        max_momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        if total_steps is not None and (
+            isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 2
+        ):
+            raise ValueError(f"`total_steps` must be an integer >= 2 or None. Received: total_steps={total_steps}")
+        self.total_steps = None if total_steps is None else int(total_steps)
+        if t_max is not None and (
+            isinstance(t_max, bool) or not isinstance(t_max, numbers.Real) or not 0.0 < t_max < 1.0
+        ):
+            raise ValueError(f"`t_max` must be a number in (0, 1) or None. Received: t_max={t_max}")
+        self.t_max = None if t_max is None else float(t_max)
+        if isinstance(base_momentum, bool) or not isinstance(base_momentum, numbers.Real) or not (
+            0.0 < base_momentum <= 1.0
+        ):
+            raise ValueError(f"`base_momentum` must be a number in (0, 1]. Received: base_momentum={base_momentum}")
+        self.base_momentum = float(base_momentum)
+        if isinstance(max_momentum, bool) or not isinstance(max_momentum, numbers.Real) or not (
+            self.base_momentum <= max_momentum <= 1.0
+        ):
+            raise ValueError(
+                "`max_momentum` must be a number in [base_momentum, 1]. "
+                f"Received: base_momentum={base_momentum}, max_momentum={max_momentum}"
+            )
+        self.max_momentum = float(max_momentum)
+        self._optimizer: Any = None
+        self._attribute: str | None = None
+        self._variable: _CycledHyperparameter | None = None
+        self._cycle: tuple[int, float] | None = None
+
+    def momentum_at(self, step: int) -> float:
+        """The momentum of `step` (the formula above, in float64). Known once training has begun."""
+        if self._cycle is None:
+            raise ValueError("OneCycleMomentum knows `total_steps` and `t_max` once `fit` has begun.")
+        total_steps, t_max = self._cycle
+        last = float(total_steps - 1)
+        peak = t_max * last
+        s = min(max(float(step), 0.0), last)
+        if s <= peak:
+            return self.max_momentum + (self.base_momentum - self.max_momentum) * s / peak
+        return self.base_momentum + (self.max_momentum - self.base_momentum) * (s - peak) / (last - peak)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        schedule = find_schedule(optimizer)
+        total_steps = self.total_steps
+        t_max = self.t_max
+        if isinstance(schedule, OneCycle):
+            total_steps = schedule.total_steps if total_steps is None else total_steps
+            t_max = schedule.t_max if t_max is None else t_max
+        if total_steps is None or t_max is None:
+            raise ValueError(
+                "OneCycleMomentum needs `total_steps` and `t_max`: give them, or use a "
+                "`keras_actcoolr.OneCycle` learning rate. "
+                f"Received: total_steps={self.total_steps}, t_max={self.t_max}, "
+                f"learning_rate of type {type(schedule or optimizer.learning_rate).__name__}"
+            )
+        self._cycle = (int(total_steps), float(t_max))
+        attribute = "momentum" if hasattr(optimizer, "momentum") else "beta_1" if hasattr(optimizer, "beta_1") else None
+        if attribute is None:
+            raise ValueError(
+                "OneCycleMomentum needs an optimizer with a `momentum` (SGD, RMSprop) or `beta_1` "
+                f"(Adam) hyperparameter. Received: optimizer of type {type(optimizer).__name__}"
+            )
+        current = getattr(optimizer, attribute)
+        if attribute == "momentum" and not isinstance(current, _CycledHyperparameter) and not float(current) > 0:
+            raise ValueError(
+                "OneCycleMomentum needs an optimizer built with momentum: SGD and RMSprop create no "
+                "momentum slots when `momentum=0`. Create it with, for example, `momentum=0.9`. "
+                f"Received: momentum={current}"
+            )
+        if self._variable is None:
+            self._variable = _CycledHyperparameter(
+                self.momentum_at(0), self.base_momentum, self.max_momentum, name=f"one_cycle_{attribute}"
+            )
+        # Plain attribute assignment would make the optimizer track the variable
+        # as its own state and change what its checkpoints hold.
+        object.__setattr__(optimizer, attribute, self._variable)
+        self._optimizer, self._attribute = optimizer, attribute
+        # A train function traced earlier holds the float: trace one that reads the variable.
+        self.model.make_train_function(force=True)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        step = int(keras.ops.convert_to_numpy(self._optimizer.iterations))
+        self._variable.assign(self.momentum_at(step))
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._optimizer is not None:
+            object.__setattr__(self._optimizer, self._attribute, float(keras.ops.convert_to_numpy(self._variable)))
+            self._optimizer = None

@@ -36,9 +36,11 @@ class MeasurementObserver(Protocol):
 
     every_step: int
 
-    def wants_range_analysis(self, step: int) -> bool: ...
+    def wants_range_analysis(self, step: int) -> bool | str: ...
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None: ...
+
+    def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None: ...
 
 
 @keras.saving.register_keras_serializable(package="keras_actcoolr")
@@ -209,6 +211,17 @@ class APTModel(keras.Model):
         return min(((-step) % e for e in everies), default=-1)
 
     def _apt_record(self, step: int, counts: np.ndarray, range_counts: np.ndarray | None) -> dict:
+        record, range_analysis = self._apt_make_record(step, counts, range_counts)
+        self._apt_last = record
+        for observer in list(self._apt_observers):
+            if step % observer.every_step == 0:
+                observer.on_measurement(record, range_analysis)
+        self._apt_learning_rate = None
+        return record
+
+    def _apt_make_record(
+        self, step: int, counts: np.ndarray, range_counts: np.ndarray | None
+    ) -> tuple[dict, dict | None]:
         layers = self.apt_layers()
         temperatures = T.layer_temperature(counts[:, 0], counts[:, 1])
         names = _unique_names(layer.name for layer in layers)
@@ -226,12 +239,7 @@ class APTModel(keras.Model):
                 "temperatures": layer_temps.mean(axis=1),
                 "layer_temperatures": layer_temps,
             }
-        self._apt_last = record
-        for observer in list(self._apt_observers):
-            if step % observer.every_step == 0:
-                observer.on_measurement(record, range_analysis)
-        self._apt_learning_rate = None
-        return record
+        return record, range_analysis
 
     def _apt_learning_rate_at(self, step: int) -> float:
         from keras_actcoolr.schedules import ActCooLRSchedule, find_schedule
@@ -243,8 +251,9 @@ class APTModel(keras.Model):
             self._apt_learning_rate = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
         return self._apt_learning_rate
 
-    def _apt_wants_range(self, step: int) -> bool:
-        return any(step % o.every_step == 0 and o.wants_range_analysis(step) for o in self._apt_observers)
+    def _apt_wants_range(self, step: int) -> list:
+        """The observers that want a range analysis with the measurement of `step`."""
+        return [o for o in self._apt_observers if step % o.every_step == 0 and o.wants_range_analysis(step)]
 
     def _apt_add_observer(self, observer: MeasurementObserver) -> None:
         if not self.apt_layers():
@@ -287,14 +296,28 @@ class _MeasuringTrainFunction:
             model._apt_trace_mode = None
             model.steps_per_execution = spe
 
-    def _measure(self, iterator: Any, step: int) -> dict:
+    def _measure(self, iterator: Any, step: int) -> tuple[dict, bool]:
+        """Run a measured step; returns its logs and whether the step was kept."""
         model = self.model
-        mode = "estimate" if model._apt_wants_range(step) else "measure"
-        logs = self._run_single(mode, iterator)
+        wanting = model._apt_wants_range(step)
+        before_step = [o for o in wanting if o.wants_range_analysis(step) == "before_step"]
+        if before_step:
+            # A range analysis *before* the first step: take the step, analyse
+            # it, then put every variable back (the batch is used up).
+            variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
+            saved = [tf.identity(v.value) for v in variables]
+        logs = self._run_single("estimate" if wanting else "measure", iterator)
         counts = np.asarray(logs.pop(_COUNTS_KEY), dtype=np.float64)
         range_counts = logs.pop(_RANGE_KEY, None)
         if range_counts is not None:
             range_counts = np.asarray(range_counts, dtype=np.float64)
+        if before_step:
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
+            record, range_analysis = model._apt_make_record(step, counts, range_counts)
+            for observer in before_step:
+                observer.on_range_analysis_before_step(record, range_analysis)
+            return logs, False
         loss = logs.get("loss")
         if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
             # A diverged network's patterns stop changing: its temperature is no measurement.
@@ -305,9 +328,9 @@ class _MeasuringTrainFunction:
                     stacklevel=2,
                 )
                 model._apt_warned_divergence = True
-            return logs
+            return logs, True
         model._apt_record(step, counts, range_counts)
-        return logs
+        return logs, True
 
     def __call__(self, iterator: Any) -> dict:
         model = self.model
@@ -334,15 +357,16 @@ class _MeasuringTrainFunction:
         for _ in range(steps):
             step = model._apt_step
             try:
+                kept = True
                 if model._apt_due(step) == 0:
-                    logs = self._measure(iterator, step)
+                    logs, kept = self._measure(iterator, step)
                 else:
                     logs = self._run_single(None, iterator)
             except (StopIteration, tf.errors.OutOfRangeError):
                 if logs is None:
                     raise
                 break
-            model._apt_step += 1
+            model._apt_step += int(kept)
         return self._decorate(logs, model._apt_step - 1)
 
     def _decorate(self, logs: dict, step: int) -> dict:

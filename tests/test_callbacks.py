@@ -238,3 +238,30 @@ class TestTemperatureLogger:
     def test_bad_every_step_is_refused(self):
         with pytest.raises(ValueError, match="every_step=-3"):
             kac.TemperatureLogger(every_step=-3)
+
+
+class TestLearningRateFreeStart:
+    def test_first_rate_does_not_depend_on_the_initial_rate(self):
+        x, y = data()
+        starts = {}
+        for initial in (1.0, 0.1, 1e-3):
+            model = converted(initial)
+            controller = kac.ActCooLR(start_temperature=1.0, every_step=3, initial_learning_rate="auto")
+            recorder = LearningRateRecorder()
+            model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller, recorder], verbose=0, shuffle=False)
+            # Batch 0 is the analysed (and undone) step; the first kept step comes next, at iteration 0.
+            assert recorder.rates[0] == pytest.approx(initial)
+            assert controller.history[0]["step"] == 0
+            analysis = controller.range_analysis
+            expected = math.exp(analysis["mu"] + analysis["sigma"] * stats.norm.ppf(1 - 2.0**-1.0))
+            assert controller.auto_learning_rate == pytest.approx(expected, rel=1e-9)
+            assert recorder.rates[1] == pytest.approx(controller.auto_learning_rate, rel=1e-6)
+            assert int(model.optimizer.iterations) == 5  # 6 batches, one used by the analysis
+            starts[initial] = recorder.rates[1]
+        rates = np.array(list(starts.values()))
+        np.testing.assert_allclose(rates, rates[1], rtol=1e-3)
+        assert not any(np.isclose(rates[0], [1.0, 0.1, 1e-3], rtol=1e-2))
+
+    def test_bad_switch_is_refused(self):
+        with pytest.raises(ValueError, match="initial_learning_rate=fast"):
+            kac.ActCooLR(initial_learning_rate="fast")
