@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import numbers
+import os
 import warnings
 from typing import Any, Callable
 
 import keras
 import numpy as np
+import tensorflow as tf
 from scipy import special
 
 from keras_actcoolr import temperature as T
@@ -76,10 +79,17 @@ class TemperatureLogger(_MeasuringCallback):
      "layers": {layer name: float}}
     ```
 
+    With `csv_path`, every record is also a CSV row (`step`, `learning_rate`,
+    `temperature`, then one column per layer). With `log_dir`, TensorBoard gets
+    the scalars `learning_rate`, `temperature/network` and
+    `temperature/<layer>` at every measurement, and at each epoch end the
+    image `temperature/heat_map` of all records so far (layers top to bottom,
+    steps left to right, dark is cold; supplementary Figure 1).
+
     Example:
 
     ```python
-    logger = keras_actcoolr.TemperatureLogger(every_step=10)
+    logger = keras_actcoolr.TemperatureLogger(every_step=10, csv_path="apt.csv", log_dir="logs")
     model.fit(x, y, epochs=2, callbacks=[logger])
     logger.history[-1]["layers"]
     ```
@@ -87,10 +97,168 @@ class TemperatureLogger(_MeasuringCallback):
     Args:
         every_step: Integer >= 1, measure on optimizer steps that are
             multiples of it. Defaults to `10`.
+        csv_path: Path of a CSV file to write, or `None`. Defaults to `None`.
+        log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
+        append: Boolean, append to an existing CSV file (for a resumed run)
+            instead of overwriting it. Defaults to `False`.
     """
 
-    def __init__(self, every_step: int = 10) -> None:
+    def __init__(
+        self,
+        every_step: int = 10,
+        csv_path: str | os.PathLike | None = None,
+        log_dir: str | os.PathLike | None = None,
+        append: bool = False,
+    ) -> None:
         super().__init__(every_step)
+        self.csv_path = None if csv_path is None else os.fspath(csv_path)
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.append = bool(append)
+        self._csv_file: Any = None
+        self._csv_writer: Any = None
+        self._writer: Any = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.csv_path is not None:
+            exists = self.append and os.path.exists(self.csv_path) and os.path.getsize(self.csv_path) > 0
+            self._csv_file = open(self.csv_path, "a" if self.append else "w", newline="")
+            self._csv_writer = csv.writer(self._csv_file)
+            if not exists:
+                names = [layer.name for layer in self.model.apt_layers()]
+                from keras_actcoolr.models import _unique_names
+
+                self._csv_writer.writerow(["step", "learning_rate", "temperature", *_unique_names(names)])
+        if self.log_dir is not None and self._writer is None:
+            try:
+                import tensorboard  # noqa: F401  (tf.summary needs it at write time)
+            except ImportError as error:
+                raise ImportError(
+                    "TemperatureLogger(log_dir=...) writes TensorBoard summaries and needs the "
+                    "`tensorboard` package: pip install 'keras_actcoolr[tensorboard]'"
+                ) from error
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
+        super().on_measurement(record, range_analysis)
+        if self._csv_writer is not None:
+            self._csv_writer.writerow(
+                [record["step"], record["learning_rate"], record["temperature"], *record["layers"].values()]
+            )
+            self._csv_file.flush()
+        if self._writer is not None:
+            with self._writer.as_default(step=record["step"]):
+                tf.summary.scalar("learning_rate", record["learning_rate"])
+                tf.summary.scalar("temperature/network", record["temperature"])
+                for name, value in record["layers"].items():
+                    tf.summary.scalar(f"temperature/{name}", value)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._writer is not None and self.history:
+            with self._writer.as_default(step=epoch):
+                tf.summary.image("temperature/heat_map", heat_map_image(self.history)[None])
+            self._writer.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        super().on_train_end(logs)
+        if self._csv_file is not None:
+            self._csv_file.close()
+            self._csv_file = self._csv_writer = None
+        if self._writer is not None:
+            self._writer.flush()
+
+
+# Anchors of the viridis colour map, from cold (0) to hot (1).
+_COLOURS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]) / 255.0
+
+
+def heat_map_image(records: list[dict], pixels: int = 8) -> np.ndarray:
+    """`(layers * pixels, steps, 3)` float image of the layer temperatures of `records`.
+
+    Rows are layers (first layer on top), columns are records, colours run
+    from cold (dark violet, 0) to the hottest value of the records (yellow).
+    """
+    names = list(records[0]["layers"])
+    values = np.array([[r["layers"].get(name, 0.0) for r in records] for name in names], dtype=np.float64)
+    top = values.max() if values.size and values.max() > 0 else 1.0
+    scaled = np.clip(values / top, 0.0, 1.0) * (len(_COLOURS) - 1)
+    low = np.floor(scaled).astype(int).clip(0, len(_COLOURS) - 2)
+    fraction = (scaled - low)[..., None]
+    image = _COLOURS[low] * (1 - fraction) + _COLOURS[low + 1] * fraction
+    return np.repeat(image, pixels, axis=0).astype(np.float32)
+
+
+class RangeAnalysisLogger(keras.callbacks.Callback):
+    """Runs `lr_range_analysis` during training, every `every_epochs` epochs, under any schedule.
+
+    It reproduces the paper's analyses along training (supplementary Figures
+    2-4): the temperature the network would have for each learning rate of the
+    grid, at several points of a run. The analysis changes no state.
+
+    `history` holds `{"epoch", "step", "learning_rate", "analysis"}` records,
+    `analysis` being a `keras_actcoolr.RangeAnalysis` (network and per-layer
+    temperatures, so the last layer's course is `analysis.layer_temperatures[:, -1]`).
+
+    Example:
+
+    ```python
+    ranges = keras_actcoolr.RangeAnalysisLogger((x_train[:512], y_train[:512]), every_epochs=5)
+    model.fit(x_train, y_train, epochs=20, callbacks=[ranges])
+    ```
+
+    Args:
+        data: Data of the analyses (see `lr_range_analysis`).
+        every_epochs: Integer >= 1, run after every this many epochs.
+            Defaults to `1`.
+        at_train_begin: Boolean, also run before the first epoch.
+            Defaults to `True`.
+        learning_rates: The grid. Defaults to `RANGE_LEARNING_RATES`.
+        batch_size: Batch size for arrays. Defaults to `32`.
+        batches: Number of batches measured. Defaults to `1`.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        every_epochs: int = 1,
+        at_train_begin: bool = True,
+        learning_rates: Any = T.RANGE_LEARNING_RATES,
+        batch_size: int = 32,
+        batches: int | None = 1,
+    ) -> None:
+        super().__init__()
+        if isinstance(every_epochs, bool) or not isinstance(every_epochs, numbers.Integral) or every_epochs < 1:
+            raise ValueError(f"`every_epochs` must be an integer >= 1. Received: every_epochs={every_epochs}")
+        self.data = data
+        self.every_epochs = int(every_epochs)
+        self.at_train_begin = bool(at_train_begin)
+        self.learning_rates = learning_rates
+        self.batch_size = batch_size
+        self.batches = batches
+        self.history: list[dict] = []
+
+    def _analyse(self, epoch: int) -> None:
+        from keras_actcoolr.analysis import lr_range_analysis
+
+        optimizer = self.model.optimizer
+        self.history.append(
+            {
+                "epoch": epoch,
+                "step": int(keras.ops.convert_to_numpy(optimizer.iterations)),
+                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                "analysis": lr_range_analysis(
+                    self.model, self.data, self.learning_rates, batch_size=self.batch_size, batches=self.batches
+                ),
+            }
+        )
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.at_train_begin:
+            self._analyse(0)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every_epochs == 0:
+            self._analyse(epoch + 1)
 
 
 class ActCooLR(_MeasuringCallback):
@@ -632,6 +800,7 @@ class OneCycleMomentum(keras.callbacks.Callback):
         self._attribute: str | None = None
         self._variable: _CycledHyperparameter | None = None
         self._cycle: tuple[int, float] | None = None
+        self._value = 0.0
 
     def momentum_at(self, step: int) -> float:
         """The momentum of `step` (the formula above, in float64). Known once training has begun."""
@@ -674,9 +843,10 @@ class OneCycleMomentum(keras.callbacks.Callback):
                 "momentum slots when `momentum=0`. Create it with, for example, `momentum=0.9`. "
                 f"Received: momentum={current}"
             )
+        self._value = float(current)
         if self._variable is None:
             self._variable = _CycledHyperparameter(
-                self.momentum_at(0), self.base_momentum, self.max_momentum, name=f"one_cycle_{attribute}"
+                self._value, self.base_momentum, self.max_momentum, name=f"one_cycle_{attribute}"
             )
         # Plain attribute assignment would make the optimizer track the variable
         # as its own state and change what its checkpoints hold.
@@ -687,9 +857,10 @@ class OneCycleMomentum(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         step = int(keras.ops.convert_to_numpy(self._optimizer.iterations))
-        self._variable.assign(self.momentum_at(step))
+        self._value = self.momentum_at(step)
+        self._variable.assign(self._value)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._optimizer is not None:
-            object.__setattr__(self._optimizer, self._attribute, float(keras.ops.convert_to_numpy(self._variable)))
+            object.__setattr__(self._optimizer, self._attribute, self._value)
             self._optimizer = None

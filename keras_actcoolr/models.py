@@ -67,6 +67,11 @@ class APTModel(keras.Model):
     cost exactly what they cost in `keras.Model`. Measured steps are run one
     at a time, also when `steps_per_execution > 1`.
 
+    Under `tf.distribute`, build and compile the model in the strategy's
+    scope: `MirroredStrategy`, `MultiWorkerMirroredStrategy` and
+    `OneDeviceStrategy` are supported, and a callback that starts measuring
+    under any other strategy raises a `ValueError`.
+
     After a measurement, `fit`'s logs carry `temperature` (the network
     temperature, the mean over layers) and `learning_rate` (the rate of the
     step; for schedules other than `ActCooLRSchedule`, the rate of the last
@@ -160,7 +165,7 @@ class APTModel(keras.Model):
     def train_step(self, data: Any) -> dict:
         mode = self._apt_trace_mode
         if mode is None:
-            return super().train_step(data)
+            return _reducible(self.distribute_strategy, super().train_step(data))
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         if not all(layer.built for layer in self._flatten_layers()):
             # A subclassed model creates its variables on its first call: create
@@ -191,7 +196,25 @@ class APTModel(keras.Model):
         else:
             counts = replica.all_reduce("sum", counts)
         logs[_COUNTS_KEY] = counts
-        return logs
+        return _reducible(self.distribute_strategy, logs)
+
+    def test_step(self, data: Any) -> dict:
+        return _reducible(self.distribute_strategy, super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras 3's TensorFlow trainer reduces the first batch over the replicas
+        # with one `strategy.reduce`, which a multi-worker
+        # MultiWorkerMirroredStrategy cannot do for an `(x, y)` structure
+        # (keras-team/keras#20585). The symbolic build needs only shapes: take
+        # this worker's first replica's part of the batch.
+        strategy = self.distribute_strategy
+        if iterator is not None and _is_multi_worker(strategy):
+            for _, _, batches in iterator:
+                batch = next(batches)
+                data_batch = keras.tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], batch)
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _apt_count(self, measurement: Any, layers: list, weights: list, state: list, x: Any) -> tf.Tensor:
         """`[layers, 2]` float64 counts (unchanged, positions) of a pass with `weights` and `state`."""
@@ -256,6 +279,7 @@ class APTModel(keras.Model):
         return [o for o in self._apt_observers if step % o.every_step == 0 and o.wants_range_analysis(step)]
 
     def _apt_add_observer(self, observer: MeasurementObserver) -> None:
+        _check_strategy(self.distribute_strategy)
         if not self.apt_layers():
             raise ValueError(
                 f"Model '{self.name}' has no APTReLU layer to measure. Use APTReLU in place of "
@@ -403,6 +427,51 @@ def _inner_optimizer(optimizer: Any) -> Any:
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
+# ------------------------------------------------------------ tf.distribute
+
+_SUPPORTED_STRATEGIES = (
+    tf.distribute.OneDeviceStrategy,
+    tf.distribute.MirroredStrategy,
+    tf.distribute.MultiWorkerMirroredStrategy,
+)
+
+
+def _check_strategy(strategy: Any) -> None:
+    """Refuse the `tf.distribute` strategies that measured steps do not run under."""
+    if isinstance(strategy, _SUPPORTED_STRATEGIES):
+        return
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return  # TensorFlow's default strategy: no distribution.
+    raise ValueError(
+        "APTModel measures under no tf.distribute strategy, tf.distribute.OneDeviceStrategy, "
+        "tf.distribute.MirroredStrategy (one machine) or tf.distribute.MultiWorkerMirroredStrategy "
+        "(several machines), and under no other: Keras 3's fit does not drive ParameterServerStrategy, "
+        "and TPUStrategy and CentralStorageStrategy are not supported. Build and compile the model in the "
+        f"scope of a supported strategy. Received: distribute_strategy={type(strategy).__name__}"
+    )
+
+
+def _is_multi_worker(strategy: Any) -> bool:
+    """Whether `strategy` is a MultiWorkerMirroredStrategy over more than one worker."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+    )
+
+
+def _reducible(strategy: Any, logs: dict) -> dict:
+    """Step outputs that Keras 3 can reduce over the replicas of `strategy`.
+
+    Over several workers, Keras reduces every output with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars and would
+    average the per-layer counts over the layers. A leading axis of length 1
+    makes it the mean over replicas: the metrics' usual mean, and for the
+    counts, already summed over replicas, an exact no-op.
+    """
+    if not _is_multi_worker(strategy):
+        return logs
+    return keras.tree.map_structure(lambda value: tf.expand_dims(value, 0), logs)
+
+
 # ----------------------------------------------------------------- convert
 
 _SPLITTABLE = (
@@ -521,11 +590,24 @@ def convert(model: keras.Model, name: str | None = None) -> APTModel:
 
 
 def _copy_weights(source: keras.Model, target: keras.Model) -> None:
-    source_weights, target_weights = source.weights, target.weights
-    if len(source_weights) != len(target_weights) or any(
-        tuple(a.shape) != tuple(b.shape) for a, b in zip(source_weights, target_weights)
-    ):
-        raise ValueError(f"convert() could not match the weights of model '{source.name}' to its clone.")
-    for source_weight, target_weight in zip(source_weights, target_weights):
-        target_weight.assign(source_weight)
+    # Match layers by name, not weights by position: a follower APTReLU deepens its branch,
+    # which can reorder the layers (and so the weights) of a branched clone.
+    for source_layer in source.layers:
+        if not source_layer.weights:
+            continue
+        try:
+            target_layer = target.get_layer(source_layer.name)
+        except ValueError:
+            target_layer = None
+        if isinstance(source_layer, (_Functional, keras.Sequential)) and isinstance(target_layer, keras.Model):
+            _copy_weights(source_layer, target_layer)
+            continue
+        source_weights = source_layer.weights
+        target_weights = [] if target_layer is None else target_layer.weights
+        if len(source_weights) != len(target_weights) or any(
+            tuple(a.shape) != tuple(b.shape) for a, b in zip(source_weights, target_weights)
+        ):
+            raise ValueError(f"convert() could not match the weights of model '{source.name}' to its clone.")
+        for source_weight, target_weight in zip(source_weights, target_weights):
+            target_weight.assign(source_weight)
 
