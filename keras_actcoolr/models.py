@@ -548,17 +548,28 @@ def convert(model: keras.Model, name: str | None = None) -> APTModel:
         model = keras.Model(inputs, outputs, name=model.name)
 
     followers: dict[int, APTReLU] = {}
+    # Activation layers do not know the channel axis: take the model's image data format.
+    formats = {
+        layer.data_format
+        for layer in model._flatten_layers()
+        if hasattr(layer, "data_format") and (hasattr(layer, "kernel_size") or hasattr(layer, "pool_size"))
+    }
+    default_axis = 1 if formats == {"channels_first"} else -1
     replaced = []
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         config = layer.get_config()
         if isinstance(layer, keras.layers.ReLU):
             arguments = {k: config[k] for k in ("max_value", "negative_slope", "threshold")}
-            new = APTReLU(name=layer.name, dtype=layer.dtype_policy, **arguments, axis=config.get("axis", -1))
+            new = APTReLU(name=layer.name, dtype=layer.dtype_policy, **arguments, axis=config.get("axis", default_axis))
         elif isinstance(layer, keras.layers.LeakyReLU):
-            new = APTReLU(negative_slope=config["negative_slope"], name=layer.name, dtype=layer.dtype_policy)
+            new = APTReLU(
+                negative_slope=config["negative_slope"], name=layer.name, dtype=layer.dtype_policy, axis=default_axis
+            )
         elif isinstance(layer, keras.layers.Activation) and _relu_arguments(layer.activation) is not None:
-            new = APTReLU(name=layer.name, dtype=layer.dtype_policy, **_relu_arguments(layer.activation))
+            new = APTReLU(
+                name=layer.name, dtype=layer.dtype_policy, axis=default_axis, **_relu_arguments(layer.activation)
+            )
         elif isinstance(layer, _SPLITTABLE) and _relu_arguments(layer.activation) is not None:
             arguments = _relu_arguments(layer.activation)
             config["activation"] = "linear"

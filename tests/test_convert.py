@@ -185,6 +185,21 @@ class TestConvert:
         x = random_inputs(model)
         np.testing.assert_allclose(converted.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
 
+    def test_activation_layers_of_a_channels_first_model_get_channel_axis_1(self):
+        inputs = keras.Input((3, 7, 7))
+        x = keras.layers.Conv2D(4, 3, data_format="channels_first", name="conv")(inputs)
+        x = keras.layers.ReLU(name="relu")(x)
+        x = keras.layers.Conv2D(4, 3, data_format="channels_first", name="conv2")(x)
+        x = keras.layers.Activation("relu", name="act")(x)
+        x = keras.layers.LeakyReLU(negative_slope=0.1, name="leaky")(x)
+        model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+        converted = kac.convert(model)
+        assert {name: args[-1] for name, args in apt_arguments(converted).items()} == {
+            "relu": 1,
+            "act": 1,
+            "leaky": 1,
+        }
+
     def test_nested_model_is_converted(self):
         inner_inputs = keras.Input((4,))
         inner = keras.Model(
