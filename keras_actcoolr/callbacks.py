@@ -450,8 +450,9 @@ class ActCooLR(_MeasuringCallback):
             self.auto_learning_rate = record["learning_rate"]
             return
         if self.sigma is None:
-            self._sigma = sigma
             self._schedule.assign(sigma=sigma)
+            # The stored (float32) value, which a run resumed from a checkpoint reads.
+            self._sigma = self._schedule.state()["sigma"]
         probability = float(np.clip(T.temperature_to_probability(self.target(0.0)), self.epsilon, 1 - self.epsilon))
         rate = float(np.exp(mu + self._sigma * special.ndtri(probability)))
         self.auto_learning_rate = float(np.clip(rate, self.min_learning_rate, self.max_learning_rate))
@@ -470,8 +471,9 @@ class ActCooLR(_MeasuringCallback):
             # Given, estimated earlier in this fit, or restored from a checkpoint.
             self._sigma = schedule.state()["sigma"]
         if self._sigma <= 0.0:
-            self._sigma = self._estimate_sigma(range_analysis)
-            schedule.assign(sigma=self._sigma)
+            schedule.assign(sigma=self._estimate_sigma(range_analysis))
+            # The stored (float32) value, which a run resumed from a checkpoint reads.
+            self._sigma = schedule.state()["sigma"]
         sigma = self._sigma
         step = record["step"]
         progress = min(step / self._steps, 1.0)
@@ -742,8 +744,9 @@ class OneCycleMomentum(keras.callbacks.Callback):
     batch, from `optimizer.iterations`. During `fit` the hyperparameter is a
     variable, so the traced train step reads the new value on every step
     (with `steps_per_execution > 1`, once per execution); `fit` retraces its
-    train function once for this. At the end of `fit` it is a float again,
-    with its last value, so the optimizer saves and loads as usual.
+    train function once for this. The optimizer's config holds the current
+    value as a float (so `ModelCheckpoint` works), and at the end of `fit` the
+    hyperparameter is a float again, with its last value.
 
     Example:
 
@@ -852,6 +855,13 @@ class OneCycleMomentum(keras.callbacks.Callback):
         # as its own state and change what its checkpoints hold.
         object.__setattr__(optimizer, attribute, self._variable)
         self._optimizer, self._attribute = optimizer, attribute
+        # The optimizer's config must keep a float (ModelCheckpoint saves during fit).
+        type_get_config = type(optimizer).get_config
+
+        def get_config() -> dict:
+            return dict(type_get_config(optimizer), **{attribute: self._value})
+
+        object.__setattr__(optimizer, "get_config", get_config)
         # A train function traced earlier holds the float: trace one that reads the variable.
         self.model.make_train_function(force=True)
 
@@ -863,4 +873,5 @@ class OneCycleMomentum(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._optimizer is not None:
             object.__setattr__(self._optimizer, self._attribute, self._value)
+            object.__delattr__(self._optimizer, "get_config")
             self._optimizer = None

@@ -402,8 +402,9 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         peak = self.t_max * last
         s = keras.ops.clip(keras.ops.cast(step, "float32"), 0.0, last)
         rising = self.initial_learning_rate + (self.maximal_learning_rate - self.initial_learning_rate) * (s / peak)
-        falling = self.maximal_learning_rate + (self.final_learning_rate - self.maximal_learning_rate) * (
-            (s - peak) / (last - peak)
+        # Written from the end, so that the last step is `final_learning_rate` to the last bit.
+        falling = self.final_learning_rate + (self.maximal_learning_rate - self.final_learning_rate) * (
+            (last - s) / (last - peak)
         )
         return keras.ops.where(s <= peak, rising, falling)
 

@@ -1,0 +1,94 @@
+"""examples/quickstart.py: `--compare` trains every schedule and writes its table and figures."""
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+
+
+def quickstart():
+    pytest.importorskip("sklearn")
+    spec = importlib.util.spec_from_file_location("quickstart", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def has_matplotlib():
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def test_compare_all_prints_one_row_per_schedule_and_saves_figures(tmp_path, capsys):
+    module = quickstart()
+    result = module.main(["--compare", "all", "--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    names = list(module.SCHEDULES)
+    assert names == ["actcoolr", "dynamic", "constant", "step", "cyclic", "onecycle"]
+    assert list(result["schedules"]) == names
+
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["schedule", "test", "acc"])
+    number = r"-?\d+\.\d+"
+    for name, line in zip(names, lines[header + 1 : header + 1 + len(names)]):
+        # name, accuracy, loss, three temperatures, two rates, time
+        pattern = rf"\s*{name}\s+({number})\s+({number})\s+({number})\s+({number})\s+({number})\s+(\S+)\s+(\S+)\s+({number}) s"
+        match = re.fullmatch(pattern, line)
+        assert match, line
+        summary = result["schedules"][name]
+        assert float(match.group(1)) == pytest.approx(summary["test_accuracy"], abs=5e-5)
+        assert 0.0 <= summary["test_accuracy"] <= 1.0
+        assert all(np.isfinite(summary["temperatures"])) and min(summary["temperatures"]) >= 0.0
+        low, high = summary["learning_rate_range"]
+        assert 0.0 <= low <= high
+        assert float(match.group(6)) == pytest.approx(low, rel=1e-2)
+
+    # One epoch of 23 steps with the example's defaults: constant 0.05; step decay from 0.05, divided
+    # by 10 on steps 11 and 17; one-cycle from 0.01 up to 0.4 at step 0.3 * 22 = 6.6 and down to 0.
+    schedules = result["schedules"]
+    assert schedules["constant"]["learning_rate_range"] == pytest.approx((0.05, 0.05), rel=1e-6)
+    assert schedules["step"]["learning_rate_range"] == pytest.approx((0.0005, 0.05), rel=1e-6)
+    one_cycle = np.interp(np.arange(23), [0, 6.6, 22], [0.01, 0.4, 0.0])
+    assert schedules["onecycle"]["learning_rate_range"] == pytest.approx((0.0, one_cycle.max()), rel=1e-6, abs=1e-7)
+
+    if not has_matplotlib():
+        assert result["figures"] == []
+        return
+    expected = [tmp_path / f"layers_{name}.png" for name in names] + [tmp_path / "training_compare.png"]
+    assert [Path(p) for p in result["figures"]] == expected
+    for path in expected:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 10_000
+        assert str(path) in printed
+
+
+def test_default_run_prints_the_actcoolr_table(tmp_path, capsys):
+    module = quickstart()
+    result = module.main(["--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "ActCooLR on scikit-learn digits" in printed
+    for row in (
+        "test accuracy",
+        "temperature first / final",
+        "final target temperature",
+        "sigma (estimated)",
+        "learning rate min / max",
+        "final learning rate",
+        "measurements",
+        "training time",
+    ):
+        assert re.search(rf"^  {re.escape(row)}\s+\S", printed, re.M), row
+    assert result["measurements"] == 3  # steps 0, 10 and 20 of 23
+    assert result["sigma"] > 0
+
+
+def test_bad_compare_is_refused():
+    module = quickstart()
+    with pytest.raises(SystemExit):
+        module.parse_args(["--compare", "actcoolr,adam"])

@@ -1,0 +1,318 @@
+"""Baseline schedules (StepDecay, TriangularCyclic, OneCycle) and the OneCycleMomentum callback.
+
+Every expected value comes from a closed form written here in NumPy.
+"""
+
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+
+import keras_actcoolr as kac
+
+
+def evaluate(schedule, steps):
+    """The schedule at each step, called as the optimizer calls it (an int64 step)."""
+    return np.array([float(schedule(keras.ops.convert_to_tensor(s, "int64"))) for s in steps])
+
+
+def step_decay_reference(steps, initial, factor, step_size=None, boundaries=None):
+    steps = np.asarray(steps)
+    if boundaries is not None:
+        exponent = np.searchsorted(np.asarray(boundaries), steps, side="right")  # boundaries <= step
+    else:
+        exponent = np.floor(steps / step_size)
+    return initial * factor**exponent
+
+
+def triangular_reference(steps, base, top, step_size):
+    # Smith (2017), section 3.1.
+    steps = np.asarray(steps, dtype=np.float64)
+    cycle = np.floor(1 + steps / (2 * step_size))
+    x = np.abs(steps / step_size - 2 * cycle + 1)
+    return base + (top - base) * np.maximum(0.0, 1 - x)
+
+
+def one_cycle_reference(steps, start, peak_value, end, total_steps, t_max):
+    last = total_steps - 1
+    return np.interp(np.asarray(steps, dtype=np.float64), [0, t_max * last, last], [start, peak_value, end])
+
+
+class TestStepDecay:
+    def test_step_size_matches_closed_form(self):
+        schedule = kac.StepDecay(0.4, step_size=7, factor=0.5)
+        steps = np.arange(0, 50)
+        expected = step_decay_reference(steps, 0.4, 0.5, step_size=7)
+        np.testing.assert_allclose(evaluate(schedule, steps), expected, rtol=1e-6)
+        assert float(schedule(0)) == pytest.approx(0.4, rel=1e-7)  # first step
+        assert float(schedule(6)) == pytest.approx(0.4, rel=1e-7)  # last step before the first decay
+        assert float(schedule(7)) == pytest.approx(0.2, rel=1e-7)
+
+    def test_boundaries_match_closed_form(self):
+        schedule = kac.StepDecay(0.1, boundaries=[10, 25, 26], factor=0.1)
+        steps = np.arange(0, 40)
+        expected = step_decay_reference(steps, 0.1, 0.1, boundaries=[10, 25, 26])
+        np.testing.assert_allclose(evaluate(schedule, steps), expected, rtol=1e-6)
+        assert float(schedule(9)) == pytest.approx(0.1, rel=1e-7)
+        assert float(schedule(10)) == pytest.approx(0.01, rel=1e-6)
+        assert float(schedule(39)) == pytest.approx(1e-4, rel=1e-6)
+
+    def test_long_training_stays_exact(self):
+        schedule = kac.StepDecay(1.0, step_size=1000, factor=0.5)
+        assert float(schedule(10_000_123)) == pytest.approx(0.5**10_000, abs=0.0)  # underflows to 0 like NumPy
+        assert float(schedule(2_999)) == pytest.approx(0.25, rel=1e-7)
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"initial_learning_rate": 0.0, "step_size": 3}, "initial_learning_rate=0.0"),
+            ({"initial_learning_rate": 0.1}, "exactly one"),
+            ({"initial_learning_rate": 0.1, "step_size": 3, "boundaries": [3]}, "exactly one"),
+            ({"initial_learning_rate": 0.1, "step_size": 0}, "step_size=0"),
+            ({"initial_learning_rate": 0.1, "step_size": 2.5}, "step_size=2.5"),
+            ({"initial_learning_rate": 0.1, "boundaries": [5, 5]}, r"boundaries=\[5, 5\]"),
+            ({"initial_learning_rate": 0.1, "boundaries": []}, r"boundaries=\[\]"),
+            ({"initial_learning_rate": 0.1, "step_size": 3, "factor": -0.5}, "factor=-0.5"),
+        ],
+        ids=["zero_rate", "neither", "both", "zero_step", "float_step", "repeated", "empty", "negative_factor"],
+    )
+    def test_bad_arguments_are_refused(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            kac.StepDecay(**kwargs)
+
+
+class TestTriangularCyclic:
+    def test_matches_smiths_closed_form(self):
+        schedule = kac.TriangularCyclic(0.01, 0.3, step_size=6)
+        steps = np.arange(0, 61)  # five cycles, first and last step included
+        np.testing.assert_allclose(evaluate(schedule, steps), triangular_reference(steps, 0.01, 0.3, 6), rtol=1e-6)
+        assert float(schedule(0)) == pytest.approx(0.01, rel=1e-6)
+        assert float(schedule(6)) == pytest.approx(0.3, rel=1e-6)
+        assert float(schedule(12)) == pytest.approx(0.01, rel=1e-6)
+        assert float(schedule(60)) == pytest.approx(0.01, rel=1e-6)
+
+    def test_long_training_stays_exact(self):
+        schedule = kac.TriangularCyclic(0.1, 1.1, step_size=3)
+        step = 30_000_001  # float32 cannot hold this step; the schedule does not need to
+        assert float(schedule(step)) == pytest.approx(triangular_reference(step, 0.1, 1.1, 3), rel=1e-6)
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"initial_learning_rate": 0.3, "maximal_learning_rate": 0.3, "step_size": 2}, "greater than"),
+            ({"initial_learning_rate": -0.1, "maximal_learning_rate": 0.3, "step_size": 2}, "initial_learning_rate=-0.1"),
+            ({"initial_learning_rate": 0.1, "maximal_learning_rate": 0.3, "step_size": 0}, "step_size=0"),
+        ],
+        ids=["flat", "negative", "zero_step"],
+    )
+    def test_bad_arguments_are_refused(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            kac.TriangularCyclic(**kwargs)
+
+
+class TestOneCycle:
+    @pytest.mark.parametrize(
+        "total_steps, t_max, final",
+        [(11, 0.3, 0.0), (100, 0.7, 0.001), (230, 0.15, 0.05), (2, 0.5, 0.0)],
+        ids=["peak_on_a_step", "late_peak", "early_peak", "two_steps"],
+    )
+    def test_matches_closed_form(self, total_steps, t_max, final):
+        schedule = kac.OneCycle(0.1, 1.7, total_steps=total_steps, t_max=t_max, final_learning_rate=final)
+        steps = np.arange(0, total_steps + 5)  # past the end too
+        expected = one_cycle_reference(steps, 0.1, 1.7, final, total_steps, t_max)
+        np.testing.assert_allclose(evaluate(schedule, steps), expected, rtol=1e-6, atol=1e-7)
+        assert float(schedule(0)) == pytest.approx(0.1, rel=1e-6)  # first step
+        assert float(schedule(total_steps - 1)) == pytest.approx(final, abs=1e-7)  # last step
+
+    def test_peak_value_on_the_peak_step(self):
+        schedule = kac.OneCycle(0.5, 1.0, total_steps=11, t_max=0.3)  # peak at step 0.3 * 10 = 3
+        assert float(schedule(3)) == pytest.approx(1.0, rel=1e-6)
+        assert float(schedule(2)) < 1.0 and float(schedule(4)) < 1.0
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"maximal_learning_rate": 0.05}, "greater than"),
+            ({"total_steps": 1}, "total_steps=1"),
+            ({"t_max": 0.0}, "t_max=0.0"),
+            ({"t_max": 1.0}, "t_max=1.0"),
+            ({"final_learning_rate": -0.1}, "final_learning_rate=-0.1"),
+            ({"final_learning_rate": 2.0}, "final_learning_rate=2.0"),
+        ],
+        ids=["max_below_start", "one_step", "t_max_0", "t_max_1", "negative_final", "final_above_max"],
+    )
+    def test_bad_arguments_are_refused(self, kwargs, match):
+        arguments = {"initial_learning_rate": 0.1, "maximal_learning_rate": 1.0, "total_steps": 10, **kwargs}
+        with pytest.raises(ValueError, match=match):
+            kac.OneCycle(**arguments)
+
+
+SCHEDULES = {
+    "step_size": (kac.StepDecay, {"initial_learning_rate": 0.2, "step_size": 5, "factor": 0.3, "boundaries": None}),
+    "boundaries": (kac.StepDecay, {"initial_learning_rate": 0.2, "step_size": None, "factor": 0.1, "boundaries": [4, 9]}),
+    "cyclic": (kac.TriangularCyclic, {"initial_learning_rate": 0.01, "maximal_learning_rate": 0.4, "step_size": 3}),
+    "onecycle": (
+        kac.OneCycle,
+        {"initial_learning_rate": 0.05, "maximal_learning_rate": 0.5, "total_steps": 12, "t_max": 0.25, "final_learning_rate": 0.001},
+    ),
+}
+
+
+def tiny_model(learning_rate, momentum=0.9):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum), loss="mse")
+    return model
+
+
+class LearningRateRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates, self.momenta = [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        self.rates.append(float(optimizer.learning_rate))
+        self.momenta.append(float(getattr(optimizer, "momentum", getattr(optimizer, "beta_1", math.nan))))
+
+
+@pytest.mark.parametrize("case", list(SCHEDULES))
+class TestSerialization:
+    def test_config_is_the_constructor_arguments(self, case):
+        cls, kwargs = SCHEDULES[case]
+        schedule = cls(**kwargs, name="s")
+        assert schedule.get_config() == {**kwargs, "name": "s"}
+        restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+        assert type(restored) is cls
+        assert restored.get_config() == schedule.get_config()
+        steps = np.arange(0, 20)
+        np.testing.assert_array_equal(evaluate(restored, steps), evaluate(schedule, steps))
+
+    def test_saved_model_keeps_the_schedule(self, case, tmp_path):
+        cls, kwargs = SCHEDULES[case]
+        model = tiny_model(cls(**kwargs))
+        model.optimizer.build(model.trainable_variables)
+        path = tmp_path / "model.keras"
+        model.save(path)
+        schedule = kac.schedules.find_schedule(keras.models.load_model(path).optimizer)
+        assert type(schedule) is cls and schedule.get_config() == {**kwargs, "name": cls.__name__}
+
+
+def test_fit_uses_the_closed_forms():
+    """The rate each optimizer step uses is the closed form of its step."""
+    x = np.ones((20, 3), "float32")
+    y = np.zeros((20, 1), "float32")
+    references = {
+        "step_size": lambda s: step_decay_reference(s, 0.2, 0.3, step_size=5),
+        "boundaries": lambda s: step_decay_reference(s, 0.2, 0.1, boundaries=[4, 9]),
+        "cyclic": lambda s: triangular_reference(s, 0.01, 0.4, 3),
+        "onecycle": lambda s: one_cycle_reference(s, 0.05, 0.5, 0.001, 12, 0.25),
+    }
+    for case, (cls, kwargs) in SCHEDULES.items():
+        model = tiny_model(cls(**kwargs))
+        recorder = LearningRateRecorder()
+        model.fit(x, y, batch_size=5, epochs=3, verbose=0, callbacks=[recorder])
+        np.testing.assert_allclose(recorder.rates, references[case](np.arange(12)), rtol=1e-6, atol=1e-8, err_msg=case)
+
+
+def momentum_reference(steps, total_steps, t_max, base=0.765, top=0.9):
+    last = total_steps - 1
+    return np.interp(np.asarray(steps, dtype=np.float64), [0, t_max * last, last], [top, base, top])
+
+
+def sgd_replay(x, y, batch_size, rates, momenta):
+    """Keras SGD with momentum (`m = momentum * m - lr * g; w += m`) on `mean((x w - y)**2)`, in float64."""
+    w = np.zeros((x.shape[1], 1))
+    m = np.zeros_like(w)
+    batches = len(x) // batch_size
+    for step, (rate, momentum) in enumerate(zip(rates, momenta)):
+        start = (step % batches) * batch_size
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        gradient = 2.0 / len(xb) * xb.T @ (xb @ w - yb)
+        m = momentum * m - rate * gradient
+        w = w + m
+    return w
+
+
+class TestOneCycleMomentum:
+    def test_momentum_follows_the_cycle_inside_the_train_step(self):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(40, 3)).astype("float32")
+        y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(40, 1))).astype("float32")
+        total = 21  # the peak of the cycle on step 0.3 * 20 = 6
+        schedule = kac.OneCycle(0.01, 0.1, total_steps=total, t_max=0.3)
+        model = tiny_model(schedule)
+        # A first fit traces the train step with the float momentum 0.9 ...
+        model.fit(x, y, batch_size=20, epochs=1, verbose=0, shuffle=False)
+        # ... the callback must still reach the traced step of the second fit (steps 2 to 21, one past the cycle).
+        recorder = LearningRateRecorder()
+        model.fit(
+            x, y, batch_size=20, epochs=10, verbose=0, shuffle=False,
+            callbacks=[kac.OneCycleMomentum(), recorder],
+        )  # fmt: skip
+        expected_momenta = momentum_reference(np.arange(2, 22), total, 0.3)
+        np.testing.assert_allclose(recorder.momenta, expected_momenta, rtol=1e-6)
+        assert recorder.momenta[6 - 2] == pytest.approx(0.765, rel=1e-6)
+        assert recorder.momenta[-1] == pytest.approx(0.9, rel=1e-6)
+        rates = one_cycle_reference(np.arange(22), 0.01, 0.1, 0.0, total, 0.3)
+        momenta = np.concatenate([[0.9, 0.9], expected_momenta])
+        w = sgd_replay(x.astype(np.float64), y.astype(np.float64), 20, rates, momenta)
+        np.testing.assert_allclose(model.get_weights()[0], w, rtol=1e-4, atol=1e-6)
+        # The cycle made a difference: a constant momentum of 0.9 ends elsewhere.
+        constant = sgd_replay(x.astype(np.float64), y.astype(np.float64), 20, rates, np.full(22, 0.9))
+        assert np.max(np.abs(constant - w)) > 100 * np.max(np.abs(model.get_weights()[0] - w))
+        # After fit the optimizer holds a float again and saves as usual.
+        assert isinstance(model.optimizer.momentum, float)
+        assert model.optimizer.get_config()["momentum"] == pytest.approx(expected_momenta[-1])
+
+    def test_explicit_cycle_and_adam_beta_1(self):
+        x = np.ones((30, 3), "float32")
+        y = np.zeros((30, 1), "float32")
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+        recorder = LearningRateRecorder()
+        callback = kac.OneCycleMomentum(total_steps=10, t_max=0.5, base_momentum=0.8, max_momentum=0.95)
+        model.fit(x, y, batch_size=5, epochs=2, verbose=0, callbacks=[callback, recorder])
+        np.testing.assert_allclose(
+            recorder.momenta, momentum_reference(np.arange(12), 10, 0.5, base=0.8, top=0.95), rtol=1e-6
+        )
+        assert isinstance(model.optimizer.beta_1, float)
+
+    def test_model_saved_during_fit_loads(self, tmp_path):
+        path = tmp_path / "checkpoint.keras"
+        model = tiny_model(kac.OneCycle(0.01, 0.1, total_steps=20, t_max=0.5))
+        checkpoint = keras.callbacks.ModelCheckpoint(path)
+        model.fit(np.ones((8, 3)), np.zeros((8, 1)), batch_size=4, epochs=1, verbose=0,
+                  callbacks=[kac.OneCycleMomentum(), checkpoint])  # fmt: skip
+        # Saved at the end of the epoch, after step 1 (L = 19, peak 9.5): 0.9 - 0.135 / 9.5.
+        momentum = keras.models.load_model(path).optimizer.momentum
+        assert isinstance(momentum, float) and momentum == pytest.approx(0.9 - 0.135 / 9.5)
+
+    def test_needs_the_cycle(self):
+        model = tiny_model(0.1)
+        with pytest.raises(ValueError, match="total_steps"):
+            model.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0, callbacks=[kac.OneCycleMomentum()])
+
+    def test_needs_momentum(self):
+        model = tiny_model(kac.OneCycle(0.01, 0.1, total_steps=10), momentum=0.0)
+        with pytest.raises(ValueError, match="momentum=0.0"):
+            model.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0, callbacks=[kac.OneCycleMomentum()])
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"total_steps": 1}, "total_steps=1"),
+            ({"t_max": 1.5}, "t_max=1.5"),
+            ({"base_momentum": 0.0}, "base_momentum=0.0"),
+            ({"base_momentum": 0.9, "max_momentum": 0.8}, "max_momentum=0.8"),
+        ],
+        ids=["one_step", "t_max", "zero_base", "max_below_base"],
+    )
+    def test_bad_arguments_are_refused(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            kac.OneCycleMomentum(**kwargs)
