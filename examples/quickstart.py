@@ -126,7 +126,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def schedule_and_callbacks(name: str, args: argparse.Namespace, steps: int, total: int) -> tuple:
     """`(learning rate, callbacks, controller)` of one schedule; `controller` measures the temperatures."""
     if name == "actcoolr":
-        controller = kac.ActCooLR(start_temperature=args.start_temperature, gamma=args.gamma, every_step=args.every_step)
+        controller = kac.ActCooLR(
+            start_temperature=args.start_temperature, gamma=args.gamma, every_step=args.every_step
+        )
         return kac.ActCooLRSchedule(args.initial_learning_rate), [controller], controller
     if name == "dynamic":
         start = args.start_probability
@@ -146,7 +148,9 @@ def schedule_and_callbacks(name: str, args: argparse.Namespace, steps: int, tota
             args.base_learning_rate, args.cyclic_max_learning_rate, step_size=max(1, args.cycle_epochs * steps)
         )
         return schedule, [logger], logger
-    schedule = kac.OneCycle(args.base_learning_rate, args.onecycle_max_learning_rate, total_steps=max(2, total), t_max=args.t_max)
+    schedule = kac.OneCycle(
+        args.base_learning_rate, args.onecycle_max_learning_rate, total_steps=max(2, total), t_max=args.t_max
+    )
     return schedule, [kac.OneCycleMomentum(), logger], logger
 
 
@@ -237,7 +241,12 @@ def save_figures(results: dict[str, dict], output_dir: str, suffix: str) -> list
             "temperature": epoch_temperatures(result["records"], spe),
         }
     path = os.path.join(output_dir, f"training_{suffix}.png")
-    plotting.plot_training(histories, path=path, accuracy_label="test accuracy", title="Schedules on digits (temperature: mean of each epoch)")
+    plotting.plot_training(
+        histories,
+        path=path,
+        accuracy_label="test accuracy",
+        title="Schedules on digits (temperature: mean of each epoch)",
+    )
     paths.append(path)
     return paths
 
@@ -293,7 +302,7 @@ def run_single(args: argparse.Namespace, data: tuple) -> dict:
         ("measurements", str(summary["measurements"])),
         ("training time", f"{summary['seconds']:.1f} s"),
     ]
-    title = "ActCooLR on scikit-learn digits" if args.schedule == "actcoolr" else f"{args.schedule} on scikit-learn digits"
+    title = f"{'ActCooLR' if args.schedule == 'actcoolr' else args.schedule} on scikit-learn digits"
     print_table(title, rows)
     paths = save_figures({args.schedule: result}, args.output_dir, args.schedule)
     if paths:
@@ -340,7 +349,8 @@ def run_compare(args: argparse.Namespace, data: tuple) -> dict:
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print(
         f"  T start / middle / end: mean network temperature measured in the first, middle and last tenth of "
-        f"training (every {args.every_step} steps);\n  lr min / max: over every step; time: fit only, measurements included."
+        f"training (every {args.every_step} steps);\n"
+        "  lr min / max: over every step; time: fit only, measurements included."
     )
     paths = save_figures(results, args.output_dir, "compare")
     if paths:

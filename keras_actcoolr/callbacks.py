@@ -18,7 +18,14 @@ from keras_actcoolr import temperature as T
 from keras_actcoolr.models import APTModel
 from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle, find_schedule
 
-__all__ = ["ActCooLR", "DynamicActCooLR", "OneCycleMomentum", "TemperatureLogger"]
+__all__ = [
+    "ActCooLR",
+    "DynamicActCooLR",
+    "OneCycleMomentum",
+    "RangeAnalysisLogger",
+    "TemperatureLogger",
+    "heat_map_image",
+]
 
 #: sigma used when the range analysis at the start cannot be fitted (see the README).
 FALLBACK_SIGMA = 1.0

@@ -56,6 +56,47 @@ class _Measurement:
         return tf.add_n([u for u, _ in calls]), tf.add_n([n for _, n in calls])
 
 
+# Eight bytes that are each 0 or 1, read as one uint64 word and multiplied by this constant,
+# put their eight bits in the top byte of the product, each in a place of its own and without
+# carries: a bijection of the 256 byte patterns on either byte order (numpy.packbits's bit order
+# on little-endian machines; tests/test_performance.py checks all 256).
+_PACK_MULTIPLIER = 0x8040201008040201
+
+
+def _packed_bytes(bits: int | None) -> int | None:
+    """Bytes per position for `bits` bits: 1, 2, 4 or a multiple of 8, so that they form whole words."""
+    if bits is None:
+        return None
+    needed = -(-bits // 8)
+    return next(size for size in (1, 2, 4) if needed <= size) if needed <= 4 else 8 * -(-needed // 8)
+
+
+def _pack_bits(bits: tf.Tensor) -> tf.Tensor:
+    """`[..., channels]` zeros and ones (`uint8`) to `[..., bytes]` `uint8`, eight channels to a byte."""
+    size = _packed_bytes(bits.shape[-1])
+    if size is None:  # Channels unknown when traced: pad to whole 8-byte words.
+        padding = tf.math.floormod(-tf.shape(bits)[-1], 64)
+    else:
+        padding = 8 * size - bits.shape[-1]
+    if size is None or padding:
+        bits = tf.pad(bits, [[0, 0]] * (bits.shape.rank - 1) + [[0, padding]])
+    octets = tf.reshape(bits, tf.concat([tf.shape(bits)[:-1], [-1 if size is None else size, 8]], axis=0))
+    words = tf.bitcast(octets, tf.uint64)
+    top_bytes = tf.bitwise.right_shift(words * tf.constant(_PACK_MULTIPLIER, tf.uint64), tf.constant(56, tf.uint64))
+    return tf.cast(top_bytes, tf.uint8)
+
+
+def _unchanged(before: tf.Tensor, after: tf.Tensor) -> tf.Tensor:
+    """Whether each position's packed pattern is the same, compared one machine word at a time."""
+    size = before.shape[-1]
+    if size in (1, 2, 4, 8):
+        word = {1: None, 2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[size]
+        view = (lambda p: tf.squeeze(p, -1)) if word is None else (lambda p: tf.bitcast(p, word))
+        return tf.equal(view(before), view(after))
+    words = [tf.bitcast(tf.reshape(p, tf.concat([tf.shape(p)[:-1], [-1, 8]], axis=0)), tf.uint64) for p in (before, after)]
+    return tf.reduce_all(tf.equal(*words), axis=-1)
+
+
 @contextlib.contextmanager
 def measuring(measurement: _Measurement | None = None) -> Iterator[_Measurement]:
     """Within this context, `APTReLU` layers record patterns (then compare, see `_Measurement`)."""
@@ -85,9 +126,10 @@ class APTReLU(keras.layers.ReLU):
     ```
 
     Outside a measurement the layer costs what `keras.layers.ReLU` costs. The
-    pattern of the pass before the step is kept as a `uint8` tensor (one
-    byte per activation) only for the duration of the measured train step,
-    per replica under `tf.distribute`.
+    pattern of the pass before the step is kept packed along `axis`, eight
+    channels to a `uint8` byte (one bit per activation; two with
+    `max_value`, which adds the piece `z >= max_value`), only for the
+    duration of the measured train step, per replica under `tf.distribute`.
 
     Reference: "ActCooLR: High-Level Learning Rate Schedules using
     Activation Pattern Temperature".
@@ -151,8 +193,7 @@ class APTReLU(keras.layers.ReLU):
             if measurement.phase == "record":
                 measurement.record(self, pattern)
             else:
-                before = measurement.recorded(self)
-                unchanged = tf.reduce_all(tf.equal(before, pattern), axis=self.axis)
+                unchanged = _unchanged(measurement.recorded(self), pattern)
                 positions = tf.cast(tf.size(unchanged), tf.float64)
                 measurement.add_counts(
                     self, tf.reduce_sum(tf.cast(unchanged, tf.float64)), positions
@@ -160,12 +201,18 @@ class APTReLU(keras.layers.ReLU):
         return outputs
 
     def _pattern(self, inputs: tf.Tensor) -> tf.Tensor:
-        """Index of the linear piece every unit sits on, as `uint8`."""
+        """The linear piece of every unit, packed along `axis`: `uint8`, shape `[positions..., bytes]`."""
         inputs = tf.stop_gradient(tf.convert_to_tensor(inputs))
-        pattern = tf.cast(inputs > tf.cast(self.threshold, inputs.dtype), tf.uint8)
+        bits = inputs > tf.cast(self.threshold, inputs.dtype)
         if self.max_value is not None:
-            pattern += tf.cast(inputs >= tf.cast(self.max_value, inputs.dtype), tf.uint8)
-        return pattern
+            # Equal pairs (z > threshold, z >= max_value) are equal piece indices (their sum), and
+            # conversely: (1, 0) and (0, 1) cannot both occur for one layer's threshold and max_value.
+            bits = tf.concat([bits, inputs >= tf.cast(self.max_value, inputs.dtype)], axis=self.axis)
+        rank = bits.shape.rank
+        axis = self.axis % rank
+        if axis != rank - 1:
+            bits = tf.transpose(bits, [d for d in range(rank) if d != axis] + [axis])
+        return _pack_bits(tf.cast(bits, tf.uint8))
 
     def get_config(self) -> dict:
         config = super().get_config()

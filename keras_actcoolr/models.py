@@ -239,7 +239,6 @@ class APTModel(keras.Model):
         for observer in list(self._apt_observers):
             if step % observer.every_step == 0:
                 observer.on_measurement(record, range_analysis)
-        self._apt_learning_rate = None
         return record
 
     def _apt_make_record(
@@ -250,7 +249,7 @@ class APTModel(keras.Model):
         names = _unique_names(layer.name for layer in layers)
         record = {
             "step": int(step),
-            "learning_rate": float(self._apt_learning_rate_at(step)),
+            "learning_rate": float(self._apt_learning_rate_at(step, refresh=True)),
             "temperature": float(np.mean(temperatures)) if len(layers) else 0.0,
             "layers": {name: float(t) for name, t in zip(names, temperatures)},
         }
@@ -264,14 +263,17 @@ class APTModel(keras.Model):
             }
         return record, range_analysis
 
-    def _apt_learning_rate_at(self, step: int) -> float:
+    def _apt_learning_rate_at(self, step: int, refresh: bool = False) -> float:
+        """The rate of `step` (other schedules: of the last measured step, read when `refresh`)."""
         from keras_actcoolr.schedules import ActCooLRSchedule, find_schedule
 
         schedule = find_schedule(self.optimizer)
         if isinstance(schedule, ActCooLRSchedule):
             return schedule.value_at(step)
-        if self._apt_learning_rate is None:
-            self._apt_learning_rate = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+        if refresh or self._apt_learning_rate is None:
+            # After the step: `optimizer.learning_rate` would be the rate of the next one.
+            rate = schedule(step) if schedule is not None else self.optimizer.learning_rate
+            self._apt_learning_rate = float(keras.ops.convert_to_numpy(rate))
         return self._apt_learning_rate
 
     def _apt_wants_range(self, step: int) -> list:

@@ -223,7 +223,8 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
                 or any(a >= b for a, b in zip(values, values[1:]))
             ):
                 raise ValueError(
-                    f"`boundaries` must be a non-empty increasing list of integers >= 1. Received: boundaries={boundaries}"
+                    "`boundaries` must be a non-empty increasing list of integers >= 1. "
+                    f"Received: boundaries={boundaries}"
                 )
             boundaries = [int(b) for b in values]
         self.boundaries = boundaries

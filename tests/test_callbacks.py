@@ -265,3 +265,13 @@ class TestLearningRateFreeStart:
     def test_bad_switch_is_refused(self):
         with pytest.raises(ValueError, match="initial_learning_rate=fast"):
             kac.ActCooLR(initial_learning_rate="fast")
+
+class TestRecordsUnderOtherSchedules:
+    def test_records_carry_the_rate_of_their_own_step(self):
+        x, y = data()
+        model = converted()
+        schedule = keras.optimizers.schedules.ExponentialDecay(1.0, decay_steps=1, decay_rate=0.5)
+        model.compile(optimizer=keras.optimizers.SGD(schedule), loss=LOSS)
+        logger = kac.TemperatureLogger(every_step=1)
+        model.fit(x[:40], y[:40], batch_size=10, epochs=1, callbacks=[logger], verbose=0)
+        assert [r["learning_rate"] for r in logger.history] == pytest.approx([1.0, 0.5, 0.25, 0.125])

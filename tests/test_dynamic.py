@@ -121,7 +121,9 @@ class TestDynamicActCooLR:
     def test_rate_never_goes_negative(self):
         x, y = data()
         model = converted(momentum=0.0)
-        controller = kac.DynamicActCooLR(rate=10.0, every_step=2, target_probability=lambda p: 0.0, min_learning_rate=0.0)
+        controller = kac.DynamicActCooLR(
+            rate=10.0, every_step=2, target_probability=lambda p: 0.0, min_learning_rate=0.0
+        )
         recorder = LearningRateRecorder()
         model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller, recorder], verbose=0)
         rates = np.array(recorder.rates)

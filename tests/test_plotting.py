@@ -52,7 +52,8 @@ def test_works_without_matplotlib_until_a_figure_is_asked_for():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert 'ImportError: keras_actcoolr.plotting needs matplotlib: install the `plot` extra, `pip install "keras_actcoolr[plot]"`' in result.stdout
+    message = 'keras_actcoolr.plotting needs matplotlib: install the `plot` extra, `pip install "keras_actcoolr[plot]"`'
+    assert f"ImportError: {message}" in result.stdout
 
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -155,7 +156,8 @@ class TestTemperatureVsLearningRate:
         x = np.asarray(curve.get_xdata())
         assert x[0] == pytest.approx(self.LEARNING_RATES[0]) and x[-1] == pytest.approx(100.0)
         finite = x < 10  # P rounds to 1 beyond, where the temperature is unbounded
-        np.testing.assert_allclose(np.asarray(curve.get_ydata())[finite], erf_temperature(x[finite], 1.5, -1.0), rtol=1e-9)
+        y = np.asarray(curve.get_ydata())
+        np.testing.assert_allclose(y[finite], erf_temperature(x[finite], 1.5, -1.0), rtol=1e-9)
         assert curve.get_label() == "erf model, sigma=1.5, mu=-1"
         assert ax.get_xscale() == "log"
         assert ax.get_ylim() == pytest.approx((0.0, 1.1 * temperatures.max()))

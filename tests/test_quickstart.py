@@ -38,7 +38,8 @@ def test_compare_all_prints_one_row_per_schedule_and_saves_figures(tmp_path, cap
     number = r"-?\d+\.\d+"
     for name, line in zip(names, lines[header + 1 : header + 1 + len(names)]):
         # name, accuracy, loss, three temperatures, two rates, time
-        pattern = rf"\s*{name}\s+({number})\s+({number})\s+({number})\s+({number})\s+({number})\s+(\S+)\s+(\S+)\s+({number}) s"
+        numbers = r"\s+".join([f"({number})"] * 5)
+        pattern = rf"\s*{name}\s+{numbers}\s+(\S+)\s+(\S+)\s+({number}) s"
         match = re.fullmatch(pattern, line)
         assert match, line
         summary = result["schedules"][name]

@@ -104,7 +104,7 @@ class TestTriangularCyclic:
         "kwargs, match",
         [
             ({"initial_learning_rate": 0.3, "maximal_learning_rate": 0.3, "step_size": 2}, "greater than"),
-            ({"initial_learning_rate": -0.1, "maximal_learning_rate": 0.3, "step_size": 2}, "initial_learning_rate=-0.1"),
+            ({"initial_learning_rate": -0.1, "maximal_learning_rate": 0.3, "step_size": 2}, "learning_rate=-0.1"),
             ({"initial_learning_rate": 0.1, "maximal_learning_rate": 0.3, "step_size": 0}, "step_size=0"),
         ],
         ids=["flat", "negative", "zero_step"],
@@ -153,11 +153,20 @@ class TestOneCycle:
 
 SCHEDULES = {
     "step_size": (kac.StepDecay, {"initial_learning_rate": 0.2, "step_size": 5, "factor": 0.3, "boundaries": None}),
-    "boundaries": (kac.StepDecay, {"initial_learning_rate": 0.2, "step_size": None, "factor": 0.1, "boundaries": [4, 9]}),
+    "boundaries": (
+        kac.StepDecay,
+        {"initial_learning_rate": 0.2, "step_size": None, "factor": 0.1, "boundaries": [4, 9]},
+    ),
     "cyclic": (kac.TriangularCyclic, {"initial_learning_rate": 0.01, "maximal_learning_rate": 0.4, "step_size": 3}),
     "onecycle": (
         kac.OneCycle,
-        {"initial_learning_rate": 0.05, "maximal_learning_rate": 0.5, "total_steps": 12, "t_max": 0.25, "final_learning_rate": 0.001},
+        {
+            "initial_learning_rate": 0.05,
+            "maximal_learning_rate": 0.5,
+            "total_steps": 12,
+            "t_max": 0.25,
+            "final_learning_rate": 0.001,
+        },
     ),
 }
 
