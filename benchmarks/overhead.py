@@ -1,6 +1,6 @@
 """Cost of measuring activation pattern temperature, as a ratio against plain Keras training.
 
-    python benchmarks/overhead.py                 # the README table (about 8 minutes on 2 CPU cores)
+    python benchmarks/overhead.py                 # the README table (5 to 8 minutes on 2 CPU cores)
     python benchmarks/overhead.py --rounds 1 --steps 10 --every 1,10 --jit off   # a quick look
 
 Builds the CIFAR ResNet-20 of He et al. (2016) twice with the same weights:
@@ -11,15 +11,23 @@ function, each round times one `model.fit` epoch of the plain model and one of
 the converted model with `TemperatureLogger(every_step=k)`, back to back
 (the order alternates between rounds), for k in `--every`, with and without
 `jit_compile`. An epoch has `k * ceil(steps / k)` steps, so that every epoch
-holds the same number of measured steps (20, 2 and 1 for k = 1, 10 and 100
-with the default `--steps 20`).
+holds the same number of measured steps (10, 1 and 1 for k = 1, 10 and 100
+with the default `--steps 10`).
 
 The table gives, per configuration:
 
 - `ratio`: the median over rounds of (converted epoch time / plain epoch time);
+- `pairs`: the smallest and largest ratio of the pairs, the noise of the machine;
+- `target`: the bound of issue 7 (1.35, 1.05 and 1.02 for k = 1, 10 and 100);
 - `floor`: 1 + (one forward pass in training mode / one plain train step) / k,
   the cost of the one extra forward pass a measurement needs, timed here
   (the median of the rounds, each timing `--forward-calls` forward passes);
+- `k=1/k`: 1 + (ratio at k = 1 - 1) / k, what the every-step overhead
+  predicts for k, steadier than the direct ratio when k is large (one
+  measurement hides in the noise of 100 steps);
+- `cpu`: the same ratio of the process's CPU time (all threads), less
+  sensitive than wall time to other processes on the machine;
+- `ms/step`: the plain model's time per step (wall, median);
 - `ms/meas.`: the extra time of one measured step, (converted - plain) /
   measurements, median over rounds;
 - `peak MB`: the peak of TensorFlow's CPU allocator during an epoch
@@ -104,13 +112,13 @@ def count_traces(model: keras.Model) -> dict[str, int]:
     return counts
 
 
-def timed(function: Callable[[], Any]) -> tuple[float, float]:
-    """Wall time of `function()` and the peak of TensorFlow's CPU allocator during it, in MB."""
+def timed(function: Callable[[], Any]) -> tuple[float, float, float]:
+    """Wall time and CPU time of `function()`, and the peak of TensorFlow's CPU allocator during it, in MB."""
     tf.config.experimental.reset_memory_stats("CPU:0")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     function()
-    elapsed = time.perf_counter() - started
-    return elapsed, tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return elapsed, cpu, tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
 
 
 def machine_info() -> str:
@@ -141,6 +149,8 @@ def run_setting(args: argparse.Namespace, jit: bool, dataset: tf.data.Dataset, x
         model.compile(
             optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9), loss=LOSS, jit_compile=jit
         )
+        # Built now, not in the first trace: a tf.function that creates variables is traced twice.
+        model.optimizer.build(model.trainable_variables)
     traces = {"plain": count_traces(plain), "converted": count_traces(converted)}
 
     def epoch(model: keras.Model, steps: int, every: int | None = None) -> Callable[[], Any]:
@@ -165,18 +175,20 @@ def run_setting(args: argparse.Namespace, jit: bool, dataset: tf.data.Dataset, x
     for every in args.every:
         steps = every * math.ceil(args.steps / every)
         measurements = steps // every
-        ratios, extra, floors, peaks_plain, peaks_apt = [], [], [], [], []
+        ratios, cpu_ratios, extra, floors, peaks_plain, peaks_apt, step_times = [], [], [], [], [], [], []
         for round_ in range(args.rounds):
             pair = [("plain", epoch(plain, steps)), ("apt", epoch(converted, steps, every))]
             if round_ % 2:
                 pair.reverse()
             result = {name: timed(function) for name, function in pair}
-            (t_plain, m_plain), (t_apt, m_apt) = result["plain"], result["apt"]
+            (t_plain, cpu_plain, m_plain), (t_apt, cpu_apt, m_apt) = result["plain"], result["apt"]
             ratios.append(t_apt / t_plain)
+            cpu_ratios.append(cpu_apt / cpu_plain)
+            step_times.append(t_plain / steps)
             extra.append((t_apt - t_plain) / measurements)
             peaks_plain.append(m_plain)
             peaks_apt.append(m_apt)
-            t_forward, _ = timed(forward_calls)
+            t_forward, _, _ = timed(forward_calls)
             floors.append(1.0 + (t_forward / args.forward_calls) / (t_plain / steps) / every)
             if args.verbose:
                 print(
@@ -190,8 +202,11 @@ def run_setting(args: argparse.Namespace, jit: bool, dataset: tf.data.Dataset, x
                 "every": every,
                 "steps": steps,
                 "ratio": statistics.median(ratios),
+                "spread": (min(ratios), max(ratios)),
+                "cpu_ratio": statistics.median(cpu_ratios),
                 "floor": statistics.median(floors),
                 "extra_ms": statistics.median(extra) * 1e3,
+                "step_ms": statistics.median(step_times) * 1e3,
                 "peak_plain": statistics.median(peaks_plain),
                 "peak_apt": statistics.median(peaks_apt),
             }
@@ -209,21 +224,26 @@ TARGETS = {1: 1.35, 10: 1.05, 100: 1.02}
 
 
 def print_table(rows: list[dict], rounds: int) -> None:
-    print(f"ratio = converted / plain epoch time, median of {rounds} interleaved pairs")
+    print(f"ratio = converted / plain epoch time (cpu: process CPU time), median of {rounds} interleaved pairs")
+    every_step = {row["jit"]: row["ratio"] for row in rows if row["every"] == 1}
     header = (
-        f"{'jit_compile':<11} {'every':>5} {'steps':>5} {'ratio':>6} {'target':>6} {'floor':>6} "
-        f"{'ms/meas.':>8} {'peak MB plain':>13} {'converted':>9} {'memory':>7} {'traces':>8}"
+        f"{'jit_compile':<11} {'every':>5} {'steps':>5} {'ratio':>6} {'pairs':>11} {'target':>6} {'floor':>6} "
+        f"{'k=1/k':>6} {'cpu':>6} {'ms/step':>7} {'ms/meas.':>8} {'peak MB plain':>13} {'converted':>9} "
+        f"{'memory':>7} {'traces':>6}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         target = TARGETS.get(row["every"])
         memory = row["peak_apt"] / row["peak_plain"] - 1.0
+        scaled = 1.0 + (every_step[row["jit"]] - 1.0) / row["every"] if row["jit"] in every_step else math.nan
         print(
             f"{str(row['jit']):<11} {row['every']:>5} {row['steps']:>5} {row['ratio']:>6.3f} "
-            f"{'' if target is None else f'{target:.2f}':>6} {row['floor']:>6.3f} {row['extra_ms']:>8.1f} "
+            f"{'{:.2f}-{:.2f}'.format(*row['spread']):>11} "
+            f"{'' if target is None else f'{target:.2f}':>6} {row['floor']:>6.3f} {scaled:>6.3f} "
+            f"{row['cpu_ratio']:>6.3f} {row['step_ms']:>7.1f} {row['extra_ms']:>8.1f} "
             f"{row['peak_plain']:>13.1f} {row['peak_apt']:>9.1f} {memory:>+7.1%} "
-            f"{'/'.join(str(t) for t in row['traces']):>8}",
+            f"{'/'.join(str(t) for t in row['traces']):>6}",
             flush=True,
         )
 
@@ -231,7 +251,7 @@ def print_table(rows: list[dict], rounds: int) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20, help="minimum steps per timed epoch (rounded up to k)")
+    parser.add_argument("--steps", type=int, default=10, help="minimum steps per timed epoch (rounded up to k)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved pairs of epochs per configuration")
     parser.add_argument("--every", type=lambda s: [int(v) for v in s.split(",")], default=[1, 10, 100])
     parser.add_argument("--jit", choices=("both", "off", "on"), default="both")
@@ -250,6 +270,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     x = rng.normal(size=(4 * args.batch_size, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, len(x))
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size, drop_remainder=True).repeat()
+    # Without this, deleting the iterator at the end of each `fit` waits for tf.data's autotuning
+    # thread, which wakes at 10 ms x 2**k after the start: epoch times snap to 1.28, 2.56, 5.12 s...
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = dataset.with_options(options)
     settings = {"both": (False, True), "off": (False,), "on": (True,)}[args.jit]
     rows = []
     for jit in settings:

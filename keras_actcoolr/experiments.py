@@ -246,7 +246,9 @@ def run(
 
             stack.enter_context(tfds.testing.mock_data(num_examples=batch_size * SMOKE_STEPS * SMOKE_EPOCHS))
             if preset.dataset == "tiny_imagenet":
-                tiny_imagenet_dir = data.write_fake_tiny_imagenet(os.path.join(output_dir, "smoke-data"), per_class=8)
+                tiny_imagenet_dir = data.write_fake_tiny_imagenet(
+                    os.path.join(output_dir, "smoke-data"), per_class=34, size=16
+                )
         splits = data.load_splits(
             preset.dataset,
             batch_size=batch_size,
@@ -345,20 +347,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     output_dir = args.output_dir or os.path.join("outputs", preset.name)
-    results = run(
-        preset,
-        output_dir,
-        data_dir=args.data_dir,
-        manual_dir=args.manual_dir,
-        tiny_imagenet_dir=args.tiny_imagenet_dir,
-        download=not args.no_download,
-        smoke=args.smoke,
-        steps_per_epoch=args.steps_per_epoch,
-        strategy=args.strategy,
-        seed=args.seed,
-        verbose=args.verbose,
-        overrides=overrides,
-    )
+    try:
+        results = run(
+            preset,
+            output_dir,
+            data_dir=args.data_dir,
+            manual_dir=args.manual_dir,
+            tiny_imagenet_dir=args.tiny_imagenet_dir,
+            download=not args.no_download,
+            smoke=args.smoke,
+            steps_per_epoch=args.steps_per_epoch,
+            strategy=args.strategy,
+            seed=args.seed,
+            verbose=args.verbose,
+            overrides=overrides,
+        )
+    except data.DatasetNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     published = results["published_top1_error_percent"]
     print(
         f"{preset.name}: test accuracy {results['test']['accuracy']:.4f}, "

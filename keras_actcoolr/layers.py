@@ -93,7 +93,7 @@ def _unchanged(before: tf.Tensor, after: tf.Tensor) -> tf.Tensor:
         word = {1: None, 2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[size]
         view = (lambda p: tf.squeeze(p, -1)) if word is None else (lambda p: tf.bitcast(p, word))
         return tf.equal(view(before), view(after))
-    words = [tf.bitcast(tf.reshape(p, tf.concat([tf.shape(p)[:-1], [-1, 8]], axis=0)), tf.uint64) for p in (before, after)]
+    words = [tf.bitcast(tf.reshape(p, tf.concat([tf.shape(p)[:-1], [-1, 8]], 0)), tf.uint64) for p in (before, after)]
     return tf.reduce_all(tf.equal(*words), axis=-1)
 
 

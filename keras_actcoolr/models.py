@@ -105,6 +105,11 @@ class APTModel(keras.Model):
                     "`inputs` and `outputs`: use `keras_actcoolr.APTModel(inputs, outputs)`, or "
                     "define `call()` in the subclass."
                 )
+            if kwargs.get("name") is None and type(self) is _FunctionalAPTModel:
+                # Keras names a model after its class, here "__functional_apt_model": a name that
+                # TensorFlow refuses as a root name scope (under jit_compile).
+                uid = keras.backend.get_uid("apt_model")
+                kwargs["name"] = "apt_model" if uid == 1 else f"apt_model_{uid - 1}"
             _Functional.__init__(self, *args, **kwargs)
         else:
             keras.Model.__init__(self, *args, **kwargs)

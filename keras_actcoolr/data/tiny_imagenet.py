@@ -16,7 +16,11 @@ _VALIDATION_SEED = 0
 def _check(path: str, spec: object) -> None:
     from keras_actcoolr.data.datasets import DatasetNotFoundError
 
-    needed = [os.path.join(path, "wnids.txt"), os.path.join(path, "train"), os.path.join(path, "val", "val_annotations.txt")]
+    needed = [
+        os.path.join(path, "wnids.txt"),
+        os.path.join(path, "train"),
+        os.path.join(path, "val", "val_annotations.txt"),
+    ]
     missing = [p for p in needed if not os.path.exists(p)]
     if missing:
         raise DatasetNotFoundError(
@@ -72,12 +76,17 @@ def tiny_imagenet_examples(
         image = tf.io.decode_jpeg(tf.io.read_file(file), channels=3)
         return {"image": image, "label": label}
 
-    dataset = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int64)))
+    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(files, tf.string), np.asarray(labels, np.int64)))
     return dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def write_fake_tiny_imagenet(
-    directory: str | os.PathLike, classes: int = 3, per_class: int = 4, val_per_class: int = 2, size: int = 64, seed: int = 0
+    directory: str | os.PathLike,
+    classes: int = 3,
+    per_class: int = 4,
+    val_per_class: int = 2,
+    size: int = 64,
+    seed: int = 0,
 ) -> str:
     """Write a small random data set with Tiny ImageNet's layout (for tests and `--smoke` runs).
 

@@ -13,7 +13,9 @@ def conv_initializer() -> keras.initializers.Initializer:
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
-def conv(filters: int, kernel_size: int, strides: int = 1, name: str | None = None, **kwargs: Any) -> keras.layers.Conv2D:
+def conv(
+    filters: int, kernel_size: int, strides: int = 1, name: str | None = None, **kwargs: Any
+) -> keras.layers.Conv2D:
     """A bias-free convolution with "same" padding (the convolution of PyTorch's CIFAR ResNets)."""
     kwargs.setdefault("use_bias", False)
     kwargs.setdefault("kernel_initializer", conv_initializer())

@@ -23,7 +23,8 @@ def stage_blocks(depth: int, bottleneck: bool, stages: int = 3) -> tuple[int, ..
     (`(depth - 2) / 6` per stage for Han et al.'s basic CIFAR networks).
     """
     per_block = 3 if bottleneck else 2
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2 + per_block * stages or (depth - 2) % per_block:
+    valid = isinstance(depth, int) and not isinstance(depth, bool) and depth >= 2 + per_block * stages
+    if not valid or (depth - 2) % per_block:
         raise ValueError(
             f"`depth` must be {per_block}k + 2 with k >= {stages} for "
             f"{'bottleneck' if bottleneck else 'basic'} blocks. Received: depth={depth}"
