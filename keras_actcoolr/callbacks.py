@@ -46,6 +46,31 @@ def _require_apt_model(model: Any, callback: str) -> APTModel:
     return model
 
 
+def _bind_controller(callback: Any) -> tuple[ActCooLRSchedule, int]:
+    """The `ActCooLRSchedule` a controller callback drives, and the number of training steps."""
+    name = type(callback).__name__
+    model = _require_apt_model(callback.model, name)
+    schedule = find_schedule(model.optimizer)
+    if not isinstance(schedule, ActCooLRSchedule):
+        raise ValueError(
+            f"{name} drives an `keras_actcoolr.ActCooLRSchedule`: create the optimizer with one, for "
+            "example `keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1))`. "
+            f"Received: learning_rate of type {type(schedule or model.optimizer.learning_rate).__name__}"
+        )
+    schedule.build(getattr(model.optimizer, "inner_optimizer", model.optimizer))
+    schedule.refresh()
+    steps = callback.total_steps
+    if steps is None:
+        steps_per_epoch, epochs = callback.params.get("steps"), callback.params.get("epochs")
+        if not steps_per_epoch or not epochs:
+            raise ValueError(
+                f"{name} needs the total number of training steps, and `fit` does not know it (the data "
+                f"has no known length). Pass `{name}(total_steps=...)` or `steps_per_epoch` to fit."
+            )
+        steps = int(steps_per_epoch) * int(epochs)
+    return schedule, steps
+
+
 class _MeasuringCallback(keras.callbacks.Callback):
     """Registers with the `APTModel` for the length of `fit` and keeps the measurement records."""
 
@@ -406,25 +431,7 @@ class ActCooLR(_MeasuringCallback):
     # ---------------------------------------------------------------- fit
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        model = _require_apt_model(self.model, "ActCooLR")
-        schedule = find_schedule(model.optimizer)
-        if not isinstance(schedule, ActCooLRSchedule):
-            raise ValueError(
-                "ActCooLR drives an `keras_actcoolr.ActCooLRSchedule`: create the optimizer with one, for "
-                "example `keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1))`. "
-                f"Received: learning_rate of type {type(schedule or model.optimizer.learning_rate).__name__}"
-            )
-        schedule.build(getattr(model.optimizer, "inner_optimizer", model.optimizer))
-        schedule.refresh()
-        self._steps = self.total_steps
-        if self._steps is None:
-            steps, epochs = self.params.get("steps"), self.params.get("epochs")
-            if not steps or not epochs:
-                raise ValueError(
-                    "ActCooLR needs the total number of training steps, and `fit` does not know it (the "
-                    "data has no known length). Pass `ActCooLR(total_steps=...)` or `steps_per_epoch` to fit."
-                )
-            self._steps = int(steps) * int(epochs)
+        schedule, self._steps = _bind_controller(self)
         updates: dict[str, float] = {
             "min_learning_rate": self.min_learning_rate,
             "max_learning_rate": self.max_learning_rate,
@@ -632,25 +639,7 @@ class DynamicActCooLR(_MeasuringCallback):
         self._steps: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        model = _require_apt_model(self.model, "DynamicActCooLR")
-        schedule = find_schedule(model.optimizer)
-        if not isinstance(schedule, ActCooLRSchedule):
-            raise ValueError(
-                "DynamicActCooLR drives an `keras_actcoolr.ActCooLRSchedule`: create the optimizer with one, "
-                "for example `keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1))`. "
-                f"Received: learning_rate of type {type(schedule or model.optimizer.learning_rate).__name__}"
-            )
-        schedule.build(getattr(model.optimizer, "inner_optimizer", model.optimizer))
-        schedule.refresh()
-        self._steps = self.total_steps
-        if self._steps is None:
-            steps, epochs = self.params.get("steps"), self.params.get("epochs")
-            if not steps or not epochs:
-                raise ValueError(
-                    "DynamicActCooLR needs the total number of training steps, and `fit` does not know it (the "
-                    "data has no known length). Pass `DynamicActCooLR(total_steps=...)` or `steps_per_epoch` to fit."
-                )
-            self._steps = int(steps) * int(epochs)
+        schedule, self._steps = _bind_controller(self)
         schedule.assign(min_learning_rate=self.min_learning_rate, max_learning_rate=self.max_learning_rate)
         self._schedule = schedule
         super().on_train_begin(logs)
