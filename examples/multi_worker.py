@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -50,28 +51,19 @@ import tensorflow as tf
 
 import keras_actcoolr as kac
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from quickstart import load_digits, split_train_test  # noqa: E402  (the example next to this one)
+
 
 def load_data(synthetic: bool, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Images of shape (n, 8, 8, 1) in [0, 1] and labels 0..9, split 80/20 with a fixed seed."""
-    if synthetic:
-        rng = np.random.default_rng(seed)
-        x = rng.uniform(size=(1600, 8, 8, 1)).astype("float32")
-        teacher = rng.normal(size=(64, 10))
-        y = np.argmax(x.reshape(len(x), -1) @ teacher, axis=1).astype("int64")
-    else:
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as error:  # pragma: no cover - exercised by users only
-            raise SystemExit(
-                "The digits need scikit-learn (pip install -e '.[examples]'), or use --synthetic."
-            ) from error
-        digits = load_digits()
-        x = (digits.images / 16.0).astype("float32")[..., None]
-        y = digits.target.astype("int64")
-    order = np.random.default_rng(seed).permutation(len(x))
-    split = int(0.8 * len(x))
-    train, test = order[:split], order[split:]
-    return (x[train], y[train]), (x[test], y[test])
+    if not synthetic:
+        return load_digits(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(1600, 8, 8, 1)).astype("float32")
+    teacher = rng.normal(size=(64, 10))
+    y = np.argmax(x.reshape(len(x), -1) @ teacher, axis=1).astype("int64")
+    return split_train_test(x, y, seed)
 
 
 def batch_stream(

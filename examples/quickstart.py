@@ -47,7 +47,13 @@ def load_digits(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndar
         ) from error
     digits = sklearn_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]
-    y = digits.target.astype("int64")
+    return split_train_test(x, digits.target.astype("int64"), seed)
+
+
+def split_train_test(
+    x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """80% for training, 20% for testing, by a permutation with a fixed seed."""
     order = np.random.default_rng(seed).permutation(len(x))
     split = int(0.8 * len(x))
     train, test = order[:split], order[split:]

@@ -158,6 +158,18 @@ def _positive(name: str, value: Any) -> float:
     return float(value)
 
 
+def _rising_rates(initial_learning_rate: Any, maximal_learning_rate: Any) -> tuple[float, float]:
+    """Validated `(initial, maximal)` learning rates of a cycle, `0 < initial < maximal`."""
+    initial = _positive("initial_learning_rate", initial_learning_rate)
+    maximal = _positive("maximal_learning_rate", maximal_learning_rate)
+    if maximal <= initial:
+        raise ValueError(
+            "`maximal_learning_rate` must be greater than `initial_learning_rate`. Received: "
+            f"initial_learning_rate={initial_learning_rate}, maximal_learning_rate={maximal_learning_rate}"
+        )
+    return initial, maximal
+
+
 def _positive_integer(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value}")
@@ -291,13 +303,9 @@ class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
         name: str = "TriangularCyclic",
     ) -> None:
         super().__init__()
-        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        self.maximal_learning_rate = _positive("maximal_learning_rate", maximal_learning_rate)
-        if self.maximal_learning_rate <= self.initial_learning_rate:
-            raise ValueError(
-                "`maximal_learning_rate` must be greater than `initial_learning_rate`. Received: "
-                f"initial_learning_rate={initial_learning_rate}, maximal_learning_rate={maximal_learning_rate}"
-            )
+        self.initial_learning_rate, self.maximal_learning_rate = _rising_rates(
+            initial_learning_rate, maximal_learning_rate
+        )
         self.step_size = _positive_integer("step_size", step_size)
         self.name = name
 
@@ -373,13 +381,9 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         name: str = "OneCycle",
     ) -> None:
         super().__init__()
-        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        self.maximal_learning_rate = _positive("maximal_learning_rate", maximal_learning_rate)
-        if self.maximal_learning_rate <= self.initial_learning_rate:
-            raise ValueError(
-                "`maximal_learning_rate` must be greater than `initial_learning_rate`. Received: "
-                f"initial_learning_rate={initial_learning_rate}, maximal_learning_rate={maximal_learning_rate}"
-            )
+        self.initial_learning_rate, self.maximal_learning_rate = _rising_rates(
+            initial_learning_rate, maximal_learning_rate
+        )
         self.total_steps = _positive_integer("total_steps", total_steps)
         if self.total_steps < 2:
             raise ValueError(f"`total_steps` must be an integer >= 2. Received: total_steps={total_steps}")
