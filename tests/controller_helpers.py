@@ -1,0 +1,38 @@
+"""Data, a converted model and a learning-rate recorder shared by the controller tests."""
+
+import keras
+import numpy as np
+
+import keras_actcoolr as kac
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 10)).astype("float32"), rng.integers(0, 3, n)
+
+
+def converted(initial_learning_rate=0.1, momentum=0.9, width=16, seed=2):
+    """A two-ReLU MLP converted to an APTModel, compiled with SGD on an ActCooLRSchedule."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((10,))
+    x = keras.layers.Dense(width, activation="relu")(inputs)
+    x = keras.layers.Dense(width, activation="relu")(x)
+    model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(x)))
+    model.compile(
+        optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(initial_learning_rate), momentum=momentum),
+        loss=LOSS,
+    )
+    return model
+
+
+class LearningRateRecorder(keras.callbacks.Callback):
+    """The learning rate each optimizer step uses, read before the step."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(self.model.optimizer.learning_rate))
