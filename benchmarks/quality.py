@@ -1,12 +1,13 @@
 """Does ActCooLR train well without tuning? Test accuracy against tuned baselines, on five small tasks.
 
-    python benchmarks/quality.py --output results.json --figure quality.png --markdown quality.md
+    python benchmarks/quality.py --jobs 2 --output results.json --figure quality.png --markdown quality.md
     python benchmarks/quality.py --quick                       # about 5 minutes: one seed, three tasks
-    python benchmarks/quality.py --methods paper --seeds 0     # the paper's controller, for comparison
+    python benchmarks/quality.py --jobs 2 --methods paper --output paper.json   # the paper's controller
     python benchmarks/quality.py --controller '{"start_temperature": 1.0}' --methods actcoolr
     python benchmarks/quality.py --summarize results.json paper.json --figure quality.png
 
-Every run trains a fresh model from the seed's initial weights on fixed
+The full run (1170 runs) takes about 40 to 45 minutes on a free 2-core CPU
+with `--jobs 2`. Every run trains a fresh model from the seed's initial weights on fixed
 splits of one task (see `benchmarks/_quality_tasks.py` and `docs/quality.md`)
 with one optimizer and one learning-rate method:
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
@@ -80,24 +82,21 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     "adam": {"label": "Adam", "kind": "adam", "weight_decay": None},
 }
 
-# Half-decade grids around the usual range of each optimizer, chosen before any run. One-cycle's
-# grid (of its peak rate) is half a decade above the constant grid: its mean rate is about half its peak.
+# Grids of 7 rates over three decades in steps of about half a decade (1, 3, 10, 30, ...), around the
+# usual range of each optimizer, chosen before any run. One-cycle's grid (of its peak rate) is one
+# step above the constant grid: its mean rate is about half its peak.
+ONE_THREE = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
+
+
+def _grid(low: float, points: int = 7) -> tuple[float, ...]:
+    start = ONE_THREE.index(low)
+    return ONE_THREE[start : start + points]
+
+
 GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
-    "sgdm": {
-        "constant": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
-        "onecycle": (1e-2, 3e-2, 1e-1, 3e-1, 1.0),
-        "cosine": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
-    },
-    "sgd": {
-        "constant": (1e-2, 3e-2, 1e-1, 3e-1, 1.0),
-        "onecycle": (3e-2, 1e-1, 3e-1, 1.0, 3.0),
-        "cosine": (1e-2, 3e-2, 1e-1, 3e-1, 1.0),
-    },
-    "adam": {
-        "constant": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
-        "onecycle": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
-        "cosine": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
-    },
+    "sgdm": {"constant": _grid(1e-3), "onecycle": _grid(3e-3), "cosine": _grid(1e-3)},
+    "sgd": {"constant": _grid(3e-3), "onecycle": _grid(1e-2), "cosine": _grid(3e-3)},
+    "adam": {"constant": _grid(3e-5), "onecycle": _grid(1e-4), "cosine": _grid(3e-5)},
 }
 GRIDS["sgdm_wd"] = GRIDS["sgdm"]
 
@@ -109,14 +108,18 @@ FULL_PLAN: dict[str, tuple[str, ...]] = {
     "breast_cancer_mlp": ("sgdm", "adam"),
     "teacher_mlp": ("sgdm", "sgd", "adam"),
 }
-QUICK_PLAN: dict[str, tuple[str, ...]] = {"digits_cnn_bn": ("sgdm",), "digits_cnn": ("sgdm",), "breast_cancer_mlp": ("sgdm",)}
+QUICK_PLAN: dict[str, tuple[str, ...]] = {
+    "digits_cnn_bn": ("sgdm",),
+    "digits_cnn": ("sgdm",),
+    "breast_cancer_mlp": ("sgdm",),
+}
 QUICK_RATES = (1e-4, 1e-2, 1.0)
 
 
 def grid_of(optimizer: str, method: str, quick: bool = False) -> tuple[float, ...]:
-    """The baseline grid of `method` for `optimizer`; `--quick` keeps every other point (3 of 5)."""
+    """The baseline grid of `method` for `optimizer`; `--quick` keeps the 2nd, 4th and 6th points."""
     grid = GRIDS[optimizer][method]
-    return grid[::2] if quick else grid
+    return grid[1::2] if quick else grid
 
 
 # ---------------------------------------------------------------- runs
@@ -136,6 +139,10 @@ class RunSpec:
 
     def label(self) -> str:
         return f"{self.task} {self.optimizer} {self.method} rate={self.rate:g} seed={self.seed}"
+
+
+#: The fields of a `RunSpec` that name a run (all but the controller arguments).
+RUN_KEYS = ("task", "optimizer", "method", "rate", "seed", "epochs")
 
 
 def has_guards() -> bool:
@@ -181,7 +188,7 @@ def learning_rate_and_callbacks(spec: RunSpec, total_steps: int) -> tuple[Any, l
     raise ValueError(f"Unknown method. Received: method={spec.method!r}")
 
 
-def accuracy_and_logits(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
+def accuracy_and_finite(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
     """Accuracy of `model` (inference mode, one eager call: nothing to trace) and whether its logits are finite."""
     with warnings.catch_warnings():
         # A converted model declares its input as a list; one array is what it gets here.
@@ -190,7 +197,9 @@ def accuracy_and_logits(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tup
     return float(np.mean(np.argmax(logits, axis=1) == y)), bool(np.all(np.isfinite(logits)))
 
 
-def is_collapsed(final_loss: float | None, test_accuracy: float | None, chance: float, margin: float = COLLAPSE_MARGIN) -> bool:
+def is_collapsed(
+    final_loss: float | None, test_accuracy: float | None, chance: float, margin: float = COLLAPSE_MARGIN
+) -> bool:
     """A run collapsed if it has no finite final loss or its test accuracy is at most `chance + margin`."""
     if final_loss is None or test_accuracy is None or not math.isfinite(final_loss):
         return True
@@ -228,6 +237,8 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
     data = task.load()
     steps = steps_per_epoch(task, data)
     total_steps = steps * spec.epochs
+    # A fresh global state (layer names, random generators): a run does not depend on the runs before it.
+    keras.utils.clear_session()
     keras.utils.set_random_seed(spec.seed)
     started, cpu_started = time.perf_counter(), time.process_time()
     result: dict[str, Any] = dataclasses.asdict(spec)
@@ -235,6 +246,7 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
     result.update(role=task.role, chance=task.chance_accuracy(data), steps_per_epoch=steps, total_steps=total_steps)
     error = None
     final_loss = val_accuracy = test_accuracy = None
+    finite_outputs = False
     records: list = []
     losses: list = []
     with warnings.catch_warnings(record=True) as caught:
@@ -250,25 +262,27 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
                 # XLA compiles each tiny model for longer than it trains.
                 jit_compile=False,
             )
-            history = model.fit(
-                data.x_train,
-                data.y_train,
-                batch_size=task.batch_size,
-                epochs=spec.epochs,
-                callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()],
-                verbose=0,
-            )
+            # TerminateOnNaN prints to stdout, which holds the tables.
+            with contextlib.redirect_stdout(sys.stderr):
+                history = model.fit(
+                    data.x_train,
+                    data.y_train,
+                    batch_size=task.batch_size,
+                    epochs=spec.epochs,
+                    callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()],
+                    verbose=0,
+                )
             losses = [float(v) for v in history.history["loss"]]
             final_loss = losses[-1]
-            val_accuracy, _ = accuracy_and_logits(model, data.x_val, data.y_val)
-            test_accuracy, finite = accuracy_and_logits(model, data.x_test, data.y_test)
-            if not finite:
-                final_loss = math.nan if final_loss is None or math.isfinite(final_loss) else final_loss
+            val_accuracy, _ = accuracy_and_finite(model, data.x_val, data.y_val)
+            test_accuracy, finite_outputs = accuracy_and_finite(model, data.x_test, data.y_test)
             if controller is not None:
                 records = list(controller.history)
         except Exception as exception:  # noqa: BLE001 - a run that raises is a result (collapsed), not the end
             error = f"{type(exception).__name__}: {exception}"
-    messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, DeprecationWarning)})
+    messages = sorted(
+        {f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, DeprecationWarning)}
+    )
     result.update(
         val_accuracy=val_accuracy,
         test_accuracy=test_accuracy,
@@ -276,7 +290,8 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
         losses=losses,
         epochs_run=len(losses),
         error=error,
-        collapsed=is_collapsed(final_loss, test_accuracy, result["chance"]),
+        finite_outputs=finite_outputs,
+        collapsed=not finite_outputs or is_collapsed(final_loss, test_accuracy, result["chance"]),
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started,
         warnings=messages[:10],
@@ -334,11 +349,17 @@ def progress_line(index: int, total: int, result: dict[str, Any]) -> str:
     if result["error"] is not None:
         outcome = f"ERROR {result['error'][:120]}"
     else:
-        outcome = f"val {result['val_accuracy']:.4f} test {result['test_accuracy']:.4f} loss {as_float(result['final_loss']):.4g}"
+        outcome = (
+            f"val {result['val_accuracy']:.4f} test {result['test_accuracy']:.4f} "
+            f"loss {as_float(result['final_loss']):.4g}"
+        )
         if "final_learning_rate" in result:
-            outcome += f" lr end {as_float(result['final_learning_rate']):.3g} T end {as_float(result['final_temperature']):.3g}"
+            outcome += (
+                f" lr end {as_float(result['final_learning_rate']):.3g}"
+                f" T end {as_float(result['final_temperature']):.3g}"
+            )
     flag = " COLLAPSED" if result["collapsed"] else ""
-    spec = RunSpec(**{k: result[k] for k in ("task", "optimizer", "method", "rate", "seed", "epochs")})
+    spec = RunSpec(**{k: result[k] for k in RUN_KEYS})
     return f"[{index}/{total}] {spec.label()}: {outcome}{flag} ({result['seconds']:.1f} s)"
 
 
@@ -359,7 +380,9 @@ def run_all(specs: list[RunSpec], jobs: int) -> list[dict[str, Any]]:
         return results  # type: ignore[return-value]
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)
+    ) as pool:
         futures = {pool.submit(train_run, spec): i for i, spec in enumerate(specs)}
         for future in concurrent.futures.as_completed(futures):
             report(futures[future], future.result())
@@ -404,7 +427,13 @@ def summarize_controlled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     of any initial rate.
     """
     per_rate = {
-        rate: {"median": median(accuracy_of(r) for r in group), "spread": spread(accuracy_of(r) for r in group), "runs": len(group)}
+        rate: {
+            "median": median(accuracy_of(r) for r in group),
+            "spread": spread(accuracy_of(r) for r in group),
+            "min": min(accuracy_of(r) for r in group),
+            "max": max(accuracy_of(r) for r in group),
+            "runs": len(group),
+        }
         for rate, group in by_rate(runs).items()
     }
     medians = {rate: v["median"] for rate, v in per_rate.items()}
@@ -482,6 +511,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         groups.setdefault((run["task"], run["optimizer"], run["method"]), []).append(run)
     summary: dict[str, Any] = {}
     for (task, optimizer, method), group in groups.items():
+        controllers = sorted({json.dumps(run.get("controller"), sort_keys=True) for run in group})
+        if len(controllers) > 1:
+            raise ValueError(
+                f"The {method} runs of {task} with {optimizer} used different controller arguments: summarize "
+                f"them separately. Received: controllers={controllers}"
+            )
         entry = summary.setdefault(task, {}).setdefault(optimizer, {"methods": {}})
         entry["methods"][method] = (summarize_controlled if method in CONTROLLED else summarize_baseline)(group)
     for task, optimizers in summary.items():
@@ -618,7 +653,11 @@ def save_figure(summary: dict[str, Any], path: str) -> bool:
     tasks = list(summary)
     optimizers = [name for name in OPTIMIZERS if any(name in summary[t] for t in tasks)]
     figure, axes = plt.subplots(
-        len(tasks), len(optimizers), figsize=(3.2 * len(optimizers), 2.6 * len(tasks)), squeeze=False, sharex=True
+        len(tasks),
+        len(optimizers),
+        figsize=(max(5.0, 3.2 * len(optimizers)), 2.6 * len(tasks)),
+        squeeze=False,
+        sharex=True,
     )
     styles = {"constant": ("tab:gray", "-"), "onecycle": ("tab:green", "--"), "cosine": ("tab:purple", ":")}
     controlled_styles = {"actcoolr": ("tab:blue", "o"), "paper": ("tab:red", "s")}
@@ -636,12 +675,17 @@ def save_figure(summary: dict[str, Any], path: str) -> bool:
                     continue
                 rates = list(s["per_rate"])
                 medians = [100 * s["per_rate"][r]["median"] for r in rates]
-                ax.plot(rates, medians, marker=marker, color=colour, label=METHOD_LABELS[method])
+                label = f"{METHOD_LABELS[method]} (median, seed range)"
+                ax.plot(rates, medians, marker=marker, color=colour, label=label)
+                low = [100 * s["per_rate"][r]["min"] for r in rates]
+                high = [100 * s["per_rate"][r]["max"] for r in rates]
+                ax.fill_between(rates, low, high, color=colour, alpha=0.2, linewidth=0)
                 values += medians
             for method, (colour, style) in styles.items():
                 s = entry["methods"].get(method)
                 if s is not None:
-                    ax.axhline(100 * s["median"], color=colour, linestyle=style, label=f"{METHOD_LABELS[method]} (tuned)")
+                    label = f"{METHOD_LABELS[method]} (tuned)"
+                    ax.axhline(100 * s["median"], color=colour, linestyle=style, label=label)
                     values.append(100 * s["median"])
             ax.set_xscale("log")
             if values:
@@ -657,8 +701,11 @@ def save_figure(summary: dict[str, Any], path: str) -> bool:
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8)
-    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    columns = max(2, min(len(handles), int(1.8 * len(optimizers))))
+    rows = -(-len(handles) // columns)
+    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=columns, fontsize=7)
+    # About 0.22 inch per legend row, of a figure 2.6 inches per task high.
+    figure.tight_layout(rect=(0, (0.22 * rows + 0.05) / (2.6 * len(tasks)), 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True
@@ -670,18 +717,30 @@ def save_figure(summary: dict[str, Any], path: str) -> bool:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=None, help=f"comma-separated, among {','.join(TASKS)} (default: all)")
-    parser.add_argument("--optimizers", default=None, help=f"comma-separated, among {','.join(OPTIMIZERS)} (default: the plan of docs/quality.md)")
-    parser.add_argument("--methods", default=None, help=f"comma-separated, among {','.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})")
+    parser.add_argument(
+        "--optimizers",
+        default=None,
+        help=f"comma-separated, among {','.join(OPTIMIZERS)} (default: the plan of docs/quality.md)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated, among {','.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})",
+    )
     parser.add_argument("--seeds", default=None, help="comma-separated integers (default: 0,1,2)")
-    parser.add_argument("--rates", default=None, help="initial rates of the ActCooLR runs (default: 1e-4,1e-3,1e-2,1e-1,1)")
+    parser.add_argument("--rates", default=None, help="ActCooLR's initial rates (default: 1e-4,1e-3,1e-2,1e-1,1)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: per task)")
     parser.add_argument("--controller", default="{}", help="JSON keyword arguments of the `actcoolr` runs' ActCooLR")
-    parser.add_argument("--quick", action="store_true", help="one seed, three tasks, SGD with momentum, 3 initial rates and 3-point grids")
+    parser.add_argument(
+        "--quick", action="store_true", help="one seed, three tasks, SGD with momentum, 3 initial rates, 3-point grids"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (2 on a free 2-core machine)")
     parser.add_argument("--output", default=None, help="JSON file of every run and the summary")
     parser.add_argument("--markdown", default=None, help="also write the tables to this Markdown file")
     parser.add_argument("--figure", default=None, help="PNG of accuracy against initial rate (needs matplotlib)")
-    parser.add_argument("--summarize", nargs="+", default=None, metavar="JSON", help="no training: tables and figure from earlier --output files")
+    parser.add_argument(
+        "--summarize", nargs="+", default=None, metavar="JSON", help="no training: report earlier --output files"
+    )
     args = parser.parse_args(argv)
 
     def names(value: str | None, known: Iterable[str], option: str, default: Iterable[str]) -> tuple[str, ...]:
@@ -699,7 +758,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     optimizers = names(args.optimizers, OPTIMIZERS, "--optimizers", ())
     args.plan = {task: optimizers or plan.get(task, FULL_PLAN[task]) for task in args.tasks}
     try:
-        args.seeds = (0,) if args.quick and args.seeds is None else tuple(int(s) for s in (args.seeds or "0,1,2").split(","))
+        if args.seeds is None:
+            args.seeds = (0,) if args.quick else SEEDS
+        else:
+            args.seeds = tuple(int(s) for s in args.seeds.split(","))
         default_rates = QUICK_RATES if args.quick else INITIAL_RATES
         args.rates = tuple(float(r) for r in args.rates.split(",")) if args.rates else default_rates
     except ValueError:
@@ -734,13 +796,19 @@ def environment() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.summarize:
-        runs = []
+        merged: dict[str, dict[str, Any]] = {}
         for path in args.summarize:
             with open(path) as file:
-                runs += json.load(file)["runs"]
+                for run in json.load(file)["runs"]:
+                    # A run repeated in a later file replaces the earlier one.
+                    key = json.dumps([run[k] for k in (*RUN_KEYS, "controller")])
+                    merged[key] = run
+        runs = list(merged.values())
         started = time.perf_counter()
     else:
-        specs = plan_runs(args.tasks, args.plan, args.methods, args.seeds, args.rates, args.epochs, args.controller, args.quick)
+        specs = plan_runs(
+            args.tasks, args.plan, args.methods, args.seeds, args.rates, args.epochs, args.controller, args.quick
+        )
         print(
             f"{len(specs)} runs: tasks {','.join(args.tasks)}; methods {','.join(args.methods)}; seeds "
             f"{','.join(map(str, args.seeds))}; controller {args.controller}; guards argument "

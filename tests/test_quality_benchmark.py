@@ -205,6 +205,13 @@ class TestSummary:
         assert quality.check(None, baselines)["constant"]["pass"] is None
 
 
+    def test_mixed_controllers_refused(self, quality):
+        runs = [run_record("actcoolr", 0.1, 0, 0.9), run_record("actcoolr", 0.1, 1, 0.9)]
+        runs[0]["controller"], runs[1]["controller"] = {}, {"gamma": 2.0}
+        with pytest.raises(ValueError, match="used different controller arguments"):
+            quality.summarize(runs)
+
+
 def hand_made_runs():
     runs = []
     for seed, accuracy in enumerate((0.97, 0.98, 0.96)):
@@ -233,18 +240,28 @@ class TestOutput:
         assert "development tasks: 3 of 4 checks pass." in text
 
     def test_plan_sizes(self, quality):
-        full = quality.plan_runs(
-            quality.FULL_PLAN, quality.FULL_PLAN, quality.DEFAULT_METHODS, quality.SEEDS, quality.INITIAL_RATES, None, {}
-        )
-        # 15 task-optimizer pairs x (5 initial rates + 3 grids of 5) x 3 seeds.
+        q = quality
+        full = q.plan_runs(q.FULL_PLAN, q.FULL_PLAN, q.DEFAULT_METHODS, q.SEEDS, q.INITIAL_RATES, None, {})
+        # 15 task-optimizer pairs x (5 initial rates + 3 grids of 7) x 3 seeds.
         assert sum(len(v) for v in quality.FULL_PLAN.values()) == 15
-        assert len(full) == 15 * (5 + 15) * 3
-        quick = quality.plan_runs(
-            quality.QUICK_PLAN, quality.QUICK_PLAN, quality.DEFAULT_METHODS, (0,), quality.QUICK_RATES, None, {}, quick=True
-        )
+        assert len(full) == 15 * (5 + 21) * 3
+        quick = q.plan_runs(q.QUICK_PLAN, q.QUICK_PLAN, q.DEFAULT_METHODS, (0,), q.QUICK_RATES, None, {}, quick=True)
         # 3 tasks x (3 initial rates + 3 grids of 3) x 1 seed.
         assert len(quick) == 3 * (3 + 9)
-        assert {s.rate for s in quick if s.method == "constant" and s.optimizer == "sgdm"} == {3e-3, 3e-2, 3e-1}
+        assert {s.rate for s in quick if s.method == "constant" and s.optimizer == "sgdm"} == {3e-3, 3e-2, 0.3}
+
+    @pytest.mark.parametrize(
+        "optimizer, constant, onecycle",
+        [
+            ("sgdm", (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0), (3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)),
+            ("sgdm_wd", (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0), (3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)),
+            ("sgd", (3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), (1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)),
+            ("adam", (3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)),
+        ],
+    )
+    def test_grids(self, quality, optimizer, constant, onecycle):
+        grids = quality.GRIDS[optimizer]
+        assert grids == {"constant": constant, "onecycle": onecycle, "cosine": constant}
 
     def test_controller_arguments(self, quality, monkeypatch):
         specs = quality.plan_runs(
