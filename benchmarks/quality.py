@@ -566,7 +566,8 @@ def method_row(optimizer: str, method: str, s: dict[str, Any]) -> list[str]:
         grid = ", ".join(f"{r:g}" for r in s["grid"])
         setting = f"{s['best_rate']:g}{' (grid edge)' if s['at_edge'] else ''} of {{{grid}}}"
         rate_spread = ""
-        tune = f"{s['runs_to_tune']} ({len(s['grid'])} rates x {s['runs'] // max(1, len(s['grid']))} seeds)"
+        seeds = s["runs"] // max(1, len(s["grid"]))
+        tune = f"{s['runs_to_tune']} ({len(s['grid'])} rates x {seeds} seed{'' if seeds == 1 else 's'})"
     return [
         label,
         METHOD_LABELS.get(method, method),
@@ -635,7 +636,7 @@ def render_markdown(summary: dict[str, Any], runs: list[dict[str, Any]], epochs:
         "\nMedians and spreads (max - min) are over seeds. ActCooLR's median is the median over initial rates "
         "of the per-rate medians; its seed spread is the largest of any initial rate. A baseline's rate is the "
         "grid point with the best median validation accuracy; 'grid edge' means the grid may be too narrow. "
-        "Collapsed: non-finite loss, an error, or test accuracy within 2 points of chance."
+        "Collapsed: non-finite loss or outputs, an error, or test accuracy within 2 points of chance."
     )
     return "\n".join(out) + "\n"
 
