@@ -186,13 +186,16 @@ def train(name: str, args: argparse.Namespace, data: tuple) -> dict:
     )
     seconds = time.perf_counter() - started
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    records = controller.history
+    # ActCooLR's history also holds its collapse events, if any: keep the measurements.
+    records = [record for record in controller.history if "event" not in record]
+    events = [record for record in controller.history if "event" in record]
     return {
         "name": name,
         "test_accuracy": float(accuracy),
         "final_loss": float(history.history["loss"][-1]),
         "history": history.history,
         "records": records,
+        "events": events,
         "rates": recorder.rates,
         "steps_per_epoch": steps,
         "total_steps": total,

@@ -30,10 +30,14 @@ __all__ = [
 #: sigma used when the range analysis at the start cannot be fitted (see the README).
 FALLBACK_SIGMA = 1.0
 
+#: `ActCooLR(max_learning_rate="auto")`: the ceiling as a multiple of the rate that the fitted
+#: erf model gives for the start temperature.
+AUTO_CEILING_FACTOR = 10.0
 
-def _check_every_step(every_step: Any) -> int:
+
+def _check_every_step(every_step: Any, name: str = "every_step") -> int:
     if isinstance(every_step, bool) or not isinstance(every_step, numbers.Integral) or every_step < 1:
-        raise ValueError(f"`every_step` must be an integer >= 1. Received: every_step={every_step}")
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={every_step!r}")
     return int(every_step)
 
 
@@ -160,7 +164,10 @@ class TemperatureLogger(_MeasuringCallback):
                 names = [layer.name for layer in self.model.apt_layers()]
                 from keras_actcoolr.models import _unique_names
 
-                self._csv_writer.writerow(["step", "learning_rate", "temperature", *_unique_names(names)])
+                names = _unique_names(names)
+                self._csv_writer.writerow(
+                    ["step", "learning_rate", "temperature", *names, *(f"dead/{name}" for name in names)]
+                )
         if self.log_dir is not None and self._writer is None:
             try:
                 import tensorboard  # noqa: F401  (tf.summary needs it at write time)
@@ -174,8 +181,15 @@ class TemperatureLogger(_MeasuringCallback):
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
         super().on_measurement(record, range_analysis)
         if self._csv_writer is not None:
+            dead = record.get("dead", {})
             self._csv_writer.writerow(
-                [record["step"], record["learning_rate"], record["temperature"], *record["layers"].values()]
+                [
+                    record["step"],
+                    record["learning_rate"],
+                    record["temperature"],
+                    *record["layers"].values(),
+                    *(dead.get(name, 0.0) for name in record["layers"]),
+                ]
             )
             self._csv_file.flush()
         if self._writer is not None:
@@ -184,6 +198,8 @@ class TemperatureLogger(_MeasuringCallback):
                 tf.summary.scalar("temperature/network", record["temperature"])
                 for name, value in record["layers"].items():
                     tf.summary.scalar(f"temperature/{name}", value)
+                for name, value in record.get("dead", {}).items():
+                    tf.summary.scalar(f"dead/{name}", value)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._writer is not None and self.history:
@@ -210,6 +226,7 @@ def heat_map_image(records: list[dict], pixels: int = 8) -> np.ndarray:
     Rows are layers (first layer on top), columns are records, colours run
     from cold (dark violet, 0) to the hottest value of the records (yellow).
     """
+    records = [r for r in records if "layers" in r]
     names = list(records[0]["layers"])
     values = np.array([[r["layers"].get(name, 0.0) for r in records] for name in names], dtype=np.float64)
     top = values.max() if values.size and values.max() > 0 else 1.0
@@ -293,6 +310,38 @@ class RangeAnalysisLogger(keras.callbacks.Callback):
             self._analyse(epoch + 1)
 
 
+def _real(name: str, value: Any, low: float, high: float, low_open: bool = True, high_open: bool = True) -> float:
+    """`value` as a float inside `(low, high)` (bounds closed where told), or a ValueError."""
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"`{name}` must be a number in {interval}. Received: {name}={value!r}")
+    return float(value)
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
+    return float(value)
+
+
+#: Weight of a new measured batch in the collapse guard's moving average of the loss.
+LOSS_AVERAGE_WEIGHT = 0.25
+
+
+def _smoothed(average: float, loss: float) -> float:
+    """The exponential moving average of the measured batch losses after `loss` (NaN: none yet)."""
+    return loss if math.isnan(average) else (1 - LOSS_AVERAGE_WEIGHT) * average + LOSS_AVERAGE_WEIGHT * loss
+
+
+def _dead_layers(record: dict) -> list[str]:
+    """Names of the layers of a record whose every channel was off on the measured batch."""
+    dead = record.get("dead", {})
+    return [name for name in record["layers"] if dead.get(name, 0.0) >= 1.0]
+
+
 class ActCooLR(_MeasuringCallback):
     """Static ActCooLR: sets the learning rate so that the temperature follows a cooling curve.
 
@@ -312,13 +361,53 @@ class ActCooLR(_MeasuringCallback):
 
     `P` and `P*` are clamped to `[epsilon, 1 - epsilon]`, and the rate to
     `[min_learning_rate, max_learning_rate]`. When `sigma` is not given, it
-    is estimated on the first measured step by a learning-rate range analysis
-    of that batch (the Table-1 rates, fitted with the erf model); a run
-    resumed from a checkpoint keeps the estimated value.
+    is estimated by a learning-rate range analysis (the Table-1 rates, fitted
+    with the erf model); a run resumed from a checkpoint keeps the estimate.
+
+    **Guards.** The paper's controller runs away on networks that cool
+    faster than the target (with batch normalization and momentum the weight
+    norms grow, the effective step falls, and the rate climbs to its clamp),
+    and reads dead ReLUs as cold. Three guards, on by default, keep the
+    update above as their core (`guards=False` turns all of them off and
+    gives the paper's controller exactly):
+
+    - `layer_filter`: layers whose every channel is dead on the measured
+      batch (they read `T = 0`, frozen, not cold) and layers whose
+      measurement is saturated (fewer than
+      `keras_actcoolr.temperature.SATURATION_COUNT` unchanged positions, so
+      `T` sits near its ceiling `log2(2N)` at any rate) are left out of the
+      network temperature that the controller follows (the record's
+      `temperature` stays the mean of all layers). If every layer is left
+      out, the rate is held.
+    - `runaway_guard`: once the rate has risen by more than
+      `runaway_factor` since it last fell, and the temperature answered less
+      than a quarter of what the erf model predicts for that rise, the rate
+      may not rise further (it may still fall).
+    - `collapse_guard`: a non-finite loss, a training loss far above its
+      minimum (`keras_actcoolr.temperature.loss_spiked` with `loss_tolerance`,
+      applied to a moving average of the losses of the measured batches, each
+      new one weighted `LOSS_AVERAGE_WEIGHT`), or the frozen signature (a layer with every channel
+      dead and `T = 0` while the rate is above that of the kept state)
+      restores the last good state kept in memory (weights, optimizer slots;
+      the step count goes on), lowers the rate's ceiling to
+      `collapse_backoff` times the highest rate since that state, restarts
+      below it, and resets the epoch's running metrics. The event is a
+      record in `history` (`{"event": "collapse", ...}`), the `collapses`
+      count in the logs, and a warning. The good state is copied every
+      `snapshot_every` healthy measurements (two copies are kept; the older
+      one is restored), in memory: it costs twice the weights and slots.
+
+    With `max_learning_rate="auto"` the ceiling comes from the range
+    analysis that estimates `sigma` (or picks the first rate): ten times the
+    rate the fitted erf model gives for the start temperature, at most
+    `100`; it belongs to the runaway guard. Without a range analysis (`sigma`
+    given and no `initial_learning_rate="auto"`) or with the runaway guard
+    off, it is `100`, the top of the range analysis.
 
     `history` holds one record per measurement (see `TemperatureLogger`),
-    extended by the controller's `target_temperature`, `sigma` and
-    `next_learning_rate`.
+    extended by `target_temperature`, `control_temperature` (the value the
+    controller followed; `None` when it held the rate because no layer was left), `sigma`, `next_learning_rate` and `runaway` (the
+    runaway guard held the rate), and one record per collapse event.
 
     Example:
 
@@ -330,23 +419,26 @@ class ActCooLR(_MeasuringCallback):
         loss="sparse_categorical_crossentropy",
     )
     model.fit(x, y, epochs=10, callbacks=[
-        keras_actcoolr.ActCooLR(start_temperature=3.03, gamma=1.0, every_step=10)])
+        keras_actcoolr.ActCooLR(start_temperature=1.0, gamma=1.0, every_step=10)])
     ```
 
     Args:
         start_temperature: Float > 0, the target temperature at the start
-            of training. Defaults to `3.03`.
+            of training. The paper's `3.03` is for ResNet-32 on CIFAR-10;
+            `1.0` (change probability 1/2) was chosen on this project's
+            development tasks (`docs/quality.md`). Defaults to `1.0`.
         gamma: Float > 0, speed of cooling (1 is linear). Defaults to `1.0`.
         every_step: Integer >= 1, steps between measurements. Defaults to `10`.
         sigma: Float > 0 or `None` (estimate at the start). Defaults to `None`.
         total_steps: Integer >= 1 or `None` (take `epochs * steps` from
             `fit`). Needed when the data has no known length. Defaults to `None`.
         target_temperature: Callable `progress -> temperature` replacing the
-            power curve, or `None`. Defaults to `None`.
+            power curve, or `None`. It must return a finite number >= 0.
+            Defaults to `None`.
         min_learning_rate: Float >= 0, lower bound of the rate.
             Defaults to `1e-7`.
         max_learning_rate: Float > `min_learning_rate`, upper bound of the
-            rate (the top of the range analysis). Defaults to `100.0`.
+            rate, or `"auto"` (see above). Defaults to `"auto"`.
         epsilon: Float in (0, 0.5), clamp of the probabilities.
             Defaults to `1e-6`.
         initial_learning_rate: `None` (start at the schedule's initial rate)
@@ -355,92 +447,146 @@ class ActCooLR(_MeasuringCallback):
             model predicts for the start temperature,
             `exp(mu + sigma * PhiInv(P*(0)))`, whatever the schedule's initial
             rate (supplementary section B). The analysed step is undone; its
-            batch is not trained on. Defaults to `None`.
+            batch is not trained on. Defaults to `"auto"`.
+        guards: Boolean, `False` turns every guard off (the paper's
+            controller). Defaults to `True`.
+        collapse_guard: Boolean, the collapse guard. Defaults to `True`.
+        runaway_guard: Boolean, the runaway guard. Defaults to `True`.
+        layer_filter: Boolean, leave dead and saturated layers out of the
+            controlled temperature. Defaults to `True`.
+        loss_tolerance: Float > 0, share of the progress since the start
+            that a loss may give back before it counts as a collapse.
+            Defaults to `0.5`.
+        runaway_factor: Float > 1, rise of the rate allowed without an answer
+            of the temperature. Defaults to `2.0`.
+        collapse_backoff: Float in (0, 1), the new ceiling as a share of the
+            highest rate before a collapse. Defaults to `0.5`.
+        snapshot_every: Integer >= 1, healthy measurements between two copies
+            of the good state. Defaults to `5`.
     """
 
     def __init__(
         self,
-        start_temperature: float = 3.03,
+        start_temperature: float = 1.0,
         gamma: float = 1.0,
         every_step: int = 10,
         sigma: float | None = None,
         total_steps: int | None = None,
         target_temperature: Callable[[float], float] | None = None,
         min_learning_rate: float = 1e-7,
-        max_learning_rate: float = 100.0,
+        max_learning_rate: float | str = "auto",
         epsilon: float = T.EPSILON,
-        initial_learning_rate: str | None = None,
+        initial_learning_rate: str | None = "auto",
+        guards: bool = True,
+        collapse_guard: bool = True,
+        runaway_guard: bool = True,
+        layer_filter: bool = True,
+        loss_tolerance: float = 0.5,
+        runaway_factor: float = 2.0,
+        collapse_backoff: float = 0.5,
+        snapshot_every: int = 5,
     ) -> None:
         super().__init__(every_step)
         if initial_learning_rate not in (None, "auto"):
             raise ValueError(
-                f'`initial_learning_rate` must be None or "auto". Received: initial_learning_rate={initial_learning_rate}'
+                f'`initial_learning_rate` must be None or "auto". Received: initial_learning_rate={initial_learning_rate!r}'
             )
         self.initial_learning_rate = initial_learning_rate
         self.auto_learning_rate: float | None = None
         self.range_analysis: dict | None = None
-
-        def positive(name: str, value: Any) -> float:
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                math.isfinite(value) and value > 0
-            ):
-                raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value}")
-            return float(value)
-
-        self.epsilon = float(epsilon) if isinstance(epsilon, numbers.Real) else epsilon
-        if not isinstance(self.epsilon, float) or not 0.0 < self.epsilon < 0.5:
-            raise ValueError(f"`epsilon` must be in (0, 0.5). Received: epsilon={epsilon}")
-        self.start_temperature = positive("start_temperature", start_temperature)
+        self.epsilon = _real("epsilon", epsilon, 0.0, 0.5)
+        self.start_temperature = _positive("start_temperature", start_temperature)
         if T.temperature_to_probability(self.start_temperature) >= 1.0 - self.epsilon:
             limit = float(T.probability_to_temperature(1.0 - self.epsilon))
             raise ValueError(
                 "`start_temperature` is so high that its change probability rounds to 1 "
                 f"(the limit for epsilon={self.epsilon} is {limit:.3f}). "
-                f"Received: start_temperature={start_temperature}"
+                f"Received: start_temperature={start_temperature!r}"
             )
-        self.gamma = positive("gamma", gamma)
-        self.sigma = None if sigma is None else positive("sigma", sigma)
+        self.gamma = _positive("gamma", gamma)
+        self.sigma = None if sigma is None else _positive("sigma", sigma)
         if total_steps is not None and (
             isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1
         ):
-            raise ValueError(f"`total_steps` must be an integer >= 1 or None. Received: total_steps={total_steps}")
+            raise ValueError(f"`total_steps` must be an integer >= 1 or None. Received: total_steps={total_steps!r}")
         self.total_steps = None if total_steps is None else int(total_steps)
         if target_temperature is not None and not callable(target_temperature):
             raise ValueError(
                 "`target_temperature` must be a callable `progress -> temperature` or None. "
-                f"Received: target_temperature={target_temperature}"
+                f"Received: target_temperature={target_temperature!r}"
             )
         self.target_temperature = target_temperature
-        if isinstance(min_learning_rate, bool) or not isinstance(min_learning_rate, numbers.Real) or not (
-            math.isfinite(min_learning_rate) and min_learning_rate >= 0
+        self.min_learning_rate = _real("min_learning_rate", min_learning_rate, 0.0, math.inf, low_open=False)
+        if max_learning_rate == "auto":
+            self.max_learning_rate: float | str = "auto"
+        else:
+            self.max_learning_rate = _positive("max_learning_rate", max_learning_rate)
+            if self.max_learning_rate <= self.min_learning_rate:
+                raise ValueError(
+                    "`max_learning_rate` must be greater than `min_learning_rate`. "
+                    f"Received: min_learning_rate={min_learning_rate!r}, max_learning_rate={max_learning_rate!r}"
+                )
+        for name, value in (
+            ("guards", guards),
+            ("collapse_guard", collapse_guard),
+            ("runaway_guard", runaway_guard),
+            ("layer_filter", layer_filter),
         ):
-            raise ValueError(
-                f"`min_learning_rate` must be a finite number >= 0. Received: min_learning_rate={min_learning_rate}"
-            )
-        self.min_learning_rate = float(min_learning_rate)
-        self.max_learning_rate = positive("max_learning_rate", max_learning_rate)
-        if self.max_learning_rate <= self.min_learning_rate:
-            raise ValueError(
-                "`max_learning_rate` must be greater than `min_learning_rate`. "
-                f"Received: min_learning_rate={min_learning_rate}, max_learning_rate={max_learning_rate}"
-            )
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+        self.guards = guards
+        self.collapse_guard = collapse_guard
+        self.runaway_guard = runaway_guard
+        self.layer_filter = layer_filter
+        self.loss_tolerance = _positive("loss_tolerance", loss_tolerance)
+        self.runaway_factor = _real("runaway_factor", runaway_factor, 1.0, math.inf)
+        self.collapse_backoff = _real("collapse_backoff", collapse_backoff, 0.0, 1.0)
+        self.snapshot_every = _check_every_step(snapshot_every, "snapshot_every")
         self._schedule: ActCooLRSchedule | None = None
         self._steps: int | None = None
         self._sigma: float | None = None
+        self._snapshots: list[dict] = []
+        self._healthy = 0
+        self._warned_dead = False
+
+    @property
+    def measurements(self) -> list[dict]:
+        """The measurement records of `history` (without the collapse events)."""
+        return [record for record in self.history if "event" not in record]
+
+    @property
+    def events(self) -> list[dict]:
+        """The collapse events of `history`."""
+        return [record for record in self.history if "event" in record]
+
+    # ------------------------------------------------------------- switches
+
+    def _on(self, guard: str) -> bool:
+        return self.guards and bool(getattr(self, guard))
 
     # ---------------------------------------------------------------- fit
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         schedule, self._steps = _bind_controller(self)
-        updates: dict[str, float] = {
-            "min_learning_rate": self.min_learning_rate,
-            "max_learning_rate": self.max_learning_rate,
-        }
+        state = schedule.state()
+        ceiling = self.max_learning_rate
+        if ceiling == "auto":
+            stored = state["max_learning_rate"]
+            # Kept when a range analysis or the collapse guard set it (a resumed run).
+            ceiling = stored if self._on("runaway_guard") and math.isfinite(stored) and stored < T.RANGE_LEARNING_RATES[-1] and (
+                state["sigma"] > 0 or state["collapses"] > 0
+            ) else float(T.RANGE_LEARNING_RATES[-1])
+        elif state["collapses"] > 0 and self._on("collapse_guard"):
+            ceiling = min(ceiling, state["max_learning_rate"])
+        updates: dict[str, float] = {"min_learning_rate": self.min_learning_rate, "max_learning_rate": ceiling}
         if self.sigma is not None:
             updates["sigma"] = self.sigma
         schedule.assign(**updates)
         self._sigma = self.sigma
         self._schedule = schedule
+        self._snapshots = []
+        self._healthy = 0
+        self._warned_dead = False
         super().on_train_begin(logs)
 
     def wants_range_analysis(self, step: int) -> bool | str:
@@ -451,11 +597,9 @@ class ActCooLR(_MeasuringCallback):
         return self._schedule.state()["sigma"] <= 0.0
 
     def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
-        from keras_actcoolr.analysis import fit_range
-
         self.range_analysis = dict(range_analysis, step_temperature=record["temperature"])
-        sigma, mu, _ = fit_range(range_analysis["learning_rates"], range_analysis["temperatures"])
-        if sigma is None:
+        fitted = self._fit(range_analysis)
+        if fitted is None:
             warnings.warn(
                 "The range analysis before the first step could not be fitted; ActCooLR starts at "
                 "the schedule's initial learning rate.",
@@ -463,20 +607,30 @@ class ActCooLR(_MeasuringCallback):
             )
             self.auto_learning_rate = record["learning_rate"]
             return
+        sigma, mu = fitted
         if self.sigma is None:
             self._schedule.assign(sigma=sigma)
             # The stored (float32) value, which a run resumed from a checkpoint reads.
             self._sigma = self._schedule.state()["sigma"]
-        probability = float(np.clip(T.temperature_to_probability(self.target(0.0)), self.epsilon, 1 - self.epsilon))
-        rate = float(np.exp(mu + self._sigma * special.ndtri(probability)))
-        self.auto_learning_rate = float(np.clip(rate, self.min_learning_rate, self.max_learning_rate))
+        rate = self._predicted_rate(mu, self._sigma)
+        self._set_auto_ceiling(rate)
+        ceiling = self._schedule.state()["max_learning_rate"]
+        self.auto_learning_rate = float(np.clip(rate, self.min_learning_rate, ceiling))
         self.range_analysis.update(sigma=sigma, mu=mu)
         self._schedule.assign(anchor_step=record["step"], anchor_learning_rate=self.auto_learning_rate, drift=0.0)
 
     def target(self, progress: float) -> float:
         """Target temperature at `progress` in [0, 1]."""
         if self.target_temperature is not None:
-            return float(self.target_temperature(progress))
+            value = self.target_temperature(progress)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(
+                    "`target_temperature` must return a finite number >= 0. "
+                    f"Received: {value!r} at progress={progress!r}"
+                )
+            return float(value)
         return float(T.target_temperature(progress, self.start_temperature, self.gamma))
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
@@ -485,38 +639,218 @@ class ActCooLR(_MeasuringCallback):
             # Given, estimated earlier in this fit, or restored from a checkpoint.
             self._sigma = schedule.state()["sigma"]
         if self._sigma <= 0.0:
-            schedule.assign(sigma=self._estimate_sigma(range_analysis))
+            fitted = self._fit(range_analysis)
+            sigma = FALLBACK_SIGMA if fitted is None else fitted[0]
+            schedule.assign(sigma=sigma)
             # The stored (float32) value, which a run resumed from a checkpoint reads.
             self._sigma = schedule.state()["sigma"]
+            if fitted is not None:
+                target = T.temperature_to_probability(self.target(min(record["step"] / self._steps, 1.0)))
+                self._set_auto_ceiling(self._predicted_rate(fitted[1], self._sigma, target))
         sigma = self._sigma
         step = record["step"]
+        rate = record["learning_rate"]
+        state = schedule.state()
+        if self._on("collapse_guard"):
+            reason = self._collapse_reason(record, state)
+            if reason is not None and self._snapshots:
+                self._collapse(step, reason, rate)
+                return
+            self._track_loss(record.get("loss"), state)
         progress = min(step / self._steps, 1.0)
         target = self.target(progress)
-        new_rate, drift = T.static_lr_update(
-            record["learning_rate"],
-            T.temperature_to_probability(record["temperature"]),
-            T.temperature_to_probability(target),
-            sigma,
-            self.every_step,
-            self.epsilon,
-        )
-        new_rate = float(np.clip(new_rate, self.min_learning_rate, self.max_learning_rate))
+        names = list(record["layers"])
+        dead = record.get("dead", {})
+        if names and all(dead.get(n, 0.0) >= 1.0 for n in names) and not self._warned_dead:
+            self._warned_dead = True
+            warnings.warn(
+                f"Every APTReLU layer of model {self.model.name!r} is dead at step {step}: no channel is on "
+                "at any position of the measured batch, so the network cannot learn and its temperature "
+                "reads 0. Check the initialization, the input scaling and the learning rate.",
+                stacklevel=2,
+            )
+        temperatures = np.array([record["layers"][n] for n in names], dtype=np.float64)
+        excluded = None
+        if self._on("layer_filter"):
+            dead = record.get("dead", {})
+            saturated = set(record.get("saturated", ()))
+            excluded = np.array([dead.get(n, 0.0) >= 1.0 or n in saturated for n in names])
+        probability = T.control_probability(temperatures, excluded)
+        if probability is not None and excluded is not None:
+            # With N positions a count resolves P down to about 1/N: no change is no proof of P = 0.
+            positions = record.get("positions", {})
+            kept = [positions.get(n, 0.0) for n, out in zip(names, excluded) if not out]
+            if kept and min(kept) > 0:
+                probability = max(probability, 0.5 / min(kept))
+        runaway = False
+        if probability is None:
+            # Nothing left to follow (every layer dead or saturated): hold the rate.
+            new_rate, drift = rate, 0.0
+            control = None
+        else:
+            control = float(T.probability_to_temperature(probability))
+            new_rate, drift = T.static_lr_update(
+                rate, probability, T.temperature_to_probability(target), sigma, self.every_step, self.epsilon
+            )
+            if self._on("runaway_guard"):
+                new_rate, drift, runaway = self._limit_runaway(rate, probability, sigma, new_rate, drift, state)
+        ceiling = state["max_learning_rate"]
+        new_rate = float(np.clip(new_rate, self.min_learning_rate, ceiling))
         schedule.assign(anchor_step=step + 1, anchor_learning_rate=new_rate, drift=drift)
+        if self._on("collapse_guard"):
+            self._keep_state(step, rate, new_rate, set(_dead_layers(record)))
         self.history.append(
-            dict(record, target_temperature=target, sigma=sigma, next_learning_rate=new_rate)
+            dict(
+                record,
+                target_temperature=target,
+                control_temperature=control,
+                sigma=sigma,
+                next_learning_rate=new_rate,
+                runaway=runaway,
+            )
         )
 
-    @staticmethod
-    def _estimate_sigma(range_analysis: dict | None) -> float:
+    def on_divergence(self, step: int, loss: float) -> bool:
+        """A measured step with a non-finite loss: restore the kept state if the guard is on."""
+        if not (self._on("collapse_guard") and self._snapshots):
+            return False
+        self._collapse(step, "non-finite loss", self._schedule.value_at(step))
+        return True
+
+    # ------------------------------------------------------------- guards
+
+    def _collapse_reason(self, record: dict, state: dict) -> str | None:
+        loss = record.get("loss")
+        if loss is not None:
+            if not math.isfinite(loss):
+                return "non-finite loss"
+            average = _smoothed(state["loss_average"], loss)
+            if T.loss_spiked(average, state["loss_minimum"], state["loss_reference"], self.loss_tolerance):
+                return f"loss spike (batch {loss:.4g}, average {average:.4g}, minimum {state['loss_minimum']:.4g})"
+        if self._snapshots and record["learning_rate"] > self._snapshots[0]["learning_rate"]:
+            # Died since the kept state, while the rate rose: frozen, not cold.
+            kept_dead = self._snapshots[0]["dead"]
+            frozen = [n for n in _dead_layers(record) if record["layers"][n] == 0.0 and n not in kept_dead]
+            if frozen:
+                return f"frozen layer {frozen[0]!r} (every channel dead, T = 0) while the rate rose"
+        return None
+
+    def _track_loss(self, loss: float | None, state: dict) -> None:
+        """Moving average of the measured batches' losses, its first value and its minimum."""
+        if loss is None or not math.isfinite(loss):
+            return
+        average = _smoothed(state["loss_average"], loss)
+        updates = {"loss_average": average}
+        if math.isnan(state["loss_reference"]):
+            updates["loss_reference"] = average
+        if math.isnan(state["loss_minimum"]) or average < state["loss_minimum"]:
+            updates["loss_minimum"] = average
+        self._schedule.assign(**updates)
+
+    def _limit_runaway(
+        self, rate: float, probability: float, sigma: float, new_rate: float, drift: float, state: dict
+    ) -> tuple[float, float, bool]:
+        z = float(special.ndtri(np.clip(probability, self.epsilon, 1 - self.epsilon)))
+        if new_rate <= rate:
+            if state["rise_learning_rate"] > 0:
+                self._schedule.assign(rise_learning_rate=0.0, rise_z=0.0)
+            return new_rate, drift, False
+        anchor = state["rise_learning_rate"]
+        if anchor <= 0:
+            self._schedule.assign(rise_learning_rate=rate, rise_z=z)
+            return new_rate, drift, False
+        if T.runaway_limited(rate, anchor, z, state["rise_z"], sigma, self.runaway_factor):
+            return rate, 0.0, True
+        return new_rate, drift, False
+
+    def _keep_state(self, step: int, rate: float, new_rate: float, dead: set) -> None:
+        """Copy weights and optimizer slots every `snapshot_every` healthy measurements (keep two).
+
+        Each copy also tracks the highest rate used since it was taken.
+        """
+        for snapshot in self._snapshots:
+            snapshot["peak"] = max(snapshot["peak"], rate, new_rate)
+        if self._healthy % self.snapshot_every == 0:
+            values = [tf.identity(v.value) for v in self._guarded_variables()]
+            self._snapshots.append(
+                {"step": step, "learning_rate": new_rate, "peak": new_rate, "values": values, "dead": dead}
+            )
+            self._snapshots = self._snapshots[-2:]
+        self._healthy += 1
+
+    def _guarded_variables(self) -> list:
+        optimizer = self.model.optimizer
+        skip = {id(v) for v in self._schedule.variables} | {id(optimizer.iterations)}
+        slots = [v for v in optimizer.variables if id(v) not in skip]
+        return list(self.model.variables) + slots
+
+    def _collapse(self, step: int, reason: str, rate: float) -> None:
+        snapshot = self._snapshots[0]
+        for variable, value in zip(self._guarded_variables(), snapshot["values"]):
+            variable.assign(value)
+        state = self._schedule.state()
+        peak = max(snapshot["peak"], rate)
+        ceiling = max(min(state["max_learning_rate"], self.collapse_backoff * peak), self.min_learning_rate)
+        restart = min(snapshot["learning_rate"], ceiling)
+        self._schedule.assign(
+            anchor_step=step + 1,
+            anchor_learning_rate=restart,
+            drift=0.0,
+            max_learning_rate=ceiling,
+            collapses=state["collapses"] + 1,
+            loss_average=math.nan,
+            rise_learning_rate=0.0,
+            rise_z=0.0,
+        )
+        # The epoch's running loss holds the collapse; start it again from the restored state.
+        for metric in self.model.metrics:
+            metric.reset_state()
+        snapshot["peak"] = restart
+        self._snapshots = [snapshot]
+        self._healthy = 1
+        event = {
+            "step": step,
+            "event": "collapse",
+            "reason": reason,
+            "restored_step": snapshot["step"],
+            "learning_rate": rate,
+            "max_learning_rate": ceiling,
+            "next_learning_rate": restart,
+        }
+        self.history.append(event)
+        warnings.warn(
+            f"ActCooLR: {reason} at step {step}. Restored the state of step {snapshot['step']}, "
+            f"lowered the maximum learning rate to {ceiling:.4g} and restarted at {restart:.4g}.",
+            stacklevel=2,
+        )
+
+    # ------------------------------------------------------ range analysis
+
+    def _fit(self, range_analysis: dict | None) -> tuple[float, float] | None:
+        """`(sigma, mu)` of the erf model fitted to a range analysis, or None with a warning."""
         if range_analysis is None:
-            warnings.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=2)
-            return FALLBACK_SIGMA
+            warnings.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=3)
+            return None
         try:
-            sigma, _ = T.fit_erf_model(range_analysis["learning_rates"], range_analysis["temperatures"])
+            return T.fit_erf_model(range_analysis["learning_rates"], range_analysis["temperatures"])
         except ValueError as error:
-            warnings.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=2)
-            return FALLBACK_SIGMA
-        return sigma
+            warnings.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=3)
+            return None
+
+    def _predicted_rate(self, mu: float, sigma: float, probability: float | None = None) -> float:
+        """The rate the erf model `(sigma, mu)` gives for `probability` (default: the start target)."""
+        if probability is None:
+            probability = T.temperature_to_probability(self.target(0.0))
+        probability = float(np.clip(probability, self.epsilon, 1 - self.epsilon))
+        return float(np.exp(mu + sigma * special.ndtri(probability)))
+
+    def _set_auto_ceiling(self, start_rate: float) -> None:
+        if self.max_learning_rate != "auto" or not self._on("runaway_guard"):
+            return
+        state = self._schedule.state()
+        ceiling = min(AUTO_CEILING_FACTOR * start_rate, state["max_learning_rate"], float(T.RANGE_LEARNING_RATES[-1]))
+        if ceiling > self.min_learning_rate:
+            self._schedule.assign(max_learning_rate=ceiling)
 
 
 # ------------------------------------------------------------ DynamicActCooLR
@@ -656,7 +990,10 @@ class DynamicActCooLR(_MeasuringCallback):
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
         step = record["step"]
         target = self.target(min(step / self._steps, 1.0))
-        probability = float(T.temperature_to_probability(record["temperature"]))
+        # Section D of the supplementary material follows the mean of the layer probabilities.
+        probability = T.control_probability(list(record["layers"].values()), mean_of_probabilities=True)
+        if probability is None:  # a model without layers to measure cannot get here; be safe
+            probability = float(T.temperature_to_probability(record["temperature"]))
         new_rate, rate_step = T.dynamic_lr_update(record["learning_rate"], probability, target, self.rate)
         new_rate = float(np.clip(new_rate, self.min_learning_rate, self.max_learning_rate))
         self._schedule.assign(anchor_step=step + 1, anchor_learning_rate=new_rate, drift=rate_step)

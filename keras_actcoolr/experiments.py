@@ -317,7 +317,9 @@ def run(
         "test": test,
         "test_top1_error_percent": 100.0 * (1.0 - float(test["accuracy"])),
         "published_top1_error_percent": preset.published_error,
-        "sigma": controller.history[-1]["sigma"] if controller is not None and controller.history else None,
+        "sigma": next((r["sigma"] for r in reversed(controller.history) if "sigma" in r), None)
+        if controller is not None
+        else None,
         "measurements": len(logger.history),
         "figures": [os.path.basename(f) for f in figures],
     }

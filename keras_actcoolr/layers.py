@@ -23,11 +23,18 @@ class _Measurement:
     def __init__(self) -> None:
         self.phase = "record"
         self.patterns: dict[int, list[tf.Tensor]] = {}
+        self.alive: dict[int, tf.Tensor] = {}
         self.counts: dict[int, list[tuple[tf.Tensor, tf.Tensor]]] = {}
         self._cursor: dict[int, int] = {}
 
-    def record(self, layer: "APTReLU", pattern: tf.Tensor) -> None:
+    def record(self, layer: "APTReLU", pattern: tf.Tensor, alive: tf.Tensor) -> None:
         self.patterns.setdefault(id(layer), []).append(pattern)
+        previous = self.alive.get(id(layer))
+        self.alive[id(layer)] = alive if previous is None else tf.maximum(previous, alive)
+
+    def layer_alive(self, layer: "APTReLU") -> tf.Tensor | None:
+        """`[channels]` float32: 1 where the channel was on at some position before the step."""
+        return self.alive.get(id(layer))
 
     def start_compare(self) -> None:
         self.phase = "compare"
@@ -191,7 +198,7 @@ class APTReLU(keras.layers.ReLU):
         if measurement is not None:
             pattern = self._pattern(inputs)
             if measurement.phase == "record":
-                measurement.record(self, pattern)
+                measurement.record(self, pattern, self._alive(inputs))
             else:
                 unchanged = _unchanged(measurement.recorded(self), pattern)
                 positions = tf.cast(tf.size(unchanged), tf.float64)
@@ -199,6 +206,14 @@ class APTReLU(keras.layers.ReLU):
                     self, tf.reduce_sum(tf.cast(unchanged, tf.float64)), positions
                 )
         return outputs
+
+    def _alive(self, inputs: tf.Tensor) -> tf.Tensor:
+        """`[channels]` float32: 1 for a channel on (above the threshold) at some position, else 0."""
+        inputs = tf.stop_gradient(tf.convert_to_tensor(inputs))
+        rank = inputs.shape.rank
+        axis = self.axis % rank
+        on = inputs > tf.cast(self.threshold, inputs.dtype)
+        return tf.cast(tf.reduce_any(on, axis=[d for d in range(rank) if d != axis]), tf.float32)
 
     def _pattern(self, inputs: tf.Tensor) -> tf.Tensor:
         """The linear piece of every unit, packed along `axis`: `uint8`, shape `[positions..., bytes]`."""

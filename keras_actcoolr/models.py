@@ -21,6 +21,7 @@ _Functional = type(keras.Model.__new__(keras.Model, inputs=None, outputs=None))
 
 _COUNTS_KEY = "apt_counts"
 _RANGE_KEY = "apt_range_counts"
+_LOSS_KEY = "apt_batch_loss"
 
 
 def _is_functional_call(args: tuple, kwargs: dict) -> bool:
@@ -182,8 +183,15 @@ class APTModel(keras.Model):
         state_before = [tf.identity(v.value) for v in self.non_trainable_variables]
         weights_before = [tf.identity(v.value) for v in trainable] if mode == "estimate" else None
         step_lr = tf.cast(self.optimizer.learning_rate, tf.float64) if mode == "estimate" else None
+        loss_state = _loss_state(self)
         with measuring() as measurement:
             logs = dict(super().train_step(data))
+            # The measured batch's own loss: what the step added to the loss tracker (sum, count).
+            batch_loss = (
+                tf.stack([tf.cast(v.value, tf.float64) for v in loss_state[0]]) - loss_state[1]
+                if loss_state
+                else tf.zeros((2,), tf.float64)
+            )
             weights_after = [tf.identity(v.value) for v in trainable]
             counts = self._apt_count(measurement, layers, weights_after, state_before, x)
             if mode == "estimate":
@@ -195,12 +203,19 @@ class APTModel(keras.Model):
                     ]
                     range_counts.append(self._apt_count(measurement, layers, trial, state_before, x))
         replica = tf.distribute.get_replica_context()
+        alive = [measurement.layer_alive(layer) for layer in layers]
+        # float64 like the counts: the all-reduce packs its tensors into one.
+        alive = [tf.zeros((0,), tf.float64) if a is None else tf.cast(a, tf.float64) for a in alive]
+        flat_alive = tf.concat(alive, axis=0) if alive else tf.zeros((0,), tf.float64)
         if mode == "estimate":
-            counts, range_counts = replica.all_reduce("sum", [counts, tf.stack(range_counts)])
+            counts, flat_alive, batch_loss, range_counts = replica.all_reduce(
+                "sum", [counts, flat_alive, batch_loss, tf.stack(range_counts)]
+            )
             logs[_RANGE_KEY] = range_counts
         else:
-            counts = replica.all_reduce("sum", counts)
-        logs[_COUNTS_KEY] = counts
+            counts, flat_alive, batch_loss = replica.all_reduce("sum", [counts, flat_alive, batch_loss])
+        logs[_LOSS_KEY] = batch_loss
+        logs[_COUNTS_KEY] = tf.concat([counts, _dead_counts(flat_alive, alive)], axis=1)
         return _reducible(self.distribute_strategy, logs)
 
     def test_step(self, data: Any) -> dict:
@@ -238,8 +253,10 @@ class APTModel(keras.Model):
         everies = [o.every_step for o in self._apt_observers]
         return min(((-step) % e for e in everies), default=-1)
 
-    def _apt_record(self, step: int, counts: np.ndarray, range_counts: np.ndarray | None) -> dict:
-        record, range_analysis = self._apt_make_record(step, counts, range_counts)
+    def _apt_record(
+        self, step: int, counts: np.ndarray, range_counts: np.ndarray | None, loss: float | None = None
+    ) -> dict:
+        record, range_analysis = self._apt_make_record(step, counts, range_counts, loss)
         self._apt_last = record
         for observer in list(self._apt_observers):
             if step % observer.every_step == 0:
@@ -247,17 +264,23 @@ class APTModel(keras.Model):
         return record
 
     def _apt_make_record(
-        self, step: int, counts: np.ndarray, range_counts: np.ndarray | None
+        self, step: int, counts: np.ndarray, range_counts: np.ndarray | None, loss: float | None = None
     ) -> tuple[dict, dict | None]:
         layers = self.apt_layers()
         temperatures = T.layer_temperature(counts[:, 0], counts[:, 1])
         names = _unique_names(layer.name for layer in layers)
+        dead = np.where(counts[:, 3] > 0, counts[:, 2] / np.maximum(counts[:, 3], 1.0), 0.0)
         record = {
             "step": int(step),
             "learning_rate": float(self._apt_learning_rate_at(step, refresh=True)),
             "temperature": float(np.mean(temperatures)) if len(layers) else 0.0,
             "layers": {name: float(t) for name, t in zip(names, temperatures)},
+            "dead": {name: float(d) for name, d in zip(names, dead)},
+            "positions": {name: float(c[1]) for name, c in zip(names, counts)},
+            "saturated": [name for name, c in zip(names, counts) if T.is_saturated(c[0], c[1])],
         }
+        if loss is not None:
+            record["loss"] = float(loss)
         range_analysis = None
         if range_counts is not None:
             layer_temps = T.layer_temperature(range_counts[..., 0], range_counts[..., 1])
@@ -339,6 +362,8 @@ class _MeasuringTrainFunction:
             saved = [tf.identity(v.value) for v in variables]
         logs = self._run_single("estimate" if wanting else "measure", iterator)
         counts = np.asarray(logs.pop(_COUNTS_KEY), dtype=np.float64)
+        total, examples = np.asarray(logs.pop(_LOSS_KEY), dtype=np.float64).reshape(-1, 2)[0]
+        batch_loss = float(total / examples) if examples > 0 else None
         range_counts = logs.pop(_RANGE_KEY, None)
         if range_counts is not None:
             range_counts = np.asarray(range_counts, dtype=np.float64)
@@ -349,9 +374,17 @@ class _MeasuringTrainFunction:
             for observer in before_step:
                 observer.on_range_analysis_before_step(record, range_analysis)
             return logs, False
-        loss = logs.get("loss")
-        if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
+        loss = batch_loss
+        if loss is not None and not np.isfinite(loss):
             # A diverged network's patterns stop changing: its temperature is no measurement.
+            # A controller that can recover (ActCooLR's collapse guard) is told instead.
+            handled = False
+            for observer in list(model._apt_observers):
+                on_divergence = getattr(observer, "on_divergence", None)
+                if on_divergence is not None and step % observer.every_step == 0:
+                    handled = bool(on_divergence(step, loss)) or handled
+            if handled:
+                return logs, True
             if not model._apt_warned_divergence:
                 warnings.warn(
                     f"The loss is not finite at step {step}: the callbacks receive no temperature "
@@ -360,7 +393,7 @@ class _MeasuringTrainFunction:
                 )
                 model._apt_warned_divergence = True
             return logs, True
-        model._apt_record(step, counts, range_counts)
+        model._apt_record(step, counts, range_counts, loss)
         return logs, True
 
     def __call__(self, iterator: Any) -> dict:
@@ -406,7 +439,45 @@ class _MeasuringTrainFunction:
             logs = dict(logs)
             logs["temperature"] = last["temperature"]
             logs["learning_rate"] = self.model._apt_learning_rate_at(step)
+            from keras_actcoolr.schedules import ActCooLRSchedule
+
+            schedule = _find_schedule(self.model.optimizer)
+            if isinstance(schedule, ActCooLRSchedule) and schedule.built:
+                logs["collapses"] = schedule.state()["collapses"]
         return logs
+
+
+def _loss_state(model: keras.Model) -> tuple[list, tf.Tensor] | None:
+    """The loss tracker's `(total, count)` variables and a copy of their values, or None.
+
+    Keras tracks the training loss in a `Mean` metric named "loss" (the first of
+    `model.metrics`); the difference of its state across a step is that step's
+    summed loss and example count.
+    """
+    tracker = next((m for m in model.metrics if m.name == "loss"), None)
+    if tracker is None:
+        return None
+    variables = {v.name: v for v in tracker.variables}
+    if set(variables) != {"total", "count"}:
+        return None
+    pair = [variables["total"], variables["count"]]
+    return pair, tf.stack([tf.cast(v.value, tf.float64) for v in pair])
+
+
+def _dead_counts(flat_alive: tf.Tensor, alive: list) -> tf.Tensor:
+    """`[layers, 2]` float64 (dead channels, channels) from the replica-summed `alive` vectors.
+
+    A channel is dead on a measured batch when no replica saw it on at any position.
+    """
+    if not alive:
+        return tf.zeros((0, 2), tf.float64)
+    sizes = [tf.shape(a)[0] for a in alive]
+    parts = tf.split(flat_alive, tf.stack(sizes), num=len(alive)) if len(alive) > 1 else [flat_alive]
+    rows = [
+        tf.stack([tf.reduce_sum(tf.cast(part <= 0, tf.float64)), tf.cast(tf.size(part), tf.float64)])
+        for part in parts
+    ]
+    return tf.stack(rows)
 
 
 def _accepts_training(call: Callable) -> bool:

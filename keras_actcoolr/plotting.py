@@ -87,6 +87,7 @@ def plot_layer_temperatures(
     Returns:
         The `matplotlib.figure.Figure`.
     """
+    records = [record for record in records if "layers" in record]  # not the collapse events
     if not records:
         raise ValueError("`records` is empty: there is no measurement to plot.")
     names = list(records[0]["layers"])
@@ -128,6 +129,7 @@ def _series(value: Any, key: str, steps_per_epoch: int | None, name: str) -> tup
                 f"`{key}` of '{name}' is a list of measurement records: give `steps_per_epoch` to place "
                 "their steps on the epoch axis."
             )
+        value = [record for record in value if "event" not in record]  # not the collapse events
         x = np.array([record["step"] for record in value], dtype=np.float64) / steps_per_epoch
         return x, np.array([record[key] for record in value], dtype=np.float64)
     y = np.asarray(value, dtype=np.float64)

@@ -68,6 +68,11 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def built(self) -> bool:
         return self._variables is not None
 
+    @property
+    def variables(self) -> list:
+        """The controller-state variables (empty before `build`)."""
+        return [] if self._variables is None else list(self._variables.values())
+
     def build(self, optimizer: keras.optimizers.Optimizer) -> None:
         """Create the controller state as variables of `optimizer` (once)."""
         if self._variables is not None:
@@ -79,6 +84,15 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "min_learning_rate": ("float32", 0.0),
             "max_learning_rate": ("float32", np.inf),
             "sigma": ("float32", 0.0),
+            # ActCooLR's guards (see `ActCooLR`): collapses so far, the moving average of the loss,
+            # its first value and its minimum (NaN until measured), and the start of the current
+            # rise of the rate (0: none).
+            "collapses": ("int64", 0),
+            "loss_average": ("float32", np.nan),
+            "loss_reference": ("float32", np.nan),
+            "loss_minimum": ("float32", np.nan),
+            "rise_learning_rate": ("float32", 0.0),
+            "rise_z": ("float32", 0.0),
         }
         self._variables = {
             key: optimizer.add_variable(
@@ -111,10 +125,16 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "min_learning_rate": 0.0,
                 "max_learning_rate": math.inf,
                 "sigma": 0.0,
+                "collapses": 0,
+                "loss_average": math.nan,
+                "loss_reference": math.nan,
+                "loss_minimum": math.nan,
+                "rise_learning_rate": 0.0,
+                "rise_z": 0.0,
             }
         if self._cache is None:
             self._cache = {
-                key: (int if key == "anchor_step" else float)(keras.ops.convert_to_numpy(variable))
+                key: (int if key in ("anchor_step", "collapses") else float)(keras.ops.convert_to_numpy(variable))
                 for key, variable in self._variables.items()
             }
         return dict(self._cache)

@@ -15,6 +15,7 @@ P(lr) = Phi((ln(lr) - mu) / sigma)     # the erf (log-normal CDF) model
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Union
 
 import numpy as np
@@ -30,12 +31,23 @@ RANGE_LEARNING_RATES.setflags(write=False)
 #: Default clamp of change probabilities to `[EPSILON, 1 - EPSILON]` in the controllers.
 EPSILON = 1e-6
 
+#: A layer measurement with fewer unchanged positions than this is *saturated*: its
+#: temperature is within `log2(2 * SATURATION_COUNT)` bits of the ceiling `log2(2N)` that
+#: any rate reaches, and the count is too small to resolve it (relative error of `U`
+#: about `1 / sqrt(U)`).
+SATURATION_COUNT = 8
+
 __all__ = [
     "EPSILON",
     "RANGE_LEARNING_RATES",
     "dynamic_lr_update",
     "erf_probability",
+    "control_probability",
     "fit_erf_model",
+    "is_saturated",
+    "loss_spiked",
+    "runaway_limited",
+    "temperature_ceiling",
     "layer_temperature",
     "linear_probability_curve",
     "power_cooling",
@@ -192,3 +204,79 @@ def dynamic_lr_update(
     """
     step = -rate * 2.0 * (float(probability) - float(target_probability))
     return float(learning_rate + step), float(step)
+
+
+# ------------------------------------------------------------------ guards
+# The pieces of ActCooLR's guards that are pure arithmetic (see `ActCooLR`).
+
+
+def temperature_ceiling(positions: ArrayLike) -> ArrayLike:
+    """The highest temperature `N` positions can show, `log2(2N)` (every position changed)."""
+    return np.log2(2.0 * np.asarray(positions, dtype=np.float64))
+
+
+def is_saturated(unchanged: float, positions: float, count: int = SATURATION_COUNT) -> bool:
+    """Whether a layer's counts cannot resolve its temperature: `positions > 0` and `unchanged < count`."""
+    return bool(positions > 0 and unchanged < count)
+
+
+def control_probability(
+    temperatures: ArrayLike, excluded: ArrayLike | None = None, mean_of_probabilities: bool = False
+) -> float | None:
+    """The network change probability a controller follows, from the layer temperatures.
+
+    `excluded` marks layers left out (dead or saturated). The network value
+    is the probability of the mean temperature (the static controller), or
+    with `mean_of_probabilities` the mean of the layer probabilities (the
+    dynamic controller). Returns `None` when every layer is excluded.
+    """
+    temperatures = np.asarray(temperatures, dtype=np.float64).ravel()
+    keep = np.ones(temperatures.shape, bool) if excluded is None else ~np.asarray(excluded, bool).ravel()
+    if not keep.any():
+        return None
+    if mean_of_probabilities:
+        return float(np.mean(temperature_to_probability(temperatures[keep])))
+    return float(temperature_to_probability(np.mean(temperatures[keep])))
+
+
+def loss_spiked(loss: float, minimum: float, reference: float, tolerance: float) -> bool:
+    """Whether `loss` is far above its recent `minimum`: a collapse of training.
+
+    ```python
+    spiked = loss - minimum > tolerance * max(reference - minimum, minimum)
+    ```
+
+    `reference` is the loss at the start of training: a run that gave back
+    `tolerance` of its progress since then has collapsed. Early on, when
+    little progress is made, the margin is `tolerance * minimum` instead, so
+    that the noise of a loss that has barely moved is no collapse.
+    Non-finite losses always count as spiked.
+    """
+    if not math.isfinite(loss):
+        return True
+    if not (math.isfinite(minimum) and math.isfinite(reference)):
+        return False
+    return loss - minimum > tolerance * max(reference - minimum, minimum)
+
+
+def runaway_limited(
+    learning_rate: float,
+    anchor_learning_rate: float,
+    z: float,
+    anchor_z: float,
+    sigma: float,
+    factor: float,
+    response: float = 0.25,
+) -> bool:
+    """Whether a rising rate has outrun the temperature: the runaway signature.
+
+    Since the anchor (the start of the current rise, rate `anchor_learning_rate`,
+    `z = PhiInv(P)` there `anchor_z`), the erf model predicts
+    `z - anchor_z = ln(lr / anchor_lr) / sigma`. The rise is *unanswered* when
+    the rate grew by more than `factor` and the temperature answered less than
+    `response` of the prediction; then the rate must not rise further.
+    """
+    if anchor_learning_rate <= 0 or learning_rate <= anchor_learning_rate * factor:
+        return False
+    predicted = math.log(learning_rate / anchor_learning_rate) / sigma
+    return (z - anchor_z) < response * predicted

@@ -22,7 +22,8 @@ class TestActCooLR:
         model = converted()
         every, sigma, start, gamma, top = 4, 1.3, 2.5, 2.0, 1.5
         controller = kac.ActCooLR(
-            start_temperature=start, gamma=gamma, every_step=every, sigma=sigma, max_learning_rate=top
+            initial_learning_rate=None,
+            start_temperature=start, gamma=gamma, every_step=every, sigma=sigma, max_learning_rate=top, guards=False
         )
         recorder = LearningRateRecorder()
         model.fit(x, y, batch_size=10, epochs=3, callbacks=[controller, recorder], verbose=0, shuffle=False)
@@ -53,7 +54,7 @@ class TestActCooLR:
     def test_history_matches_static_lr_update(self):
         x, y = data()
         model = converted()
-        controller = kac.ActCooLR(start_temperature=3.03, every_step=3, sigma=0.8)
+        controller = kac.ActCooLR(initial_learning_rate=None, start_temperature=3.03, every_step=3, sigma=0.8, guards=False)
         model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller], verbose=0)
         for record in controller.history:
             target = 3.03 * (1 - record["step"] / 12)
@@ -66,7 +67,7 @@ class TestActCooLR:
     def test_sigma_is_estimated_when_not_given(self):
         x, y = data()
         model = converted()
-        controller = kac.ActCooLR(every_step=5)
+        controller = kac.ActCooLR(initial_learning_rate=None, every_step=5)
         model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)
         sigmas = {r["sigma"] for r in controller.history}
         assert len(sigmas) == 1
@@ -81,7 +82,7 @@ class TestActCooLR:
     def test_learning_rate_stays_finite_and_bounded(self, initial_learning_rate):
         x, y = data()
         model = converted(initial_learning_rate, momentum=0.0)
-        controller = kac.ActCooLR(every_step=2, sigma=2.0, max_learning_rate=50.0, min_learning_rate=1e-9)
+        controller = kac.ActCooLR(initial_learning_rate=None, every_step=2, sigma=2.0, max_learning_rate=50.0, min_learning_rate=1e-9, guards=False)
         recorder = LearningRateRecorder()
         model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller, recorder], verbose=0)
         rates = np.array(recorder.rates[1:])
@@ -105,8 +106,8 @@ class TestActCooLR:
         dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
         model = converted()
         with pytest.raises(ValueError, match="total_steps"):
-            model.fit(dataset, epochs=1, callbacks=[kac.ActCooLR(every_step=2, sigma=1.0)], verbose=0)
-        controller = kac.ActCooLR(every_step=2, sigma=1.0, total_steps=6)
+            model.fit(dataset, epochs=1, callbacks=[kac.ActCooLR(initial_learning_rate=None, every_step=2, sigma=1.0)], verbose=0)
+        controller = kac.ActCooLR(initial_learning_rate=None, every_step=2, sigma=1.0, total_steps=6, start_temperature=3.03)
         model.fit(dataset, epochs=1, callbacks=[controller], verbose=0)
         assert [r["target_temperature"] for r in controller.history] == pytest.approx(
             [3.03 * (1 - s / 6) for s in (0, 2, 4)]
@@ -117,7 +118,7 @@ class TestActCooLR:
         model = converted()
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
         with pytest.raises(ValueError, match="ActCooLRSchedule"):
-            model.fit(x, y, epochs=1, callbacks=[kac.ActCooLR(sigma=1.0)], verbose=0)
+            model.fit(x, y, epochs=1, callbacks=[kac.ActCooLR(initial_learning_rate=None, sigma=1.0)], verbose=0)
 
     @pytest.mark.parametrize(
         "kwargs, match",
@@ -146,7 +147,7 @@ class TestActCooLR:
     def test_target_temperature_callable(self):
         x, y = data()
         model = converted()
-        controller = kac.ActCooLR(every_step=3, sigma=1.0, target_temperature=lambda p: 1.0 + p)
+        controller = kac.ActCooLR(initial_learning_rate=None, every_step=3, sigma=1.0, target_temperature=lambda p: 1.0 + p, guards=False)
         model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)
         assert [r["target_temperature"] for r in controller.history] == pytest.approx([1.0, 1.5])
 
@@ -172,7 +173,7 @@ class TestActCooLRSchedule:
     def test_state_survives_save_and_load(self, tmp_path):
         x, y = data()
         model = converted()
-        controller = kac.ActCooLR(every_step=3, sigma=1.1)
+        controller = kac.ActCooLR(initial_learning_rate=None, every_step=3, sigma=1.1)
         model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)
         path = tmp_path / "model.keras"
         model.save(path)
@@ -201,7 +202,9 @@ class TestTemperatureLogger:
         assert [r["step"] for r in logger.history] == [0, 4, 8]
         assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
         for record in logger.history:
-            assert set(record) == {"step", "learning_rate", "temperature", "layers"}
+            assert set(record) == {
+                "step", "learning_rate", "temperature", "layers", "dead", "positions", "saturated", "loss"
+            }
             assert record["learning_rate"] == pytest.approx(0.05)
             assert list(record["layers"]) == [f"{hidden.name}_relu"]
             assert record["temperature"] == record["layers"][f"{hidden.name}_relu"]
@@ -234,7 +237,7 @@ class TestLearningRateFreeStart:
         assert not any(np.isclose(rates[0], [1.0, 0.1, 1e-3], rtol=1e-2))
 
     def test_bad_switch_is_refused(self):
-        with pytest.raises(ValueError, match="initial_learning_rate=fast"):
+        with pytest.raises(ValueError, match="initial_learning_rate='fast'"):
             kac.ActCooLR(initial_learning_rate="fast")
 
 class TestRecordsUnderOtherSchedules:

@@ -97,6 +97,20 @@ def load_run(tmp_path, name):
     return result
 
 
+def assert_same_state(state, expected):
+    """The controller state: exact, but the collapse guard's loss statistics.
+
+    Those read the measured batch's loss off Keras' float32 loss tracker (a
+    difference of its running sum), whose rounding depends on the sum so far,
+    which a resumed epoch starts again.
+    """
+    exact = {k: v for k, v in state.items() if not k.startswith("loss_")}
+    expected_exact = {k: v for k, v in expected.items() if not k.startswith("loss_")}
+    assert exact == pytest.approx(expected_exact, rel=1e-9, abs=1e-12)
+    for key in set(state) - set(exact):
+        assert state[key] == pytest.approx(expected[key], rel=1e-5, nan_ok=True), key
+
+
 def assert_same_records(records, reference, rel):
     """Records of the same steps: same rate, temperatures, target and controller output."""
     by_step = {r["step"]: r for r in reference}
@@ -151,14 +165,15 @@ REPLICA_SCRIPT = textwrap.dedent(
                 optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.1), momentum=0.9),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
-        controller = kac.ActCooLR(start_temperature=1.5, every_step=EVERY)  # sigma estimated: range analysis
+        controller = kac.ActCooLR(initial_learning_rate=None, start_temperature=1.5, every_step=EVERY)  # sigma estimated: range analysis
         rates = Rates()
         model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[controller, rates])
         state = [v for v in model.optimizer.variables if v.name.startswith("actcoolr_")]
         local = lambda variable: strategy.experimental_local_results(variable.value)
         return {
             "replicas": strategy.num_replicas_in_sync,
-            "history": controller.history,
+            "history": controller.measurements,
+            "events": controller.events,
             "rates": rates.rates,
             "weights": [w.tolist() for w in model.get_weights()],
             # Every replica's copy of the controller state and of the weights.
@@ -194,6 +209,10 @@ class TestMirroredStrategy:
         assert len(set(np.round(reference["rates"], 6))) > 5  # the controller moved the rate
         for run in (one, two):
             assert_same_records(run["history"], reference["history"], rel=1e-6)
+            # The guards decided the same on one replica and on two (collapse events included).
+            assert [(e["step"], e["reason"]) for e in run["events"]] == [
+                (e["step"], e["reason"]) for e in reference["events"]
+            ]
             np.testing.assert_allclose(run["rates"], reference["rates"], rtol=1e-6)
             for weight, expected in zip(run["weights"], reference["weights"]):
                 np.testing.assert_allclose(weight, expected, rtol=1e-4, atol=1e-5)
@@ -216,14 +235,14 @@ class TestStrategyCheck:
     def test_central_storage_strategy_is_refused_by_name(self):
         model = small_model(tf.distribute.experimental.CentralStorageStrategy())
         x, y = np.ones((8, 4), "float32"), np.ones((8, 2), "float32")
-        for callback in (kac.TemperatureLogger(every_step=1), kac.ActCooLR(sigma=1.0, every_step=1)):
+        for callback in (kac.TemperatureLogger(every_step=1), kac.ActCooLR(initial_learning_rate=None, sigma=1.0, every_step=1)):
             with pytest.raises(ValueError, match="MultiWorkerMirroredStrategy") as error:
                 model.fit(x, y, batch_size=4, callbacks=[callback], verbose=0)
             assert "MirroredStrategy" in str(error.value) and "CentralStorageStrategy" in str(error.value)
 
     def test_one_device_strategy_is_accepted(self):
         model = small_model(tf.distribute.OneDeviceStrategy("/cpu:0"))
-        controller = kac.ActCooLR(sigma=1.0, every_step=1)
+        controller = kac.ActCooLR(initial_learning_rate=None, sigma=1.0, every_step=1)
         x, y = np.ones((8, 4), "float32"), np.ones((8, 2), "float32")
         model.fit(x, y, batch_size=4, callbacks=[controller], verbose=0)
         assert [r["step"] for r in controller.history] == [0, 1]
@@ -302,7 +321,7 @@ class TestMultiWorkerMirroredStrategy:
             assert [r["step"] for r in worker["history"]] == list(range(-(-start // EVERY) * EVERY, TOTAL_STEPS, EVERY))
             assert_same_records(worker["history"], uninterrupted["history"], rel=1e-9)
             assert worker["final_learning_rate"] == pytest.approx(uninterrupted["final_learning_rate"], rel=1e-9)
-            assert worker["controller_state"] == pytest.approx(uninterrupted["controller_state"], rel=1e-9)
+            assert_same_state(worker["controller_state"], uninterrupted["controller_state"])
             for a, b in zip(worker["weights"], uninterrupted["weights"]):
                 np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
         assert resumed[0]["weights_sha256"] == resumed[1]["weights_sha256"]

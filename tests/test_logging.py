@@ -45,21 +45,37 @@ class TestTemperatureLogger:
         model.fit(x, y, batch_size=10, epochs=2, callbacks=[logger], verbose=0)
         with open(path, newline="") as file:
             rows = list(csv.reader(file))
-        assert rows[0] == ["step", "learning_rate", "temperature", "a_relu", "b_relu"]
+        assert rows[0] == ["step", "learning_rate", "temperature", "a_relu", "b_relu", "dead/a_relu", "dead/b_relu"]
         assert len(rows) == 1 + 6  # steps 0, 3, ..., 15 of 16
         for row, record in zip(rows[1:], logger.history):
             assert int(row[0]) == record["step"]
             values = [float(v) for v in row[1:]]
-            expected = [record["learning_rate"], record["temperature"], *record["layers"].values()]
+            expected = [
+                record["learning_rate"],
+                record["temperature"],
+                *record["layers"].values(),
+                record["dead"]["a_relu"],
+                record["dead"]["b_relu"],
+            ]
             np.testing.assert_allclose(values, expected, rtol=1e-12)
-            np.testing.assert_allclose(values[1], np.mean(values[2:]), rtol=1e-12)
+            np.testing.assert_allclose(values[1], np.mean(values[2:4]), rtol=1e-12)
+            assert all(0.0 <= v <= 1.0 for v in values[4:])
 
     def test_tensorboard_scalars_and_heat_map(self, tmp_path):
         model, x, y = setup()
         logger = kac.TemperatureLogger(every_step=4, log_dir=tmp_path / "logs")
         model.fit(x, y, batch_size=10, epochs=2, callbacks=[logger], verbose=0)
         events = read_events(str(tmp_path / "logs"))
-        assert {"learning_rate", "temperature/network", "temperature/a_relu", "temperature/b_relu"} <= set(events)
+        assert {
+            "learning_rate",
+            "temperature/network",
+            "temperature/a_relu",
+            "temperature/b_relu",
+            "dead/a_relu",
+            "dead/b_relu",
+        } <= set(events)
+        for (step, value), record in zip(events["dead/a_relu"], logger.history):
+            np.testing.assert_allclose(float(value), record["dead"]["a_relu"], rtol=1e-6)
         steps = [step for step, _ in events["temperature/network"]]
         assert steps == [r["step"] for r in logger.history] == [0, 4, 8, 12]
         for (step, value), record in zip(events["temperature/b_relu"], logger.history):

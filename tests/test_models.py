@@ -117,7 +117,7 @@ class TestInvariants:
                 steps_per_execution=spe,
                 jit_compile=jit,
             )
-            controller = kac.ActCooLR(every_step=3, sigma=1.2)
+            controller = kac.ActCooLR(initial_learning_rate=None, every_step=3, sigma=1.2)
             model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
             return controller.history
 

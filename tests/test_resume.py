@@ -60,8 +60,8 @@ def build_model():
 
 
 CONTROLLERS = {
-    "actcoolr_estimated_sigma": lambda: kac.ActCooLR(start_temperature=1.5, every_step=EVERY),
-    "actcoolr_given_sigma": lambda: kac.ActCooLR(start_temperature=1.5, gamma=2.0, every_step=EVERY, sigma=1.3),
+    "actcoolr_estimated_sigma": lambda: kac.ActCooLR(initial_learning_rate=None, start_temperature=1.5, every_step=EVERY),
+    "actcoolr_given_sigma": lambda: kac.ActCooLR(initial_learning_rate=None, start_temperature=1.5, gamma=2.0, every_step=EVERY, sigma=1.3),
     "dynamic": lambda: kac.DynamicActCooLR(start_probability=0.5, every_step=EVERY),
 }
 
@@ -101,15 +101,34 @@ def fit(model, start, callbacks):
     model.fit(data, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH, callbacks=callbacks, shuffle=False, verbose=0)
 
 
+def assert_same_state(state, expected, step=None):
+    """The controller state: exact, but the collapse guard's loss statistics.
+
+    Those read the measured batch's loss off Keras' float32 loss tracker (a
+    difference of its running sum), whose rounding depends on the sum so far,
+    which a resumed epoch starts again.
+    """
+    exact = {k: v for k, v in state.items() if not k.startswith("loss_")}
+    expected_exact = {k: v for k, v in expected.items() if not k.startswith("loss_")}
+    assert exact == pytest.approx(expected_exact, rel=1e-9, abs=1e-12), step
+    for key in set(state) - set(exact):
+        assert state[key] == pytest.approx(expected[key], rel=1e-5, nan_ok=True), (step, key)
+
+
 def assert_same_records(records, reference, rel):
     by_step = {r["step"]: r for r in reference}
     for record in records:
         expected = by_step[record["step"]]
         assert set(record) == set(expected)
-        assert {k: v for k, v in record.items() if k != "layers"} == pytest.approx(
-            {k: v for k, v in expected.items() if k != "layers"}, rel=rel, abs=1e-12
+        nested = ("layers", "dead", "positions", "saturated", "loss")
+        assert {k: v for k, v in record.items() if k not in nested} == pytest.approx(
+            {k: v for k, v in expected.items() if k not in nested}, rel=rel, abs=1e-12, nan_ok=True
         ), record["step"]
-        assert record["layers"] == pytest.approx(expected["layers"], rel=rel, abs=1e-12)
+        for key in ("layers", "dead", "positions"):
+            assert record[key] == pytest.approx(expected[key], rel=rel, abs=1e-12), (record["step"], key)
+        assert record["saturated"] == expected["saturated"]
+        # The batch loss is a difference of Keras' float32 running loss sum (see above).
+        assert record["loss"] == pytest.approx(expected["loss"], rel=1e-5), record["step"]
 
 
 class TestBackupAndRestore:
@@ -155,7 +174,7 @@ class TestBackupAndRestore:
             rate, state = resumed_steps.steps[step]
             expected_rate, expected_state = reference_steps.steps[step]
             assert rate == pytest.approx(expected_rate, rel=1e-9, abs=1e-12), step
-            assert state == pytest.approx(expected_state, rel=1e-9, abs=1e-12), step
+            assert_same_state(state, expected_state, step)
         first = -(-start // EVERY) * EVERY
         assert [r["step"] for r in resumed.history] == list(range(first, TOTAL, EVERY))
         assert_same_records(resumed.history, reference.history, rel=1e-9)
@@ -196,7 +215,7 @@ class TestKilledProcess:
         assert [r["step"] for r in resumed["history"]] == list(range(12, reference["steps"], 4))
         assert_same_records(resumed["history"], reference["history"], rel=1e-9)
         assert resumed["final_learning_rate"] == pytest.approx(reference["final_learning_rate"], rel=1e-9)
-        assert resumed["controller_state"] == pytest.approx(reference["controller_state"], rel=1e-9)
+        assert_same_state(resumed["controller_state"], reference["controller_state"])
         for weight, expected in zip(resumed["weights"], reference["weights"]):
             np.testing.assert_allclose(weight, expected, rtol=1e-6, atol=1e-7)
 
@@ -238,9 +257,13 @@ DETERMINISM_SCRIPT = textwrap.dedent(
             optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.1), momentum=0.9),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-        controller, rates = kac.ActCooLR(start_temperature=1.5, every_step=2), Rates()
+        controller, rates = kac.ActCooLR(initial_learning_rate=None, start_temperature=1.5, every_step=2), Rates()
         model.fit(x, y, batch_size=32, epochs=3, shuffle=True, verbose=0, callbacks=[controller, rates])
-        return {"rates": rates.rates, "temperatures": [r["layers"] for r in controller.history]}
+        return {
+            "rates": rates.rates,
+            "temperatures": [r["layers"] for r in controller.measurements],
+            "events": controller.events,
+        }
 
 
     print(json.dumps([run(int(seed)) for seed in sys.argv[1:]]))
@@ -270,7 +293,8 @@ class TestDeterminism:
         for p, (_, err) in zip(procs, outputs):
             assert p.returncode == 0, err[-4000:]
         (first, again, other), (elsewhere,) = (json.loads(out.splitlines()[-1]) for out, _ in outputs)
-        assert len(first["rates"]) == 24 and len(first["temperatures"]) == 12
+        # A measured step is a measurement or a collapse event of the guard.
+        assert len(first["rates"]) == 24 and len(first["temperatures"]) + len(first["events"]) == 12
         assert again == first  # exactly: same process, fresh model
         assert elsewhere == first  # exactly: another process
         assert other["rates"] != first["rates"]  # the seed matters: the equality above is no accident

@@ -1,0 +1,285 @@
+"""ActCooLR's guards: dead and saturated layers, the runaway guard, the collapse guard.
+
+The method page (docs/method.md, "Guards") states the rules these tests check.
+"""
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from scipy import stats
+
+import keras_actcoolr as kac
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def data(n=160, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 10)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int64") + (x[:, 1] > 0).astype("int64")
+
+
+def mlp(dead_second_layer=False, initial_learning_rate=0.05, momentum=0.9, seed=1):
+    """Two parallel ReLU layers; with `dead_second_layer`, a bias of -100 keeps every unit of the second off.
+
+    Parallel, so that the dead layer does not cut the gradient of the other one.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((10,))
+    first = keras.layers.Dense(16, activation="relu", name="alive")(inputs)
+    bias = keras.initializers.Constant(-100.0 if dead_second_layer else 0.0)
+    second = keras.layers.Dense(16, activation="relu", name="second", bias_initializer=bias)(inputs)
+    h = keras.layers.Concatenate()([first, second])
+    model = kac.convert(keras.Model(inputs, keras.layers.Dense(3, name="logits")(h)))
+    model.compile(
+        optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(initial_learning_rate), momentum=momentum), loss=LOSS
+    )
+    return model
+
+
+def paper_rate(rate, temperature, target, sigma, every):
+    """The paper's update of the rate for one measurement, from SciPy (no library code)."""
+    p = np.clip(1 - 2.0**-temperature, 1e-6, 1 - 1e-6)
+    p_target = np.clip(1 - 2.0**-target, 1e-6, 1 - 1e-6)
+    lr_target = rate * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
+    return rate + (lr_target - rate) / every
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Weights and optimizer slots at the end of every batch, and the rate of every step."""
+
+    def __init__(self, corrupt_after=None, corruption=None):
+        super().__init__()
+        self.values, self.rates = [], []
+        self.corrupt_after, self.corruption = corrupt_after, corruption
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(self.model.optimizer.learning_rate))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations) - 1
+        if step == self.corrupt_after:
+            kernel = self.model.get_layer("logits").kernel
+            kernel.assign(self.corruption(np.asarray(kernel)))
+        self.values.append([np.array(v) for v in guarded(self.model)])
+
+
+def guarded(model):
+    """Model variables and optimizer slots (not the step count, not the controller state)."""
+    optimizer = model.optimizer
+    state = {id(v) for v in kac.schedules.find_schedule(optimizer).variables} | {id(optimizer.iterations)}
+    return list(model.variables) + [v for v in optimizer.variables if id(v) not in state]
+
+
+class TestDeadLayers:
+    def test_a_dead_layer_is_recorded_and_does_not_raise_the_rate(self):
+        x, y = data()
+        sigma, every, start = 1.2, 4, 1.5
+        runs = {}
+        for guards in (True, False):
+            model = mlp(dead_second_layer=True, initial_learning_rate=0.5)
+            controller = kac.ActCooLR(start_temperature=start, sigma=sigma, every_step=every, guards=guards)
+            model.fit(x, y, batch_size=80, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
+            runs[guards] = controller.history[0]
+        guarded_record, paper_record = runs[True], runs[False]
+        # Same weights and batch: the same measurement, with the second layer dead.
+        assert guarded_record["layers"] == paper_record["layers"]
+        assert guarded_record["dead"]["second_relu"] == 1.0
+        assert guarded_record["layers"]["second_relu"] == 0.0
+        alive = guarded_record["layers"]["alive_relu"]
+        assert alive > 0
+        # The guarded controller follows the alive layer only; the paper's follows the mean with a 0 in it.
+        assert guarded_record["control_temperature"] == pytest.approx(alive, rel=1e-12)
+        rate, target = guarded_record["learning_rate"], guarded_record["target_temperature"]
+        assert guarded_record["next_learning_rate"] == pytest.approx(
+            paper_rate(rate, alive, target, sigma, every), rel=1e-6
+        )
+        assert paper_record["next_learning_rate"] == pytest.approx(
+            paper_rate(rate, alive / 2, target, sigma, every), rel=1e-6
+        )
+        assert guarded_record["next_learning_rate"] < paper_record["next_learning_rate"]
+
+    def test_dead_share_is_the_share_of_channels_never_on(self):
+        x, y = data()
+        model = mlp()
+        logger = kac.TemperatureLogger(every_step=5)
+        model.fit(x[:32], y[:32], batch_size=32, epochs=1, callbacks=[logger], verbose=0, shuffle=False)
+        # The record of step 0 sees the initial weights (same seed): count by hand with NumPy.
+        fresh = mlp()
+        pre = keras.Model(fresh.inputs, fresh.get_layer("alive").output).predict(x[:32], verbose=0)
+        expected = float(np.mean(~np.any(pre > 0, axis=0)))
+        assert logger.history[0]["dead"]["alive_relu"] == pytest.approx(expected, abs=1e-12)
+
+    def test_every_layer_dead_from_the_start_warns(self):
+        x, y = data()
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((10,))
+        h = keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(-100.0))(inputs)
+        model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(h)))
+        model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.1)), loss=LOSS)
+        with pytest.warns(UserWarning, match="Every APTReLU layer of model .* is dead at step 0"):
+            model.fit(x, y, batch_size=32, epochs=1, callbacks=[kac.ActCooLR(sigma=1.0, every_step=2)], verbose=0)
+
+
+class TestSaturation:
+    def test_a_layer_whose_every_position_changes_is_flagged_and_left_out(self):
+        x, y = data()
+        # At a huge rate every position of both layers changes: T = log2(2N), the ceiling.
+        model = mlp(initial_learning_rate=1e3, momentum=0.0)
+        controller = kac.ActCooLR(sigma=1.0, every_step=4, collapse_guard=False)
+        recorder = Snapshots()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(x[:32], y[:32], batch_size=32, epochs=1, callbacks=[controller, recorder], verbose=0)
+        record = controller.history[0]
+        ceiling = math.log2(2 * 32)
+        assert record["layers"] == pytest.approx({"alive_relu": ceiling, "second_relu": ceiling})
+        assert sorted(record["saturated"]) == ["alive_relu", "second_relu"]
+        # Nothing resolved is left to follow: the rate is held, not driven to the floor.
+        assert record["control_temperature"] is None
+        assert record["next_learning_rate"] == pytest.approx(record["learning_rate"], rel=1e-12)
+
+    def test_saturation_rule(self):
+        count = kac.temperature.SATURATION_COUNT
+        cases = {(count - 1, 1000): True, (count, 1000): False, (0.0, 0.0): False}
+        for (unchanged, positions), expected in cases.items():
+            assert kac.temperature.is_saturated(unchanged, positions) is expected
+        assert kac.temperature.temperature_ceiling(32) == pytest.approx(6.0)
+
+
+class TestRunawayGuard:
+    def test_rule(self):
+        limited = kac.temperature.runaway_limited
+        # The rate rose 4x (ln 4 / sigma = 1.386 predicted in z); the temperature answered 0.1.
+        assert limited(0.4, 0.1, 0.1, 0.0, sigma=1.0, factor=2.0)
+        # It answered 0.5 > a quarter of 1.386: not limited.
+        assert not limited(0.4, 0.1, 0.5, 0.0, sigma=1.0, factor=2.0)
+        # Less than the allowed factor: not limited, whatever the answer.
+        assert not limited(0.15, 0.1, -1.0, 0.0, sigma=1.0, factor=2.0)
+
+    def test_a_rate_rising_without_answer_is_held(self):
+        x, y = data()
+        model = mlp(initial_learning_rate=1e-4, momentum=0.0)
+        # A very hot target makes the paper's controller raise the rate at every measurement.
+        controller = kac.ActCooLR(
+            start_temperature=6.0, gamma=0.01, sigma=0.3, every_step=2, runaway_factor=1.5, collapse_guard=False
+        )
+        model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
+        records = controller.history
+        held = [r for r in records if r["runaway"]]
+        assert held, "the guard never acted"
+        for record in held:
+            assert record["next_learning_rate"] == pytest.approx(record["learning_rate"], rel=1e-6)
+
+
+def collapse_run(corruption, every=2, seed=1):
+    x, y = data()
+    model = mlp(seed=seed)
+    controller = kac.ActCooLR(sigma=1.0, start_temperature=0.5, every_step=every, snapshot_every=1)
+    recorder = Snapshots(corrupt_after=7, corruption=corruption)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller, recorder], verbose=0, shuffle=False)
+    return model, controller, recorder, history, caught
+
+
+@pytest.mark.parametrize(
+    "corruption, reason",
+    [(lambda k: np.full_like(k, np.nan), "non-finite loss"), (lambda k: k * 1e4, "loss spike")],
+    ids=["nan_loss", "loss_spike"],
+)
+def test_collapse_restores_the_kept_state_bit_for_bit_and_lowers_the_ceiling(corruption, reason):
+    model, controller, recorder, history, caught = collapse_run(corruption)
+    events = [r for r in controller.history if r.get("event") == "collapse"]
+    assert len(events) == 1
+    event = events[0]
+    assert event["reason"].startswith(reason)
+    assert event["step"] == 8  # the first measured step after the corruption at the end of step 7
+    restored = event["restored_step"]
+    assert restored < 7
+    # Weights and optimizer slots at the end of the collapse step are those kept at the restored step.
+    for value, kept in zip(recorder.values[event["step"]], recorder.values[restored]):
+        np.testing.assert_array_equal(value, kept)
+    # The ceiling is `collapse_backoff` (0.5) times the highest rate since the kept state.
+    measured = {r["step"]: r for r in controller.history if "event" not in r}
+    peak = max(
+        [measured[s]["learning_rate"] for s in measured if restored < s <= event["step"]]
+        + [measured[s]["next_learning_rate"] for s in measured if restored <= s < event["step"]]
+        + recorder.rates[restored + 1 : event["step"] + 1]
+    )
+    assert event["max_learning_rate"] == pytest.approx(0.5 * peak, rel=1e-6)
+    assert recorder.rates[event["step"] + 1] == pytest.approx(event["next_learning_rate"], rel=1e-6)
+    assert max(recorder.rates[event["step"] + 1 :]) <= event["max_learning_rate"] * (1 + 1e-6)
+    # A warning, a log key, and training goes on with a finite loss.
+    assert any("Restored the state of step" in str(w.message) for w in caught)
+    assert history.history["collapses"][-1] == 1
+    assert np.isfinite(history.history["loss"][-1])
+    schedule = kac.schedules.find_schedule(model.optimizer).state()
+    assert schedule["collapses"] == 1
+    assert schedule["max_learning_rate"] == pytest.approx(event["max_learning_rate"], rel=1e-6)
+
+
+def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
+    model, controller, _, _, _ = collapse_run(lambda k: np.full_like(k, np.nan))
+    saved = kac.schedules.find_schedule(model.optimizer).state()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    state = kac.schedules.find_schedule(restored.optimizer).state()
+    for key, value in saved.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(state[key]), key
+        else:
+            assert state[key] == pytest.approx(value), key
+    # A new controller on the resumed model keeps the lowered ceiling.
+    x, y = data()
+    again = kac.ActCooLR(sigma=1.0, start_temperature=1.0, every_step=2, max_learning_rate=10.0)
+    restored.fit(x, y, batch_size=16, epochs=1, callbacks=[again], verbose=0)
+    assert kac.schedules.find_schedule(restored.optimizer).state()["max_learning_rate"] <= saved[
+        "max_learning_rate"
+    ] * (1 + 1e-6)
+
+
+class TestGuardsOff:
+    def test_every_guard_off_is_the_paper_controller(self):
+        x, y = data()
+        histories = []
+        for switches in ({"guards": False}, {"collapse_guard": False, "runaway_guard": False, "layer_filter": False}):
+            model = mlp(dead_second_layer=True)
+            controller = kac.ActCooLR(start_temperature=2.0, every_step=3, **switches)
+            model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
+            histories.append(controller.history)
+        first, second = histories
+        assert [r["next_learning_rate"] for r in first] == [r["next_learning_rate"] for r in second]
+        for record in first:
+            rate, temperature = record["learning_rate"], record["temperature"]
+            expected = paper_rate(rate, temperature, record["target_temperature"], record["sigma"], 3)
+            assert record["next_learning_rate"] == pytest.approx(min(max(expected, 1e-7), 100.0), rel=1e-6)
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"loss_tolerance": 0.0}, "loss_tolerance=0.0"),
+            ({"runaway_factor": 1.0}, r"runaway_factor.*\(1.0, inf\). Received: runaway_factor=1.0"),
+            ({"collapse_backoff": 1.5}, r"collapse_backoff.*\(0.0, 1.0\). Received: collapse_backoff=1.5"),
+            ({"snapshot_every": 0}, "snapshot_every=0"),
+            ({"guards": "yes"}, "guards='yes'"),
+            ({"max_learning_rate": "high"}, "max_learning_rate='high'"),
+        ],
+        ids=["tolerance", "factor", "backoff", "snapshot", "switch", "ceiling"],
+    )
+    def test_out_of_range_is_refused(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            kac.ActCooLR(**kwargs)
+
+    def test_target_callable_returning_nan_names_the_progress(self):
+        x, y = data()
+        model = mlp()
+        controller = kac.ActCooLR(sigma=1.0, every_step=2, target_temperature=lambda p: math.nan if p > 0.2 else 1.0)
+        with pytest.raises(ValueError, match=r"finite number >= 0. Received: nan at progress=0\.25"):
+            model.fit(x[:128], y[:128], batch_size=16, epochs=1, callbacks=[controller], verbose=0)
