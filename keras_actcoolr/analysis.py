@@ -18,6 +18,7 @@ from scipy import special
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr.layers import _Measurement, measuring
+from keras_actcoolr.models import APTModel, _count_trials, _restoring, _unique_names
 
 __all__ = ["RangeAnalysis", "lr_range_analysis", "measure_temperature"]
 
@@ -115,11 +116,15 @@ def _iterate(data: Any, batch_size: int, batches: int | None) -> Iterator[tuple[
 
 
 class _Runner:
-    """The traced functions of the analyses for one model (traced once per input shape)."""
+    """The traced functions of the analyses for one model (traced once per input shape).
+
+    `_record` keeps the patterns of a measurement batch before any step;
+    `_trial` then loops over the rates in the graph, each iteration putting the
+    weights and slots back, taking the optimizer's step at its rate and
+    counting the unchanged patterns (`models._count_trials`).
+    """
 
     def __init__(self, model: keras.Model) -> None:
-        from keras_actcoolr.models import APTModel
-
         if not isinstance(model, APTModel):
             raise ValueError(
                 "The analyses need a `keras_actcoolr.APTModel` (build one with `keras_actcoolr.convert(model)`). "
@@ -155,21 +160,26 @@ class _Runner:
             self.model.stateless_call(weights, state, x, **self._training_kwargs())
         return [measurement.patterns.get(id(layer), []) for layer in self.layers]
 
-    def _trial_fn(self, x: Any, patterns: list, gradients: list, weights: list, slots: list, state: list) -> tf.Tensor:
+    def _trial_fn(
+        self, x: Any, patterns: list, gradients: list, weights: list, slots: list, state: list, rates: tf.Tensor
+    ) -> tf.Tensor:
+        """`[K, L, 2]` counts of one step per rate of `rates`, the network traced once for all of them."""
         model = self.model
-        for variable, value in zip(model.trainable_variables, weights):
-            variable.assign(value)
-        for variable, value in zip(self.optimizer.variables, slots):
-            variable.assign(value)
-        self.optimizer.apply(gradients, model.trainable_variables)
+
+        def stepped(k: tf.Tensor) -> list:
+            # The optimizer's own step at rate k, from the saved weights and slots.
+            for variable, value in zip(model.trainable_variables, weights):
+                variable.assign(value)
+            for variable, value in zip(self.optimizer.variables, slots):
+                variable.assign(value)
+            self.learning_rate.assign(tf.cast(rates[k], self.learning_rate.dtype))
+            self.optimizer.apply(gradients, model.trainable_variables)
+            return [tf.identity(v.value) for v in model.trainable_variables]
+
         measurement = _Measurement()
         measurement.patterns = {id(layer): list(calls) for layer, calls in zip(self.layers, patterns)}
-        measurement.start_compare()
         with measuring(measurement):
-            stepped = [tf.identity(v.value) for v in model.trainable_variables]
-            model.stateless_call(stepped, state, x, **self._training_kwargs())
-        rows = [tf.stack(measurement.layer_counts(layer)) for layer in self.layers]
-        return tf.stack(rows)
+            return _count_trials(model, measurement, self.layers, tf.shape(rates)[0], stepped, state, x)
 
     # -- eager driver
 
@@ -186,31 +196,25 @@ class _Runner:
             raise ValueError("The batch of the optimizer step needs targets: give `(x, y)` batches.")
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
-        model_variables = list(model.variables)
-        saved_model = [tf.identity(v.value) for v in model_variables]
         saved_optimizer = [tf.identity(v.value) for v in optimizer.variables]
         weights = [tf.identity(v.value) for v in model.trainable_variables]
         state = [tf.identity(v.value) for v in model.non_trainable_variables]
         # Keras optimizers read their rate from this attribute; the analysis steps use a variable of its own.
         saved_rate, optimizer._learning_rate = optimizer._learning_rate, self.learning_rate.read_value
         counts = np.zeros((len(learning_rates), len(self.layers), 2))
+        rates = tf.constant(np.asarray(learning_rates, dtype=np.float64))
         examples = 0
         try:
-            gradients = self._gradients(x, y, sample_weight)
-            for mx, _, _ in measure_batches:
-                patterns = self._record(mx, weights, state)
-                examples += int(tf.shape(tf.nest.flatten(mx)[0])[0])
-                for k, rate in enumerate(learning_rates):
-                    self.learning_rate.assign(rate)
-                    counts[k] += np.asarray(
-                        self._trial(mx, patterns, gradients, weights, saved_optimizer, state), dtype=np.float64
+            with _restoring(list(model.variables) + list(optimizer.variables)):
+                gradients = self._gradients(x, y, sample_weight)
+                for mx, _, _ in measure_batches:
+                    patterns = self._record(mx, weights, state)
+                    examples += int(tf.shape(tf.nest.flatten(mx)[0])[0])
+                    counts += np.asarray(
+                        self._trial(mx, patterns, gradients, weights, saved_optimizer, state, rates), dtype=np.float64
                     )
         finally:
             optimizer._learning_rate = saved_rate
-            for variable, value in zip(model_variables, saved_model):
-                variable.assign(value)
-            for variable, value in zip(optimizer.variables, saved_optimizer):
-                variable.assign(value)
         return counts, examples
 
 
@@ -223,8 +227,6 @@ def _runner(model: keras.Model) -> _Runner:
 
 
 def _layer_names(model: keras.Model) -> tuple[str, ...]:
-    from keras_actcoolr.models import _unique_names
-
     return tuple(_unique_names(layer.name for layer in model.apt_layers()))
 
 
@@ -252,9 +254,11 @@ def lr_range_analysis(
     iterations as they are now) on the step batch, and the patterns before and
     after the step are compared on the measurement batches, with the
     batch-norm and dropout state of now. Afterwards every variable of the model
-    and the optimizer is put back, bit for bit. The rate is a variable, so the
-    traced functions are built once, not once per rate. Then the erf model is
-    fitted to the network temperatures (supplementary Figure 3).
+    and the optimizer is put back, bit for bit. The network is traced once for
+    all the rates: a loop inside the traced function steps and measures one
+    rate after the other (the engine of the start-of-training analysis of
+    `ActCooLR`). Then the erf model is fitted to the network temperatures
+    (supplementary Figure 3).
 
     Example:
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import keras
 import numpy as np
@@ -193,15 +194,13 @@ class APTModel(keras.Model):
                 else tf.zeros((2,), tf.float64)
             )
             weights_after = [tf.identity(v.value) for v in trainable]
-            counts = self._apt_count(measurement, layers, weights_after, state_before, x)
             if mode == "estimate":
-                range_counts = []
-                for learning_rate in T.RANGE_LEARNING_RATES:
-                    scale = tf.cast(learning_rate / step_lr, weights_before[0].dtype) if trainable else 0.0
-                    trial = [
-                        w0 + tf.cast(scale, w0.dtype) * (w1 - w0) for w0, w1 in zip(weights_before, weights_after)
-                    ]
-                    range_counts.append(self._apt_count(measurement, layers, trial, state_before, x))
+                trials = self._apt_range_trials(
+                    measurement, layers, weights_before, weights_after, step_lr, state_before, x
+                )
+                counts, range_counts = trials[0], trials[1:]
+            else:
+                counts = self._apt_count(measurement, layers, weights_after, state_before, x)
         replica = tf.distribute.get_replica_context()
         alive = [measurement.layer_alive(layer) for layer in layers]
         # float64 like the counts: the all-reduce packs its tensors into one.
@@ -209,7 +208,7 @@ class APTModel(keras.Model):
         flat_alive = tf.concat(alive, axis=0) if alive else tf.zeros((0,), tf.float64)
         if mode == "estimate":
             counts, flat_alive, batch_loss, range_counts = replica.all_reduce(
-                "sum", [counts, flat_alive, batch_loss, tf.stack(range_counts)]
+                "sum", [counts, flat_alive, batch_loss, range_counts]
             )
             logs[_RANGE_KEY] = range_counts
         else:
@@ -242,6 +241,45 @@ class APTModel(keras.Model):
         self.stateless_call(weights, state, x, **self._apt_training_kwargs(True))
         rows = [tf.stack(measurement.layer_counts(layer)) for layer in layers]
         return tf.stack(rows) if rows else tf.zeros((0, 2), tf.float64)
+
+    def _apt_range_trials(
+        self,
+        measurement: Any,
+        layers: list,
+        weights_before: list,
+        weights_after: list,
+        step_lr: tf.Tensor,
+        state: list,
+        x: Any,
+    ) -> tf.Tensor:
+        """`[1 + K, layers, 2]` counts: the step's own, then those of the range analysis's `K` rates.
+
+        Trial 0 is the pass with the weights after the step. Trial `k > 0`
+        interpolates the step to the `k`-th rate of `RANGE_LEARNING_RATES`,
+        `w0 + (lr_k / lr) * (w1 - w0)`. How many of the rates run is read from
+        the model's range switch when the step runs (0 or all), so the one
+        traced function serves the steps with and without a range analysis;
+        rows of the rates that did not run are zeros.
+        """
+        rates = tf.constant(T.RANGE_LEARNING_RATES, tf.float64)
+        dtype = weights_before[0].dtype if weights_before else tf.float32
+        # Few large tensors rather than one per weight: each tensor the loop reads is a loop variable.
+        flat_before, _ = _flatten(weights_before)
+        flat_after, unflatten = _flatten(weights_after)
+
+        def weights_at(k: tf.Tensor) -> list:
+            if not weights_after:
+                return []
+
+            def interpolated() -> list:
+                scale = tf.cast(tf.gather(rates, k - 1) / step_lr, dtype)
+                return [w0 + tf.cast(scale, w0.dtype) * (w1 - w0) for w0, w1 in zip(flat_before, flat_after)]
+
+            return unflatten(tf.cond(tf.equal(k, 0), lambda: list(flat_after), interpolated))
+
+        trials = 1 + _range_switch(self).read_value()
+        size = 1 + len(T.RANGE_LEARNING_RATES)
+        return _count_trials(self, measurement, layers, trials, weights_at, state, x, size=size)
 
     def _apt_training_kwargs(self, training: bool = False) -> dict:
         return {"training": training} if _accepts_training(self.call) else {}
@@ -355,21 +393,22 @@ class _MeasuringTrainFunction:
         model = self.model
         wanting = model._apt_wants_range(step)
         before_step = [o for o in wanting if o.wants_range_analysis(step) == "before_step"]
-        if before_step:
-            # A range analysis *before* the first step: take the step, analyse
-            # it, then put every variable back (the batch is used up).
-            variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
-            saved = [tf.identity(v.value) for v in variables]
-        logs = self._run_single("estimate" if wanting else "measure", iterator)
+        # A range analysis *before* the first step: take the step, analyse it,
+        # then put every variable back (the batch is used up).
+        variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
+        # Once the range-analysis function is traced, it measures the steps without an analysis
+        # too (its switch set to no rates): no second trace of the network for this fit.
+        mode = "estimate" if wanting or "estimate" in self._single else "measure"
+        if mode == "estimate":
+            _range_switch(model).assign(len(T.RANGE_LEARNING_RATES) if wanting else 0)
+        with _restoring(variables) if before_step else contextlib.nullcontext():
+            logs = self._run_single(mode, iterator)
         counts = np.asarray(logs.pop(_COUNTS_KEY), dtype=np.float64)
         total, examples = np.asarray(logs.pop(_LOSS_KEY), dtype=np.float64).reshape(-1, 2)[0]
         batch_loss = float(total / examples) if examples > 0 else None
         range_counts = logs.pop(_RANGE_KEY, None)
-        if range_counts is not None:
-            range_counts = np.asarray(range_counts, dtype=np.float64)
+        range_counts = np.asarray(range_counts, dtype=np.float64) if wanting else None
         if before_step:
-            for variable, value in zip(variables, saved):
-                variable.assign(value)
             record, range_analysis = model._apt_make_record(step, counts, range_counts)
             for observer in before_step:
                 observer.on_range_analysis_before_step(record, range_analysis)
@@ -478,6 +517,90 @@ def _dead_counts(flat_alive: tf.Tensor, alive: list) -> tf.Tensor:
         for part in parts
     ]
     return tf.stack(rows)
+
+def _count_trials(
+    model: APTModel,
+    measurement: Any,
+    layers: list,
+    trials: Any,
+    weights_at: Callable[[tf.Tensor], list],
+    state: list,
+    x: Any,
+    size: int | None = None,
+) -> tf.Tensor:
+    """`[trials, layers, 2]` float64 counts of passes compared with the patterns in `measurement`.
+
+    The range-analysis engine of the train step and of `keras_actcoolr.analysis`:
+    trial `k` runs the network on `x` with the weights `weights_at(k)` and the
+    non-trainable `state`, and counts per layer the positions whose pattern
+    equals the recorded one. The network is traced once, into the body of a
+    `tf.while_loop` that runs the trials one after the other
+    (`parallel_iterations=1`: one pass's activations in memory at a time; a
+    trial starts when the previous one has counted, so `weights_at` may assign
+    variables). `size`, when given, is the static number of rows (trials past
+    `trials` leave rows of zeros), as XLA needs.
+    """
+    rows = size if size is not None else trials
+    counts = tf.zeros(tf.stack([rows, len(layers), 2]) if size is None else (size, len(layers), 2), tf.float64)
+
+    def body(k: tf.Tensor, counts: tf.Tensor) -> tuple:
+        with tf.control_dependencies([counts]):
+            weights = weights_at(k)
+        row = model._apt_count(measurement, layers, weights, state, x)
+        return k + 1, tf.tensor_scatter_nd_update(counts, tf.reshape(k, (1, 1)), row[tf.newaxis])
+
+    _, counts = tf.while_loop(lambda k, _: k < trials, body, (tf.constant(0), counts), parallel_iterations=1)
+    return counts
+
+
+def _flatten(tensors: list) -> tuple[list, Callable[[list], list]]:
+    """One flat tensor per dtype of `tensors`, and the function that cuts such flat tensors back."""
+    groups: dict[Any, list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        groups.setdefault(tensor.dtype, []).append(index)
+    order = list(groups.values())
+    shapes = [tensor.shape for tensor in tensors]
+    flats = [tf.concat([tf.reshape(tensors[i], [-1]) for i in indices], 0) for indices in order]
+
+    def unflatten(values: list) -> list:
+        pieces: list = [None] * len(tensors)
+        for indices, flat in zip(order, values):
+            for i, piece in zip(indices, tf.split(flat, [shapes[i].num_elements() for i in indices])):
+                pieces[i] = tf.reshape(piece, shapes[i])
+        return pieces
+
+    return flats, unflatten
+
+
+@contextlib.contextmanager
+def _restoring(variables: list) -> Iterator[None]:
+    """Put `variables` back to their values of now when the block ends, whatever way it ends."""
+    saved = [tf.identity(v.value) for v in variables]
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
+
+class _RangeSwitch:
+    """Holds the variable that tells a measured step how many range-analysis rates to run.
+
+    A plain object, so that neither Keras nor `tf.train.Checkpoint` tracks the
+    variable: it is no state of the model.
+    """
+
+    def __init__(self) -> None:
+        with tf.init_scope():
+            self.variable = tf.Variable(0, dtype=tf.int32, trainable=False, name="apt_range_rates")
+
+
+def _range_switch(model: APTModel) -> tf.Variable:
+    switch = getattr(model, "_apt_range_switch", None)
+    if switch is None:
+        switch = _RangeSwitch()
+        model._apt_range_switch = switch
+    return switch.variable
 
 
 def _accepts_training(call: Callable) -> bool:
