@@ -184,8 +184,14 @@ def main(argv: list[str] | None = None) -> dict:
         backup.on_train_begin()
         start = optimizer_step(model)
         callbacks.append(backup)
+    # The first rate is the schedule's: a range analysis before the first step would use up a
+    # batch, and this example feeds the batches by optimizer step (see --backup-dir).
     controller = kac.ActCooLR(
-        start_temperature=args.start_temperature, gamma=args.gamma, every_step=args.every_step, sigma=args.sigma
+        start_temperature=args.start_temperature,
+        gamma=args.gamma,
+        every_step=args.every_step,
+        sigma=args.sigma,
+        initial_learning_rate=None,
     )
     callbacks += [controller, StopAtStep(total_steps)]
     if args.kill_at_step is not None:

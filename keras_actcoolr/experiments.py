@@ -180,6 +180,7 @@ def _training(preset: Preset, total_steps: int, csv_path: str) -> tuple[keras.op
             gamma=preset.gamma,
             every_step=preset.every_step,
             sigma=preset.sigma,
+            initial_learning_rate=None,  # the preset's recipe gives the first rate
         )
         callbacks.insert(0, controller)
     elif preset.method == "one_cycle":

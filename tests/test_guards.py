@@ -81,7 +81,9 @@ class TestDeadLayers:
         runs = {}
         for guards in (True, False):
             model = mlp(dead_second_layer=True, initial_learning_rate=0.5)
-            controller = kac.ActCooLR(start_temperature=start, sigma=sigma, every_step=every, guards=guards)
+            controller = kac.ActCooLR(
+                start_temperature=start, sigma=sigma, every_step=every, guards=guards, initial_learning_rate=None
+            )
             model.fit(x, y, batch_size=80, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
             runs[guards] = controller.history[0]
         guarded_record, paper_record = runs[True], runs[False]
@@ -129,7 +131,7 @@ class TestSaturation:
         x, y = data()
         # At a huge rate every position of both layers changes: T = log2(2N), the ceiling.
         model = mlp(initial_learning_rate=1e3, momentum=0.0)
-        controller = kac.ActCooLR(sigma=1.0, every_step=4, collapse_guard=False)
+        controller = kac.ActCooLR(sigma=1.0, every_step=4, collapse_guard=False, initial_learning_rate=None)
         recorder = Snapshots()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -165,7 +167,13 @@ class TestRunawayGuard:
         model = mlp(initial_learning_rate=1e-4, momentum=0.0)
         # A very hot target makes the paper's controller raise the rate at every measurement.
         controller = kac.ActCooLR(
-            start_temperature=6.0, gamma=0.01, sigma=0.3, every_step=2, runaway_factor=1.5, collapse_guard=False
+            start_temperature=6.0,
+            gamma=0.01,
+            sigma=0.3,
+            every_step=2,
+            runaway_factor=1.5,
+            collapse_guard=False,
+            initial_learning_rate=None,
         )
         model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
         records = controller.history
@@ -178,7 +186,7 @@ class TestRunawayGuard:
 def collapse_run(corruption, every=2, seed=1):
     x, y = data()
     model = mlp(seed=seed)
-    controller = kac.ActCooLR(sigma=1.0, start_temperature=0.5, every_step=every, snapshot_every=1)
+    controller = kac.ActCooLR(sigma=1.0, start_temperature=0.5, every_step=every, snapshot_every=1, initial_learning_rate=None)
     recorder = Snapshots(corrupt_after=7, corruption=corruption)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -236,7 +244,7 @@ def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
             assert state[key] == pytest.approx(value), key
     # A new controller on the resumed model keeps the lowered ceiling.
     x, y = data()
-    again = kac.ActCooLR(sigma=1.0, start_temperature=1.0, every_step=2, max_learning_rate=10.0)
+    again = kac.ActCooLR(sigma=1.0, start_temperature=1.0, every_step=2, max_learning_rate=10.0, initial_learning_rate=None)
     restored.fit(x, y, batch_size=16, epochs=1, callbacks=[again], verbose=0)
     assert kac.schedules.find_schedule(restored.optimizer).state()["max_learning_rate"] <= saved[
         "max_learning_rate"
@@ -249,7 +257,7 @@ class TestGuardsOff:
         histories = []
         for switches in ({"guards": False}, {"collapse_guard": False, "runaway_guard": False, "layer_filter": False}):
             model = mlp(dead_second_layer=True)
-            controller = kac.ActCooLR(start_temperature=2.0, every_step=3, **switches)
+            controller = kac.ActCooLR(start_temperature=2.0, every_step=3, initial_learning_rate=None, **switches)
             model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
             histories.append(controller.history)
         first, second = histories

@@ -146,7 +146,7 @@ class TestStartOfTrainingAnalysis:
         sigma, _ = T.fit_erf_model(RATES, temperatures)
 
         model = converted_mlp(rate)
-        controller = kac.ActCooLR(every_step=2)
+        controller = kac.ActCooLR(every_step=2, initial_learning_rate=None)
         model.fit(x, y, batch_size=64, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
         (record,) = controller.history
         assert record["sigma"] == pytest.approx(float(np.float32(sigma)), rel=1e-6)
@@ -169,7 +169,7 @@ class TestTracedOnce:
         model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.05), momentum=0.9), loss=LOSS)
         model.optimizer.build(model.trainable_variables)
         traces = graph_op_types(model)
-        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[kac.ActCooLR(every_step=1)])
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[kac.ActCooLR(every_step=1, initial_learning_rate=None)])
         # One trace measures every step, those with the 25-rate analysis and those without.
         assert set(traces) == {"estimate"}
         ((outer, library),) = traces["estimate"]
@@ -191,7 +191,7 @@ class TestTracedOnce:
             model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.05), momentum=0.9), loss=LOSS)
             model.optimizer.build(model.trainable_variables)
             traces = graph_op_types(model)
-            controller = kac.ActCooLR(every_step=1, sigma=sigma)
+            controller = kac.ActCooLR(every_step=1, sigma=sigma, initial_learning_rate=None)
             model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False, callbacks=[controller])
             return controller.history, {mode: len(t) for mode, t in traces.items()}
 
