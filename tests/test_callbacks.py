@@ -30,7 +30,7 @@ class TestActCooLR:
         assert len(recorder.rates) == total
         assert [r["step"] for r in controller.history] == list(range(0, total, every))
 
-        # Replay DESIGN.md section 3 with the measured temperatures as the only input:
+        # Replay docs/method.md#the-static-controller with the measured temperatures as the only input:
         # a measured step sets the rate of the next step, then a drift of d / every per step.
         measured = {r["step"]: r["temperature"] for r in controller.history}
         expected = []

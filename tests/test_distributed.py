@@ -28,7 +28,7 @@ import tensorflow as tf
 import keras_actcoolr as kac
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "multi_worker.py"
-README = Path(__file__).resolve().parents[1] / "README.md"
+DISTRIBUTED_DOC = Path(__file__).resolve().parents[1] / "docs/distributed.md"
 TIMEOUT = 150  # seconds for one run of child processes
 
 
@@ -309,11 +309,11 @@ class TestMultiWorkerMirroredStrategy:
         assert not (tmp_path / "backup" / "worker-0").exists()  # deleted at the end of a finished fit
 
 
-# ------------------------------------------------------------------------ README
+# ------------------------------------------------------------- docs/distributed.md
 
 
 def distributed_snippets():
-    section = README.read_text().split("## Distributed training", 1)[1].split("\n## ", 1)[0]
+    section = DISTRIBUTED_DOC.read_text()
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 

@@ -71,7 +71,7 @@ def measure(layer, before, after):
 
 
 def expected_temperature(changed, positions):
-    """-log2(unchanged / positions), with the cap of DESIGN.md at 0.5 unchanged positions."""
+    """-log2(unchanged / positions), capped at 0.5 unchanged positions (docs/method.md#definitions)."""
     return -np.log2(max(positions - changed, 0.5) / positions)
 
 

@@ -96,7 +96,7 @@ class TestPacking:
 
 
 def reference_counts(before, after, axis, max_value=None):
-    """`(unchanged, positions)` of DESIGN.md section 2, in NumPy."""
+    """`(unchanged, positions)` of docs/method.md#definitions, in NumPy."""
 
     def piece(z):
         return (z > 0).astype(int) + (0 if max_value is None else (z >= max_value).astype(int))

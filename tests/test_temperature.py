@@ -1,7 +1,7 @@
 """Pure math of `keras_actcoolr.temperature`, checked against NumPy/SciPy references.
 
-Every expected value is computed in the test from the normative formulas of
-DESIGN.md sections 2-3 (closed forms, hand counts, `scipy.stats.norm`,
+Every expected value is computed in the test from the definitions and controllers
+of docs/method.md (closed forms, hand counts, `scipy.stats.norm`,
 `scipy.special.erf`/`erfinv`, `scipy.optimize.curve_fit`), never copied from
 the code under test.
 """
@@ -38,7 +38,7 @@ def synthetic_temperatures(learning_rates, sigma, mu):
 
 
 def seed_erf_model(lr, sigma, mu):
-    """The seed's `fit_p`: `(1 + erf((ln lr - mu) / (sigma * sqrt 2))) / 2`."""
+    """`fit_p` of the paper's listing (supplementary section H): `(1 + erf((ln lr - mu) / (sigma * sqrt 2))) / 2`."""
     return (1.0 + special.erf((np.log(lr) - mu) / (sigma * np.sqrt(2.0)))) / 2.0
 
 
@@ -80,7 +80,7 @@ class TestTemperatureToProbability:
         np.testing.assert_allclose(result, expected, rtol=1e-12, atol=0)
 
     def test_not_the_seed_natural_exponent(self):
-        # The seed's temp2prob is 1 - exp(-T); this library is base 2 (DESIGN.md section 2).
+        # The paper's listing converts with 1 - exp(-T); this library is base 2 (docs/differences.md#base-2-temperature-and-probability).
         assert float(temperature.temperature_to_probability(1.0)) != pytest.approx(1.0 - math.exp(-1.0))
 
 
@@ -244,7 +244,7 @@ class TestFitErfModel:
         probabilities = np.clip(probabilities, 0.0, 1.0 - 1e-9)
         temps = -np.log2(1.0 - probabilities)
 
-        # The seed's fit: curve_fit of (1 + erf((ln lr - mu) / (sigma sqrt 2))) / 2 on P, unbounded.
+        # The paper's fit (supplementary section H): curve_fit of (1 + erf((ln lr - mu) / (sigma sqrt 2))) / 2 on P, unbounded.
         p0 = (1.0, float(np.log(lrs[np.argmin(np.abs(probabilities - 0.5))])))
         (ref_sigma, ref_mu), _ = optimize.curve_fit(seed_erf_model, lrs, probabilities, p0=p0)
 
@@ -359,7 +359,7 @@ class TestTargetTemperature:
 
 
 def reference_static_update(lr, p, p_target, sigma, every_step, epsilon=1e-6):
-    """DESIGN.md section 3 with scipy.stats.norm.ppf and P, P* clamped to [eps, 1 - eps]."""
+    """docs/method.md#the-static-controller with scipy.stats.norm.ppf and P, P* clamped to [eps, 1 - eps]."""
     p = min(max(p, epsilon), 1.0 - epsilon)
     p_target = min(max(p_target, epsilon), 1.0 - epsilon)
     lr_target = lr * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
@@ -393,7 +393,7 @@ class TestStaticLrUpdate:
         ids=["cool_down", "heat_up", "far_apart"],
     )
     def test_equals_seed_form(self, lr, p, p_target, sigma, every_step):
-        # The seed's adapt_lr_with_stats: b = ln lr - sigma sqrt2 erfinv(2P - 1),
+        # adapt_lr_with_stats of the paper's listing: b = ln lr - sigma sqrt2 erfinv(2P - 1),
         # lr_target = exp(sigma sqrt2 erfinv(2P* - 1) + b),
         # lr <- lr (1 - 1/every) + lr_target / every, grad = (lr_target - lr) / every, drift = grad / every.
         mu_hat = math.log(lr) - sigma * math.sqrt(2.0) * special.erfinv(2.0 * p - 1.0)
@@ -493,7 +493,7 @@ class TestDynamicLrUpdate:
         np.testing.assert_allclose(new_lr, lr + expected_step, rtol=1e-12)
 
     def test_default_rate_is_0_05(self):
-        # g = 2 (P - C) = 2 * 0.25; step = -0.05 g = -0.025 (DESIGN.md section 3).
+        # g = 2 (P - C) = 2 * 0.25; step = -0.05 g = -0.025 (docs/method.md#the-dynamic-controller).
         new_lr, step = temperature.dynamic_lr_update(0.2, 0.75, 0.5)
         np.testing.assert_allclose(step, -0.025, rtol=1e-12)
         np.testing.assert_allclose(new_lr, 0.175, rtol=1e-12)
