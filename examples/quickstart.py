@@ -107,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="dynamic: start of the target probability line (default: that of --start-temperature)",
     )
-    # The paper's 0.05 is for ResNets at rates near 1: here it makes the rate oscillate and diverge.
+    # The paper's default 0.05 makes the rate oscillate and diverge on this network (docs/results.md).
     parser.add_argument("--dynamic-rate", type=float, default=0.01, help="dynamic: rate of the SGD on the rate")
     # Baselines, tuned on this data with seeds 0 and 1 (see docs/results.md#actcoolr-and-the-baselines-on-digits).
     parser.add_argument("--learning-rate", type=float, default=0.05, help="constant, and the start of step decay")

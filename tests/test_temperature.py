@@ -43,7 +43,17 @@ def seed_erf_model(lr, sigma, mu):
 
 
 def test_public_api_smoke():
-    assert all(callable(getattr(kac.temperature, n)) for n in ("static_lr_update", "dynamic_lr_update", "fit_erf_model", "erf_probability", "layer_temperature", "target_temperature", "temperature_to_probability", "probability_to_temperature"))  # fmt: skip
+    """Each public function, reached through `kac.temperature`, on an input whose result is known by hand."""
+    t = kac.temperature
+    lrs = np.asarray(SUPPLEMENTARY_TABLE_1)
+    assert t.temperature_to_probability(1.0) == pytest.approx(0.5, rel=1e-12)  # 1 - 2**-1
+    assert t.probability_to_temperature(0.75) == pytest.approx(2.0, rel=1e-12)  # -log2(1/4)
+    assert t.layer_temperature(1, 8) == pytest.approx(3.0, rel=1e-12)  # -log2(1/8)
+    assert t.erf_probability(math.exp(-1.0), 0.7, -1.0) == pytest.approx(0.5, rel=1e-12)  # Phi(0)
+    assert t.target_temperature(0.5, 2.0, 1.0) == pytest.approx(1.0, rel=1e-12)  # 2 * (1 - 1/2)
+    assert t.static_lr_update(0.3, 0.4, 0.4, 1.5, 10) == pytest.approx((0.3, 0.0), abs=1e-15)  # P = P*: keep the rate
+    assert t.dynamic_lr_update(0.2, 0.5, 0.5) == pytest.approx((0.2, 0.0), abs=1e-15)  # P = C: keep the rate
+    assert t.fit_erf_model(lrs, synthetic_temperatures(lrs, 0.7, -1.0)) == pytest.approx((0.7, -1.0), rel=1e-4)
 
 
 class TestTemperatureToProbability:
@@ -256,17 +266,17 @@ class TestFitErfModel:
         np.testing.assert_allclose(fitted_mu, mu, atol=0.1)
 
     @pytest.mark.parametrize(
-        "lrs, temps",
+        "lrs, temps, match",
         [
-            ([0.1, 1.0, 10.0], [0.1, 1.0]),
-            ([0.1], [1.0]),
-            ([], []),
-            ([0.0, 1.0, 10.0], [0.1, 1.0, 3.0]),
-            ([-0.1, 1.0, 10.0], [0.1, 1.0, 3.0]),
-            ([0.1, np.inf, 10.0], [0.1, 1.0, 3.0]),
-            ([0.1, 1.0, 10.0], [1.0, 1.0, 1.0]),
-            ([0.1, 1.0, 10.0], [0.0, 0.0, 0.0]),
-            ([0.1, 1.0, 10.0], [np.inf, np.inf, np.inf]),
+            ([0.1, 1.0, 10.0], [0.1, 1.0], "must have the same length"),
+            ([0.1], [1.0], "At least 2 points"),
+            ([], [], "At least 2 points"),
+            ([0.0, 1.0, 10.0], [0.1, 1.0, 3.0], "must be positive and finite"),
+            ([-0.1, 1.0, 10.0], [0.1, 1.0, 3.0], "must be positive and finite"),
+            ([0.1, np.inf, 10.0], [0.1, 1.0, 3.0], "must be positive and finite"),
+            ([0.1, 1.0, 10.0], [1.0, 1.0, 1.0], "cannot be fitted"),
+            ([0.1, 1.0, 10.0], [0.0, 0.0, 0.0], "cannot be fitted"),
+            ([0.1, 1.0, 10.0], [np.inf, np.inf, np.inf], "cannot be fitted"),
         ],
         ids=[
             "mismatched_lengths",
@@ -280,8 +290,8 @@ class TestFitErfModel:
             "all_infinite_temperatures",
         ],
     )
-    def test_rejects_bad_inputs(self, lrs, temps):
-        with pytest.raises(ValueError):
+    def test_rejects_bad_inputs(self, lrs, temps, match):
+        with pytest.raises(ValueError, match=match):
             temperature.fit_erf_model(lrs, temps)
 
 
@@ -305,7 +315,7 @@ class TestRangeLearningRates:
 
     def test_read_only(self):
         assert not temperature.RANGE_LEARNING_RATES.flags.writeable
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="read-only"):
             temperature.RANGE_LEARNING_RATES[0] = 1.0
 
 
