@@ -1,6 +1,6 @@
 """Cost of measuring activation pattern temperature, as a ratio against plain Keras training.
 
-    python benchmarks/overhead.py                 # the README table (5 to 8 minutes on 2 CPU cores)
+    python benchmarks/overhead.py                 # the table of docs/performance.md (5 to 8 minutes on 2 CPU cores)
     python benchmarks/overhead.py --rounds 1 --steps 10 --every 1,10 --jit off   # a quick look
 
 Builds the CIFAR ResNet-20 of He et al. (2016) twice with the same weights:

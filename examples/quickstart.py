@@ -1,4 +1,4 @@
-"""Train a small CNN on scikit-learn's 8x8 digits with ActCooLR (the README's main job).
+"""Train a small CNN on scikit-learn's 8x8 digits with ActCooLR (the main job; results in docs/results.md).
 
     python examples/quickstart.py [--epochs 30] [--every-step 10] [--start-temperature 1.0] [--gamma 1.0]
     python examples/quickstart.py --schedule onecycle
@@ -114,9 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="dynamic: start of the target probability line (default: that of --start-temperature)",
     )
-    # The paper's 0.05 is for ResNets at rates near 1: here it makes the rate oscillate and diverge.
+    # The paper's default 0.05 makes the rate oscillate and diverge on this network (docs/results.md).
     parser.add_argument("--dynamic-rate", type=float, default=0.01, help="dynamic: rate of the SGD on the rate")
-    # Baselines, tuned on this data with seeds 0 and 1 (see the README's "Results").
+    # Baselines, tuned on this data with seeds 0 and 1 (see docs/results.md#actcoolr-and-the-baselines-on-digits).
     parser.add_argument("--learning-rate", type=float, default=0.05, help="constant, and the start of step decay")
     parser.add_argument("--base-learning-rate", type=float, default=0.01, help="cyclic and onecycle: lowest rate")
     parser.add_argument("--cyclic-max-learning-rate", type=float, default=0.2, help="cyclic: highest rate")

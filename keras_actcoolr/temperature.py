@@ -4,7 +4,7 @@ Everything here works on Python floats and NumPy arrays and holds no Keras
 state, so that it can be checked against SciPy and reused by the callbacks,
 the analysis tools and user code alike.
 
-Definitions (base 2 throughout, see the README "Differences from the paper"):
+Definitions (base 2 throughout, see `docs/differences.md`):
 
 ```python
 P = 1 - 2 ** (-T)          # change probability of a temperature
@@ -72,7 +72,7 @@ def probability_to_temperature(probability: ArrayLike) -> ArrayLike:
 def layer_temperature(unchanged: ArrayLike, positions: ArrayLike) -> ArrayLike:
     """Temperature `-log2(max(U, 0.5) / N)` of `U` unchanged positions out of `N`.
 
-    The cap at 0.5 is the seed's: it keeps `log(0)` out when every position
+    The cap at 0.5 is the paper's (supplementary section H): it keeps `log(0)` out when every position
     changed. A layer with no positions (`N = 0`) has temperature 0.
     """
     unchanged = np.asarray(unchanged, dtype=np.float64)
@@ -91,7 +91,7 @@ def erf_probability(learning_rate: ArrayLike, sigma: float, mu: float) -> ArrayL
 def fit_erf_model(learning_rates: ArrayLike, temperatures: ArrayLike) -> tuple[float, float]:
     """Least-squares fit of the erf model to measured `(learning rate, temperature)` pairs.
 
-    The fit is on change probabilities, as the seed's `curve_fit` does.
+    The fit is on change probabilities, as the paper's `curve_fit` (supplementary section H) is.
 
     Args:
         learning_rates: 1-D array of positive learning rates.
@@ -194,7 +194,7 @@ def static_lr_update(
 def dynamic_lr_update(
     learning_rate: float, probability: float, target_probability: float, rate: float = 0.05
 ) -> tuple[float, float]:
-    """One update of the dynamic ActCooLR controller (seed section D).
+    """One update of the dynamic ActCooLR controller (supplementary section D).
 
     The temperature error `(P - C)**2` is minimised by SGD on the learning rate
     with `dP/dlr := 1`: `step = -rate * 2 * (P - C)`.

@@ -176,14 +176,14 @@ class TestErrors:
             kac.measure_temperature(kac.convert(mlp()), data())
 
     @pytest.mark.parametrize(
-        "bad, error",
-        [("text", TypeError), ([], ValueError)],
+        "bad, error, match",
+        [("text", TypeError, "must be a batched tf.data.Dataset"), ([], ValueError, "`learning_rates` must be finite")],
         ids=["not_data", "empty_rates"],
     )
-    def test_bad_arguments_are_refused(self, bad, error):
+    def test_bad_arguments_are_refused(self, bad, error, match):
         model = kac.convert(mlp())
         model.compile(optimizer="sgd", loss=LOSS)
-        with pytest.raises(error):
+        with pytest.raises(error, match=match):
             if error is TypeError:
                 kac.lr_range_analysis(model, bad)
             else:

@@ -2,6 +2,7 @@
 
 import math
 import os
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -9,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import stats
+from scipy import optimize, stats
 
 import keras_actcoolr as kac
 
@@ -31,7 +32,7 @@ class TestActCooLR:
         assert len(recorder.rates) == total
         assert [r["step"] for r in controller.history] == list(range(0, total, every))
 
-        # Replay DESIGN.md section 3 with the measured temperatures as the only input:
+        # Replay docs/method.md#the-static-controller with the measured temperatures as the only input:
         # a measured step sets the rate of the next step, then a drift of d / every per step.
         measured = {r["step"]: r["temperature"] for r in controller.history}
         expected = []
@@ -66,13 +67,23 @@ class TestActCooLR:
 
     def test_sigma_is_estimated_when_not_given(self):
         x, y = data()
+        # The reference: the range analysis of the first batch from the same initial weights (a second
+        # model, seeded alike), fitted here with scipy's curve_fit on P = 1 - 2**-T.
+        reference = kac.lr_range_analysis(converted(), (x[:20], y[:20]), batch_size=20)
+        rates = np.asarray(reference.learning_rates)
+        probabilities = 1.0 - 2.0 ** -np.asarray(reference.temperatures)
+        start = (1.0, float(np.log(rates[np.argmin(np.abs(probabilities - 0.5))])))
+        erf_model = lambda lr, sigma, mu: stats.norm.cdf((np.log(lr) - mu) / sigma)  # noqa: E731
+        (reference_sigma, _), _ = optimize.curve_fit(erf_model, rates, probabilities, p0=start)
         model = converted()
         controller = kac.ActCooLR(initial_learning_rate=None, every_step=5)
-        model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
+        assert [str(w.message) for w in caught if "sigma" in str(w.message)] == []  # no fallback sigma
         sigmas = {r["sigma"] for r in controller.history}
         assert len(sigmas) == 1
-        sigma = sigmas.pop()
-        assert 0 < sigma < 20
+        assert sigmas.pop() == pytest.approx(reference_sigma, rel=1e-4)  # stored as float32
 
     @pytest.mark.parametrize(
         "initial_learning_rate",

@@ -325,5 +325,5 @@ class TestErrors:
             kac.convert(keras.Sequential([keras.layers.Dense(3, activation="relu")]))
 
     def test_not_a_model_raises_type_error(self):
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="clones Functional and Sequential models only"):
             kac.convert(keras.layers.Dense(3, activation="relu"))

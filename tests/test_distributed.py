@@ -8,6 +8,7 @@ reference of each comparison is a run on one device of the same global batches.
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -24,11 +25,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import stats
 
 import keras_actcoolr as kac
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "multi_worker.py"
-README = Path(__file__).resolve().parents[1] / "README.md"
+DISTRIBUTED_DOC = Path(__file__).resolve().parents[1] / "docs/distributed.md"
 TIMEOUT = 150  # seconds for one run of child processes
 
 
@@ -328,11 +330,11 @@ class TestMultiWorkerMirroredStrategy:
         assert not (tmp_path / "backup" / "worker-0").exists()  # deleted at the end of a finished fit
 
 
-# ------------------------------------------------------------------------ README
+# ------------------------------------------------------------- docs/distributed.md
 
 
 def distributed_snippets():
-    section = README.read_text().split("## Distributed training", 1)[1].split("\n## ", 1)[0]
+    section = DISTRIBUTED_DOC.read_text()
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
@@ -341,13 +343,25 @@ def test_readme_snippets_run(tmp_path):
     assert len(snippets) == 2
     assert "MirroredStrategy()" in snippets[0] and "MultiWorkerMirroredStrategy()" in snippets[1]
     commands = []
+    # After each snippet, its controller's last record as JSON, to replay by hand below.
+    probe = '\nimport json\nprint(json.dumps((globals().get("controller") or callbacks[0]).history[-1], default=float))\n'
     for index, code in enumerate(snippets):
-        (tmp_path / f"snippet{index}.py").write_text(code)
+        (tmp_path / f"snippet{index}.py").write_text(code + probe)
         commands.append(([sys.executable, str(tmp_path / f"snippet{index}.py")], child_env()))
     # Side by side, each in its own process (TF_CONFIG unset: a cluster of one worker), in tmp_path.
     with processes(commands, tmp_path, "snippet", cwd=tmp_path) as procs:
         wait_all(procs, tmp_path, "snippet", time.monotonic() + TIMEOUT)
     for index in range(2):
-        replicas, rate = (tmp_path / f"snippet-{index}.out").read_text().split()[-2:]
-        assert int(replicas) == 1 and 1e-7 <= float(rate) <= 100
+        *_, printed, last = (tmp_path / f"snippet-{index}.out").read_text().splitlines()
+        replicas, rate = printed.split()
+        record = json.loads(last)
+        assert int(replicas) == 1
+        # 1024 examples, global batch 64, 2 epochs: 32 steps, measured every 4; T0 = 1.5, gamma = 1.
+        assert record["step"] == 28
+        p, p_target = (min(max(1 - 2.0**-t, 1e-6), 1 - 1e-6) for t in (record["temperature"], 1.5 * (1 - 28 / 32)))
+        lr = record["learning_rate"]
+        d = (lr * math.exp(record["sigma"] * (stats.norm.ppf(p_target) - stats.norm.ppf(p))) - lr) / 4
+        # The first snippet prints the rate set for step 29; the second the rate after fit (step 32): 3 drifts d / 4 later.
+        expected = lr + d if index == 0 else lr + d + 3 * d / 4
+        assert float(rate) == pytest.approx(expected, rel=1e-6)
     assert not (tmp_path / "actcoolr_backup" / "worker-0").exists()  # deleted at the end of fit

@@ -27,7 +27,7 @@ class TestDynamicActCooLR:
         assert len(recorder.rates) == total
         assert [r["step"] for r in controller.history] == list(range(0, total, every))
 
-        # Seed section D with the measured temperatures as the only input: the
+        # docs/method.md#the-dynamic-controller with the measured temperatures as the only input: the
         # gradient of (P - C)**2 with dP/dlr = 1 is 2 (P - C); an SGD step of
         # rate `rate` on the learning rate, applied on the step after the
         # measurement and again on every step until the next one.

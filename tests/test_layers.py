@@ -71,7 +71,7 @@ def measure(layer, before, after):
 
 
 def expected_temperature(changed, positions):
-    """-log2(unchanged / positions), with the cap of DESIGN.md at 0.5 unchanged positions."""
+    """-log2(unchanged / positions), capped at 0.5 unchanged positions (docs/method.md#definitions)."""
     return -np.log2(max(positions - changed, 0.5) / positions)
 
 
@@ -290,7 +290,7 @@ class TestCounts:
             # The call outside was not recorded: the comparison is against `before`,
             # and there is no second recorded call to compare with.
             assert [float(c) for c in measurement.layer_counts(layer)] == [36 - 5, 36]
-            with pytest.raises(RuntimeError):
+            with pytest.raises(RuntimeError, match="called more often after the optimizer step than before"):
                 layer(after)
 
 
@@ -369,7 +369,7 @@ class TestArguments:
     )
     def test_bad_axis_or_rank_raises_value_error(self, arguments, shape):
         layer = kac.APTReLU(**arguments)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="rank >= 2" if len(shape) < 2 else "must name a non-batch axis"):
             layer(np.zeros(shape, dtype="float32"))
 
     def test_bad_axis_raises_value_error_on_symbolic_input(self):
@@ -389,5 +389,6 @@ class TestArguments:
         ids=["negative_max_value", "negative_slope", "negative_threshold", "float_axis", "str_axis", "bool_axis"],
     )
     def test_bad_argument_raises_value_error_at_construction(self, arguments):
-        with pytest.raises(ValueError):
+        (name,) = arguments
+        with pytest.raises(ValueError, match="`axis` must be an integer" if name == "axis" else f"{name} of a ReLU layer cannot be"):
             kac.APTReLU(**arguments)

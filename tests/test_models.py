@@ -1,4 +1,4 @@
-"""APTModel: the train-step invariants of DESIGN.md section 5, against plain Keras and NumPy."""
+"""APTModel: the guarantees of docs/method.md#what-a-measured-step-guarantees, against plain Keras and NumPy."""
 
 import os
 

@@ -96,7 +96,7 @@ class TestPacking:
 
 
 def reference_counts(before, after, axis, max_value=None):
-    """`(unchanged, positions)` of DESIGN.md section 2, in NumPy."""
+    """`(unchanged, positions)` of docs/method.md#definitions, in NumPy."""
 
     def piece(z):
         return (z > 0).astype(int) + (0 if max_value is None else (z >= max_value).astype(int))
@@ -288,7 +288,7 @@ class TestPrecision:
         [
             ("float32", True, 0.01),
             ("mixed_float16", False, 0.2),
-            ("mixed_bfloat16", False, 0.75),
+            ("mixed_bfloat16", False, None),
             ("mixed_float16", True, 0.2),
         ],
         ids=["xla", "mixed_float16", "mixed_bfloat16", "mixed_float16_xla"],
@@ -297,8 +297,12 @@ class TestPrecision:
     def test_temperatures_match_float32_up_to_rounding_near_zero(self, policy, jit_compile, informative):
         """Within the interval of `temperature_interval`, computed from this data per layer.
 
-        `informative` bounds D / N, so that the interval says something: bfloat16's 8-bit
-        significand puts many more units within its rounding of 0 than float16's 11 bits.
+        `informative` bounds D / N, so that the interval says something. With bfloat16's 8-bit
+        significand about half of the positions are within its rounding of 0, so that interval
+        says nothing (`None`); without XLA, the train step and `preactivations` run the same
+        kernels, and two tight checks replace it: the temperature is the NumPy count of the
+        run's own pre-activations, and it differs from float32 only by the positions where a
+        unit is on the other side of 0 than in float32.
         """
         x, y = data(n=64)
         keras.mixed_precision.set_global_policy("float32")
@@ -315,5 +319,17 @@ class TestPrecision:
             (low, high), fraction = temperature_interval(
                 expected[name], before32[i], after32[i], before[i], after[i], dtype
             )
-            assert fraction <= informative, name
-            assert low <= got[name] <= high, (name, expected[name], got[name], (low, high))
+            if informative is not None:
+                assert fraction <= informative, name
+                assert low <= got[name] <= high, (name, expected[name], got[name], (low, high))
+            if not jit_compile:
+                unchanged = (~np.any((before[i] > 0) != (after[i] > 0), axis=-1)).sum()
+                unchanged32 = (~np.any((before32[i] > 0) != (after32[i] > 0), axis=-1)).sum()
+                flips = np.any(((before[i] > 0) != (before32[i] > 0)) | ((after[i] > 0) != (after32[i] > 0)), axis=-1)
+                positions, d = flips.size, int(flips.sum())
+                # Both measurements are the counts of their own pre-activations, so they differ by at most
+                # the d positions with a flipped unit: a few per cent here (at most 5% with bfloat16 when
+                # this test was written), where the interval above lets about half of them through.
+                assert d <= 0.1 * positions, (name, d, positions)
+                assert expected[name] == pytest.approx(float(kac.temperature.layer_temperature(unchanged32, positions)), rel=1e-12)
+                assert got[name] == pytest.approx(float(kac.temperature.layer_temperature(unchanged, positions)), rel=1e-12)

@@ -45,7 +45,7 @@ def stream(start):
 
 
 def build_model():
-    # No Dropout: Keras 3's weight files do not keep its random state (see the README's limits).
+    # No Dropout: Keras 3's weight files do not keep its random state (see docs/distributed.md#limits).
     keras.utils.set_random_seed(4)
     inputs = keras.Input((10,))
     h = keras.layers.Dense(24, activation="relu", name="d1")(inputs)

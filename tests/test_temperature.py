@@ -1,7 +1,7 @@
 """Pure math of `keras_actcoolr.temperature`, checked against NumPy/SciPy references.
 
-Every expected value is computed in the test from the normative formulas of
-DESIGN.md sections 2-3 (closed forms, hand counts, `scipy.stats.norm`,
+Every expected value is computed in the test from the definitions and controllers
+of docs/method.md (closed forms, hand counts, `scipy.stats.norm`,
 `scipy.special.erf`/`erfinv`, `scipy.optimize.curve_fit`), never copied from
 the code under test.
 """
@@ -38,12 +38,22 @@ def synthetic_temperatures(learning_rates, sigma, mu):
 
 
 def seed_erf_model(lr, sigma, mu):
-    """The seed's `fit_p`: `(1 + erf((ln lr - mu) / (sigma * sqrt 2))) / 2`."""
+    """`fit_p` of the paper's listing (supplementary section H): `(1 + erf((ln lr - mu) / (sigma * sqrt 2))) / 2`."""
     return (1.0 + special.erf((np.log(lr) - mu) / (sigma * np.sqrt(2.0)))) / 2.0
 
 
 def test_public_api_smoke():
-    assert all(callable(getattr(kac.temperature, n)) for n in ("static_lr_update", "dynamic_lr_update", "fit_erf_model", "erf_probability", "layer_temperature", "target_temperature", "temperature_to_probability", "probability_to_temperature"))  # fmt: skip
+    """Each public function, reached through `kac.temperature`, on an input whose result is known by hand."""
+    t = kac.temperature
+    lrs = np.asarray(SUPPLEMENTARY_TABLE_1)
+    assert t.temperature_to_probability(1.0) == pytest.approx(0.5, rel=1e-12)  # 1 - 2**-1
+    assert t.probability_to_temperature(0.75) == pytest.approx(2.0, rel=1e-12)  # -log2(1/4)
+    assert t.layer_temperature(1, 8) == pytest.approx(3.0, rel=1e-12)  # -log2(1/8)
+    assert t.erf_probability(math.exp(-1.0), 0.7, -1.0) == pytest.approx(0.5, rel=1e-12)  # Phi(0)
+    assert t.target_temperature(0.5, 2.0, 1.0) == pytest.approx(1.0, rel=1e-12)  # 2 * (1 - 1/2)
+    assert t.static_lr_update(0.3, 0.4, 0.4, 1.5, 10) == pytest.approx((0.3, 0.0), abs=1e-15)  # P = P*: keep the rate
+    assert t.dynamic_lr_update(0.2, 0.5, 0.5) == pytest.approx((0.2, 0.0), abs=1e-15)  # P = C: keep the rate
+    assert t.fit_erf_model(lrs, synthetic_temperatures(lrs, 0.7, -1.0)) == pytest.approx((0.7, -1.0), rel=1e-4)
 
 
 class TestTemperatureToProbability:
@@ -80,7 +90,7 @@ class TestTemperatureToProbability:
         np.testing.assert_allclose(result, expected, rtol=1e-12, atol=0)
 
     def test_not_the_seed_natural_exponent(self):
-        # The seed's temp2prob is 1 - exp(-T); this library is base 2 (DESIGN.md section 2).
+        # The paper's listing converts with 1 - exp(-T); this library is base 2 (docs/differences.md#base-2-temperature-and-probability).
         assert float(temperature.temperature_to_probability(1.0)) != pytest.approx(1.0 - math.exp(-1.0))
 
 
@@ -244,7 +254,7 @@ class TestFitErfModel:
         probabilities = np.clip(probabilities, 0.0, 1.0 - 1e-9)
         temps = -np.log2(1.0 - probabilities)
 
-        # The seed's fit: curve_fit of (1 + erf((ln lr - mu) / (sigma sqrt 2))) / 2 on P, unbounded.
+        # The paper's fit (supplementary section H): curve_fit of (1 + erf((ln lr - mu) / (sigma sqrt 2))) / 2 on P, unbounded.
         p0 = (1.0, float(np.log(lrs[np.argmin(np.abs(probabilities - 0.5))])))
         (ref_sigma, ref_mu), _ = optimize.curve_fit(seed_erf_model, lrs, probabilities, p0=p0)
 
@@ -256,17 +266,17 @@ class TestFitErfModel:
         np.testing.assert_allclose(fitted_mu, mu, atol=0.1)
 
     @pytest.mark.parametrize(
-        "lrs, temps",
+        "lrs, temps, match",
         [
-            ([0.1, 1.0, 10.0], [0.1, 1.0]),
-            ([0.1], [1.0]),
-            ([], []),
-            ([0.0, 1.0, 10.0], [0.1, 1.0, 3.0]),
-            ([-0.1, 1.0, 10.0], [0.1, 1.0, 3.0]),
-            ([0.1, np.inf, 10.0], [0.1, 1.0, 3.0]),
-            ([0.1, 1.0, 10.0], [1.0, 1.0, 1.0]),
-            ([0.1, 1.0, 10.0], [0.0, 0.0, 0.0]),
-            ([0.1, 1.0, 10.0], [np.inf, np.inf, np.inf]),
+            ([0.1, 1.0, 10.0], [0.1, 1.0], "must have the same length"),
+            ([0.1], [1.0], "At least 2 points"),
+            ([], [], "At least 2 points"),
+            ([0.0, 1.0, 10.0], [0.1, 1.0, 3.0], "must be positive and finite"),
+            ([-0.1, 1.0, 10.0], [0.1, 1.0, 3.0], "must be positive and finite"),
+            ([0.1, np.inf, 10.0], [0.1, 1.0, 3.0], "must be positive and finite"),
+            ([0.1, 1.0, 10.0], [1.0, 1.0, 1.0], "cannot be fitted"),
+            ([0.1, 1.0, 10.0], [0.0, 0.0, 0.0], "cannot be fitted"),
+            ([0.1, 1.0, 10.0], [np.inf, np.inf, np.inf], "cannot be fitted"),
         ],
         ids=[
             "mismatched_lengths",
@@ -280,8 +290,8 @@ class TestFitErfModel:
             "all_infinite_temperatures",
         ],
     )
-    def test_rejects_bad_inputs(self, lrs, temps):
-        with pytest.raises(ValueError):
+    def test_rejects_bad_inputs(self, lrs, temps, match):
+        with pytest.raises(ValueError, match=match):
             temperature.fit_erf_model(lrs, temps)
 
 
@@ -305,7 +315,7 @@ class TestRangeLearningRates:
 
     def test_read_only(self):
         assert not temperature.RANGE_LEARNING_RATES.flags.writeable
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="read-only"):
             temperature.RANGE_LEARNING_RATES[0] = 1.0
 
 
@@ -359,7 +369,7 @@ class TestTargetTemperature:
 
 
 def reference_static_update(lr, p, p_target, sigma, every_step, epsilon=1e-6):
-    """DESIGN.md section 3 with scipy.stats.norm.ppf and P, P* clamped to [eps, 1 - eps]."""
+    """docs/method.md#the-static-controller with scipy.stats.norm.ppf and P, P* clamped to [eps, 1 - eps]."""
     p = min(max(p, epsilon), 1.0 - epsilon)
     p_target = min(max(p_target, epsilon), 1.0 - epsilon)
     lr_target = lr * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
@@ -393,7 +403,7 @@ class TestStaticLrUpdate:
         ids=["cool_down", "heat_up", "far_apart"],
     )
     def test_equals_seed_form(self, lr, p, p_target, sigma, every_step):
-        # The seed's adapt_lr_with_stats: b = ln lr - sigma sqrt2 erfinv(2P - 1),
+        # adapt_lr_with_stats of the paper's listing: b = ln lr - sigma sqrt2 erfinv(2P - 1),
         # lr_target = exp(sigma sqrt2 erfinv(2P* - 1) + b),
         # lr <- lr (1 - 1/every) + lr_target / every, grad = (lr_target - lr) / every, drift = grad / every.
         mu_hat = math.log(lr) - sigma * math.sqrt(2.0) * special.erfinv(2.0 * p - 1.0)
@@ -493,7 +503,7 @@ class TestDynamicLrUpdate:
         np.testing.assert_allclose(new_lr, lr + expected_step, rtol=1e-12)
 
     def test_default_rate_is_0_05(self):
-        # g = 2 (P - C) = 2 * 0.25; step = -0.05 g = -0.025 (DESIGN.md section 3).
+        # g = 2 (P - C) = 2 * 0.25; step = -0.05 g = -0.025 (docs/method.md#the-dynamic-controller).
         new_lr, step = temperature.dynamic_lr_update(0.2, 0.75, 0.5)
         np.testing.assert_allclose(step, -0.025, rtol=1e-12)
         np.testing.assert_allclose(new_lr, 0.175, rtol=1e-12)

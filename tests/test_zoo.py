@@ -11,6 +11,7 @@ from fractions import Fraction
 import keras
 import numpy as np
 import pytest
+from scipy import stats
 
 import keras_actcoolr as kac
 from keras_actcoolr import zoo
@@ -249,7 +250,13 @@ def train_under_actcoolr(model, input_shape, run_eagerly, sigma=None, steps=4):
     for record in controller.history:
         assert len(record["layers"]) == len(model.apt_layers())
         assert all(0.0 <= t < 64 for t in record["layers"].values())
-        assert record["sigma"] > 0 and 0 < record["next_learning_rate"] < math.inf
+        # The given sigma, and the static update replayed by hand (T0 = 1, gamma = 1, every 2 of `steps` steps).
+        assert record["sigma"] == pytest.approx(sigma, rel=1e-6)
+        target = 1.0 - record["step"] / steps
+        p, p_target = (min(max(1 - 2.0**-t, 1e-6), 1 - 1e-6) for t in (record["temperature"], target))
+        lr_target = record["learning_rate"] * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
+        expected = min(max(record["learning_rate"] + (lr_target - record["learning_rate"]) / 2, 1e-7), 100.0)
+        assert record["next_learning_rate"] == pytest.approx(expected, rel=1e-9)
     assert not np.array_equal(before, np.array(kernel))
 
 

@@ -2,74 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
 import tensorflow as tf
 
 from keras_actcoolr.data import _pipeline as P
+from keras_actcoolr.data._spec import DatasetNotFoundError, DatasetSpec
+from keras_actcoolr.data.tiny_imagenet import tiny_imagenet_examples
 
 __all__ = ["DATASETS", "DatasetNotFoundError", "DatasetSpec", "load", "load_splits", "split_names"]
 
 SPLITS = ("train", "validation", "test")
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A data set is neither prepared nor obtainable: the message says how to get it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """How one data set is read and preprocessed.
-
-    Attributes:
-        name: Our name of the data set.
-        tfds_name: Its tensorflow-datasets name, or `None` (read from a directory).
-        num_classes: Number of classes.
-        image_size: Side of the (square) model input.
-        channels: Colour channels.
-        mean: Per-channel mean of the training set, on the 0-1 scale.
-        std: Per-channel standard deviation of the training set, on the 0-1 scale.
-        statistics_source: Where `mean` and `std` come from.
-        batch_size: Default batch size (supplementary section E).
-        validation_percent: Percentage of the training set held out for validation.
-        train_examples: Published size of the training set (before the split).
-        test_split: The split tested on.
-        crop: Random resized crops for training, centre crops for testing
-            (otherwise the images keep their size).
-        crop_fraction: Centre crop side / resized shorter side at test time.
-        label_smoothing: Smoothing of the one-hot training labels; 0 means
-            sparse integer labels on every split.
-        encoded: The tfds images are JPEG strings, decoded in the pipeline.
-        cache: Cache the examples in memory by default.
-        how_to_get: How to obtain the data set (for the error when it is missing).
-    """
-
-    name: str
-    tfds_name: str | None
-    num_classes: int
-    image_size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    statistics_source: str
-    batch_size: int
-    validation_percent: int
-    train_examples: int
-    test_split: str = "test"
-    crop: bool = False
-    crop_fraction: float = 1.0
-    label_smoothing: float = 0.0
-    encoded: bool = False
-    cache: bool = True
-    how_to_get: str = ""
-
-    @property
-    def one_hot(self) -> bool:
-        """Labels are one-hot (float) vectors rather than integers."""
-        return self.label_smoothing > 0.0
-
 
 _TFDS_DOWNLOAD = (
     "tensorflow-datasets downloads and prepares it on first use (`download=True`, the default; "
@@ -283,7 +227,7 @@ def load(
       `y = one_hot * 0.9 + 0.1 / 1000`; validation and test labels are plain
       one-hot); testing on the central 224x224 crop of the image resized to a
       shorter side of 256; batch size 128. The test split is the official
-      validation set (50,000 images); the seed's validation set is about 5%
+      validation set (50,000 images); the paper's validation set is about 5%
       of the training set.
     - `"tiny_imagenet"` (a local `tiny-imagenet-200` directory, `path`):
       random resized crops to 64x64 and flips when training, the whole 64x64
@@ -352,8 +296,6 @@ def load(
     source = split_names(name, validation_percent)[split]
 
     if spec.tfds_name is None:
-        from keras_actcoolr.data.tiny_imagenet import tiny_imagenet_examples
-
         if path is None:
             raise _missing(spec, "path=None")
         examples = tiny_imagenet_examples(path, split, spec, validation_percent=validation_percent)

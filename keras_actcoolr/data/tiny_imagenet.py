@@ -7,15 +7,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_actcoolr.data._spec import DatasetNotFoundError, DatasetSpec
+
 __all__ = ["tiny_imagenet_examples", "write_fake_tiny_imagenet"]
 
-# The fixed validation subset of the training images: this seed's permutation, always.
+# The fixed validation subset of the training images: the permutation drawn with this seed, always.
 _VALIDATION_SEED = 0
 
 
-def _check(path: str, spec: object) -> None:
-    from keras_actcoolr.data.datasets import DatasetNotFoundError
-
+def _check(path: str, spec: DatasetSpec) -> None:
     needed = [
         os.path.join(path, "wnids.txt"),
         os.path.join(path, "train"),
@@ -56,7 +56,7 @@ def _files(path: str, split: str, validation_percent: int) -> tuple[list[str], l
 
 
 def tiny_imagenet_examples(
-    path: str | os.PathLike, split: str, spec: object, validation_percent: int | None = None
+    path: str | os.PathLike, split: str, spec: DatasetSpec, validation_percent: int | None = None
 ) -> tf.data.Dataset:
     """Decoded `{"image": uint8 (64, 64, 3), "label": int64}` examples of one split.
 
