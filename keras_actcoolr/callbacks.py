@@ -329,6 +329,8 @@ def _positive(name: str, value: Any) -> float:
 
 #: Weight of a new measured batch in the collapse guard's moving average of the loss.
 LOSS_AVERAGE_WEIGHT = 0.25
+#: Measurements the moving average takes in before the collapse guard compares it.
+LOSS_AVERAGE_WARMUP = 4
 
 
 def _smoothed(average: float, loss: float) -> float:
@@ -386,7 +388,8 @@ class ActCooLR(_MeasuringCallback):
     - `collapse_guard`: a non-finite loss, a training loss far above its
       minimum (`keras_actcoolr.temperature.loss_spiked` with `loss_tolerance`,
       applied to a moving average of the losses of the measured batches, each
-      new one weighted `LOSS_AVERAGE_WEIGHT`), or the frozen signature (a layer with every channel
+      new one weighted `LOSS_AVERAGE_WEIGHT`, compared once it has taken in
+      `LOSS_AVERAGE_WARMUP` measurements), or the frozen signature (a layer with every channel
       dead and `T = 0` while the rate is above that of the kept state)
       restores the last good state kept in memory (weights, optimizer slots;
       the step count goes on), lowers the rate's ceiling to
@@ -725,7 +728,8 @@ class ActCooLR(_MeasuringCallback):
             if not math.isfinite(loss):
                 return "non-finite loss"
             average = _smoothed(state["loss_average"], loss)
-            if T.loss_spiked(average, state["loss_minimum"], state["loss_reference"], self.loss_tolerance):
+            settled = state["loss_count"] >= LOSS_AVERAGE_WARMUP
+            if settled and T.loss_spiked(average, state["loss_minimum"], state["loss_reference"], self.loss_tolerance):
                 return f"loss spike (batch {loss:.4g}, average {average:.4g}, minimum {state['loss_minimum']:.4g})"
         if self._snapshots and record["learning_rate"] > self._snapshots[0]["learning_rate"]:
             # Died since the kept state, while the rate rose: frozen, not cold.
@@ -740,10 +744,12 @@ class ActCooLR(_MeasuringCallback):
         if loss is None or not math.isfinite(loss):
             return
         average = _smoothed(state["loss_average"], loss)
-        updates = {"loss_average": average}
-        if math.isnan(state["loss_reference"]):
-            updates["loss_reference"] = average
-        if math.isnan(state["loss_minimum"]) or average < state["loss_minimum"]:
+        count = state["loss_count"] + 1
+        updates = {"loss_average": average, "loss_count": count}
+        if count == LOSS_AVERAGE_WARMUP:
+            # The average now spans about as many measurements as it remembers: start comparing.
+            updates["loss_reference"] = updates["loss_minimum"] = average
+        elif count > LOSS_AVERAGE_WARMUP and average < state["loss_minimum"]:
             updates["loss_minimum"] = average
         self._schedule.assign(**updates)
 
@@ -799,6 +805,7 @@ class ActCooLR(_MeasuringCallback):
             max_learning_rate=ceiling,
             collapses=state["collapses"] + 1,
             loss_average=math.nan,
+            loss_count=0,
             rise_learning_rate=0.0,
             rise_z=0.0,
         )

@@ -89,6 +89,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             # rise of the rate (0: none).
             "collapses": ("int64", 0),
             "loss_average": ("float32", np.nan),
+            "loss_count": ("int64", 0),
             "loss_reference": ("float32", np.nan),
             "loss_minimum": ("float32", np.nan),
             "rise_learning_rate": ("float32", 0.0),
@@ -127,6 +128,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "sigma": 0.0,
                 "collapses": 0,
                 "loss_average": math.nan,
+                "loss_count": 0,
                 "loss_reference": math.nan,
                 "loss_minimum": math.nan,
                 "rise_learning_rate": 0.0,
@@ -134,7 +136,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             }
         if self._cache is None:
             self._cache = {
-                key: (int if key in ("anchor_step", "collapses") else float)(keras.ops.convert_to_numpy(variable))
+                key: (int if key in ("anchor_step", "collapses", "loss_count") else float)(keras.ops.convert_to_numpy(variable))
                 for key, variable in self._variables.items()
             }
         return dict(self._cache)

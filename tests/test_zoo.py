@@ -240,10 +240,8 @@ def train_under_actcoolr(model, input_shape, run_eagerly, sigma=None, steps=4):
     y = np.arange(2 * steps) % 10
     kernel = next(w for w in model.trainable_weights if len(w.shape) == 4)
     before = np.array(kernel)
-    # Random labels in batches of 2: the collapse guard's loss average is noise here; off.
-    controller = kac.ActCooLR(
-        initial_learning_rate=None, start_temperature=1.0, every_step=2, sigma=sigma, collapse_guard=False
-    )
+    # The paper's controller (guards off), whose update is replayed by hand below.
+    controller = kac.ActCooLR(initial_learning_rate=None, start_temperature=1.0, every_step=2, sigma=sigma, guards=False)
     history = model.fit(x, y, batch_size=2, epochs=1, callbacks=[controller], verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert [r["step"] for r in controller.history] == list(range(0, steps, 2))
