@@ -358,6 +358,8 @@ class ActCooLR(_MeasuringCallback):
             batch is not trained on. Defaults to `None`.
     """
 
+    _drives_learning_rate = True  # APTModel.fit refuses other callbacks that set the rate
+
     def __init__(
         self,
         start_temperature: float = 3.03,
@@ -586,6 +588,8 @@ class DynamicActCooLR(_MeasuringCallback):
         max_learning_rate: Float > `min_learning_rate`, upper bound of the
             rate. Defaults to `100.0`.
     """
+
+    _drives_learning_rate = True  # APTModel.fit refuses other callbacks that set the rate
 
     def __init__(
         self,
