@@ -1,9 +1,6 @@
 """ActCooLR, ActCooLRSchedule and TemperatureLogger in `model.fit`."""
 
 import math
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
@@ -17,14 +14,14 @@ from controller_helpers import LOSS, LearningRateRecorder, converted, data
 
 
 class TestActCooLR:
-    def test_learning_rate_trajectory_follows_the_controller_by_hand(self):
+    def test_learning_rate_trajectory_follows_the_controller_by_hand(self, learning_rate_recorder):
         x, y = data()
         model = converted()
         every, sigma, start, gamma, top = 4, 1.3, 2.5, 2.0, 1.5
         controller = kac.ActCooLR(
             start_temperature=start, gamma=gamma, every_step=every, sigma=sigma, max_learning_rate=top
         )
-        recorder = LearningRateRecorder()
+        recorder = learning_rate_recorder
         model.fit(x, y, batch_size=10, epochs=3, callbacks=[controller, recorder], verbose=0, shuffle=False)
         total = 36
         assert len(recorder.rates) == total
@@ -78,11 +75,11 @@ class TestActCooLR:
         [1e-12, 1e4],
         ids=["nothing_changes", "everything_changes"],
     )
-    def test_learning_rate_stays_finite_and_bounded(self, initial_learning_rate):
+    def test_learning_rate_stays_finite_and_bounded(self, initial_learning_rate, learning_rate_recorder):
         x, y = data()
         model = converted(initial_learning_rate, momentum=0.0)
         controller = kac.ActCooLR(every_step=2, sigma=2.0, max_learning_rate=50.0, min_learning_rate=1e-9)
-        recorder = LearningRateRecorder()
+        recorder = learning_rate_recorder
         model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller, recorder], verbose=0)
         rates = np.array(recorder.rates[1:])
         assert np.all(np.isfinite(rates))

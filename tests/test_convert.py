@@ -1,9 +1,5 @@
 """convert(): ReLU-family activations become APTReLU, predictions and the original model unchanged."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import json
 
 import keras

@@ -1,9 +1,5 @@
 """APTReLU: outputs against keras.layers.ReLU and NumPy, pattern counts on hand-built inputs."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
 import numpy as np
 import pytest

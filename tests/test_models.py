@@ -1,9 +1,5 @@
 """APTModel: the train-step invariants of DESIGN.md section 5, against plain Keras and NumPy."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
 import numpy as np
 import pytest

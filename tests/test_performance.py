@@ -3,10 +3,6 @@
 `benchmarks/overhead.py` times it; these tests check the properties the times rest on.
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import collections
 import itertools
 import sys

@@ -1,11 +1,8 @@
 """examples/quickstart.py: `--compare` trains every schedule and writes its table and figures."""
 
 import importlib.util
-import os
 import re
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest
