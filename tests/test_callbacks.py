@@ -209,6 +209,7 @@ class TestTemperatureLogger:
 
 
 class TestLearningRateFreeStart:
+    @pytest.mark.slow
     def test_first_rate_does_not_depend_on_the_initial_rate(self):
         x, y = data()
         starts = {}

@@ -175,20 +175,17 @@ class TestConvert:
     # TensorFlow runs a channels-first Conv2D on CPU only with its oneDNN kernels on; Keras runs
     # depthwise and 3-D channels-first convolutions on every CPU (the latter through XLA).
     @pytest.mark.parametrize(
-        "layer, shape",
+        "layer, arguments, shape",
         [
-            (lambda: keras.layers.Conv2D(4, 3, data_format="channels_first", activation="relu", name="conv"), (3, 7, 7)),
-            (
-                lambda: keras.layers.DepthwiseConv2D(3, data_format="channels_first", activation="relu", name="conv"),
-                (3, 7, 7),
-            ),
-            (lambda: keras.layers.Conv3D(4, 3, data_format="channels_first", activation="relu", name="conv"), (3, 5, 5, 5)),
+            (keras.layers.Conv2D, (4, 3), (3, 7, 7)),
+            (keras.layers.DepthwiseConv2D, (3,), (3, 7, 7)),
+            (keras.layers.Conv3D, (4, 3), (3, 5, 5, 5)),
         ],
         ids=["conv2d", "depthwise_conv2d", "conv3d"],
     )
-    def test_channels_first_convolution_gets_channel_axis_1(self, layer, shape, nchw_convolutions):
+    def test_channels_first_convolution_gets_channel_axis_1(self, layer, arguments, shape, nchw_convolutions):
         inputs = keras.Input(shape)
-        conv = layer()
+        conv = layer(*arguments, data_format="channels_first", activation="relu", name="conv")
         x = conv(inputs)
         model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
         converted = kac.convert(model)  # symbolic: runs no convolution
@@ -289,7 +286,16 @@ APPLICATIONS = {
 
 
 class TestApplications:
-    @pytest.mark.parametrize("application", list(APPLICATIONS.values()), ids=list(APPLICATIONS))
+    @pytest.mark.parametrize(
+        "application",
+        # VGG16 (plain) in the default run; ResNet50 and MobileNetV2 (branches, ReLU6) in the slow tier.
+        [
+            APPLICATIONS["vgg16"],
+            pytest.param(APPLICATIONS["resnet50"], marks=pytest.mark.slow),
+            pytest.param(APPLICATIONS["mobilenet_v2"], marks=pytest.mark.slow),
+        ],
+        ids=["vgg16", "resnet50", "mobilenet_v2"],
+    )
     def test_keras_application(self, application):
         build, arguments, max_value = application
         model = build(weights=None, classes=10, **arguments)

@@ -168,6 +168,7 @@ REPLICA_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 class TestMirroredStrategy:
     def test_one_and_two_replicas_give_the_same_temperatures_and_rates(self, tmp_path):
         steps = 24
@@ -245,6 +246,7 @@ def runs(tmp_path_factory):
     return tmp_path, {name: load_run(tmp_path, name) for name in ("single", "worker0", "worker1")}
 
 
+@pytest.mark.slow
 class TestMultiWorkerMirroredStrategy:
     def test_two_workers_end_identical_and_equal_to_one_process(self, runs):
         _, results = runs
@@ -310,6 +312,7 @@ def distributed_snippets():
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
+@pytest.mark.slow
 def test_readme_snippets_run(tmp_path):
     snippets = distributed_snippets()
     assert len(snippets) == 2

@@ -98,7 +98,8 @@ class TestInvariants:
 
     @pytest.mark.parametrize(
         "steps_per_execution, jit_compile",
-        [(1, True), (4, False), (4, True)],
+        # XLA (slow to compile) in the slow tier; tests/test_performance.py measures under XLA in the default run.
+        [pytest.param(1, True, marks=pytest.mark.slow), (4, False), pytest.param(4, True, marks=pytest.mark.slow)],
         ids=["xla", "steps_per_execution_4", "steps_per_execution_4_xla"],
     )
     def test_execution_options_give_the_same_measurements(self, steps_per_execution, jit_compile):
@@ -241,7 +242,8 @@ class TestRateCallbackConflicts:
     def test_second_controller_is_refused(self, controllers, names):
         x, y = data(n=16, shape=(10,), classes=3)
         model = actcoolr_mlp()
-        with pytest.raises(ValueError, match=rf"`callbacks` holds 2: {names}\. Pass a single ActCooLR or DynamicActCooLR"):
+        match = rf"`callbacks` holds 2: {names}\. Pass a single ActCooLR or DynamicActCooLR"
+        with pytest.raises(ValueError, match=match):
             model.fit(x, y, epochs=1, callbacks=controllers(), verbose=0)
 
     def test_positional_callbacks_and_callback_lists_are_checked(self):
@@ -269,7 +271,7 @@ class TestLoadWeights:
     def test_load_weights_into_a_fresh_compiled_model_restores_the_controller(self, tmp_path):
         x, y = data(n=64, shape=(10,), classes=3)
         model = actcoolr_mlp()
-        model.fit(x, y, batch_size=8, epochs=2, callbacks=[kac.ActCooLR(every_step=3)], verbose=0)
+        model.fit(x, y, batch_size=8, epochs=2, callbacks=[kac.ActCooLR(every_step=3, sigma=1.3)], verbose=0)
         saved = kac.schedules.find_schedule(model.optimizer).state()
         saved_iterations = int(model.optimizer.iterations)
         path = tmp_path / "trained.weights.h5"

@@ -285,7 +285,7 @@ class TestPrecision:
             ("float32", True, 0.01),
             ("mixed_float16", False, 0.2),
             ("mixed_bfloat16", False, 0.75),
-            ("mixed_float16", True, 0.2),
+            pytest.param("mixed_float16", True, 0.2, marks=pytest.mark.slow),
         ],
         ids=["xla", "mixed_float16", "mixed_bfloat16", "mixed_float16_xla"],
         indirect=["policy"],

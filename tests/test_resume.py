@@ -114,8 +114,9 @@ class TestBackupAndRestore:
     @pytest.mark.parametrize(
         "controller, backup_first",
         [
-            ("actcoolr_estimated_sigma", True),
-            ("actcoolr_estimated_sigma", False),
+            # The estimated sigma's range analysis makes these two long: slow tier.
+            pytest.param("actcoolr_estimated_sigma", True, marks=pytest.mark.slow),
+            pytest.param("actcoolr_estimated_sigma", False, marks=pytest.mark.slow),
             ("actcoolr_given_sigma", True),
             ("dynamic", True),
         ],
@@ -179,6 +180,7 @@ def run_example(tmp_path, name, *arguments):
     return process, result
 
 
+@pytest.mark.slow
 class TestKilledProcess:
     def test_killed_process_resumes_as_uninterrupted(self, tmp_path):
         process, reference = run_example(tmp_path, "reference")
@@ -238,6 +240,7 @@ DETERMINISM_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 class TestDeterminism:
     def test_same_seed_same_trajectory_with_deterministic_ops(self, tmp_path):
         script = tmp_path / "determinism.py"

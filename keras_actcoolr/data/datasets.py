@@ -187,7 +187,9 @@ def split_names(name: str, validation_percent: int | None = None) -> dict[str, s
     spec = _spec(name)
     percent = spec.validation_percent if validation_percent is None else validation_percent
     if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent < 100:
-        raise ValueError(f"`validation_percent` must be an integer in [0, 100). Received: validation_percent={percent!r}")
+        raise ValueError(
+            f"`validation_percent` must be an integer in [0, 100). Received: validation_percent={percent!r}"
+        )
     keep = 100 - percent
     return {"train": f"train[:{keep}%]", "validation": f"train[{keep}%:]", "test": spec.test_split}
 
