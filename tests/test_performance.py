@@ -211,7 +211,9 @@ class TestTraces:
         assert measure_graph["Conv2D"] == plain_graph["Conv2D"] + 2
 
     @pytest.mark.parametrize(
-        "steps_per_execution, jit_compile", [(1, False), (3, False), (1, True)], ids=["default", "spe3", "xla"]
+        "steps_per_execution, jit_compile",
+        [(1, False), (3, False), pytest.param(1, True, marks=pytest.mark.slow)],
+        ids=["default", "spe3", "xla"],
     )
     def test_train_functions_are_traced_once_per_fit_not_per_measurement(self, steps_per_execution, jit_compile):
         x, y = data(n=96)
