@@ -9,11 +9,7 @@ import pytest
 import keras_actcoolr as kac
 
 
-@pytest.fixture(autouse=True)
-def fresh_session():
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(0)
-    yield
+pytestmark = pytest.mark.usefixtures("fresh_session")
 
 
 def random_inputs(model, batch=3, seed=0):

@@ -7,7 +7,6 @@ import runpy
 import sys
 import warnings
 
-import keras
 import pytest
 import tensorflow as tf
 
@@ -19,10 +18,7 @@ pytest.importorskip("tensorflow_datasets")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
-@pytest.fixture(autouse=True)
-def fresh_session():
-    keras.utils.clear_session()
-    yield
+pytestmark = pytest.mark.usefixtures("fresh_session")
 
 
 # Supplementary Table 2 (CIFAR-10; momentum 0.9, weight decay 5e-5; 1-cycle momentum 0.765-0.9):

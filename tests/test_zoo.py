@@ -12,11 +12,7 @@ import keras_actcoolr as kac
 from keras_actcoolr import zoo
 
 
-@pytest.fixture(autouse=True)
-def fresh_session():
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(0)
-    yield
+pytestmark = pytest.mark.usefixtures("fresh_session")
 
 
 # The deepest networks take seconds to build: the tests that build them run in the slow tier.
