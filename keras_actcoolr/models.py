@@ -681,7 +681,10 @@ def _activation_names(model: keras.Model) -> list[str]:
     for layer in model._flatten_layers(include_self=False):
         activation = getattr(layer, "activation", None)
         if activation is not None:
-            name = keras.activations.serialize(activation) if callable(activation) else activation
+            try:
+                name = keras.activations.serialize(activation) if callable(activation) else activation
+            except (TypeError, ValueError):  # an unregistered custom function
+                name = getattr(activation, "__name__", None)
             if isinstance(name, dict):
                 name = name.get("config", name.get("class_name"))
             if isinstance(name, str) and name != "linear":
