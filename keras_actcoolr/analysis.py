@@ -109,7 +109,7 @@ def _iterate(data: Any, batch_size: int, batches: int | None) -> Iterator[tuple[
         )
     if batches is not None:
         if batches < 1:
-            raise ValueError(f"`batches` must be >= 1 or None. Received: batches={batches}")
+            raise ValueError(f"`batches` must be >= 1 or None. Received: batches={batches!r}")
         dataset = dataset.take(batches)
     for batch in dataset:
         yield _unpack(batch)
@@ -282,7 +282,7 @@ def lr_range_analysis(
     """
     learning_rates = np.asarray(learning_rates, dtype=np.float64).ravel()
     if learning_rates.size == 0 or np.any(~np.isfinite(learning_rates)) or np.any(learning_rates < 0):
-        raise ValueError(f"`learning_rates` must be finite and >= 0. Received: learning_rates={learning_rates}")
+        raise ValueError(f"`learning_rates` must be finite and >= 0. Received: learning_rates={learning_rates!r}")
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
     counts, examples = _runner(model).counts(learning_rates, step_batch, measure_batches)
     layer_temperatures = T.layer_temperature(counts[..., 0], counts[..., 1])
@@ -337,7 +337,7 @@ def measure_temperature(
             raise ValueError("measure_temperature takes an optimizer step: compile the model first.")
         learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate >= 0):
-        raise ValueError(f"`learning_rate` must be a finite number >= 0. Received: learning_rate={learning_rate}")
+        raise ValueError(f"`learning_rate` must be a finite number >= 0. Received: learning_rate={learning_rate!r}")
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
     counts, examples = _runner(model).counts([float(learning_rate)], step_batch, measure_batches)
     unchanged, positions = counts[0, :, 0], counts[0, :, 1]

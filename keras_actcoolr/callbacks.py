@@ -468,6 +468,8 @@ class ActCooLR(_MeasuringCallback):
             of the good state. Defaults to `5`.
     """
 
+    _drives_learning_rate = True  # APTModel.fit refuses other callbacks that set the rate
+
     def __init__(
         self,
         start_temperature: float = 1.0,
@@ -927,6 +929,8 @@ class DynamicActCooLR(_MeasuringCallback):
         max_learning_rate: Float > `min_learning_rate`, upper bound of the
             rate. Defaults to `100.0`.
     """
+
+    _drives_learning_rate = True  # APTModel.fit refuses other callbacks that set the rate
 
     def __init__(
         self,

@@ -264,7 +264,7 @@ def run(
         if steps < 1:
             raise ValueError(
                 "The number of training steps per epoch is unknown: pass --steps-per-epoch. "
-                f"Received: cardinality={steps}"
+                f"Received: cardinality={steps!r}"
             )
         distribution = choose_strategy(strategy)
         with distribution.scope():

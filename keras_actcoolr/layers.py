@@ -177,18 +177,18 @@ class APTReLU(keras.layers.ReLU):
     ) -> None:
         super().__init__(max_value=max_value, negative_slope=negative_slope, threshold=threshold, **kwargs)
         if not isinstance(axis, int) or isinstance(axis, bool):
-            raise ValueError(f"`axis` must be an integer. Received: axis={axis}")
+            raise ValueError(f"`axis` must be an integer. Received: axis={axis!r}")
         self.axis = axis
 
     def build(self, input_shape: tuple) -> None:
         rank = len(input_shape)
         if rank < 2:
             raise ValueError(
-                f"APTReLU needs inputs of rank >= 2 (batch and channels). Received: input_shape={input_shape}"
+                f"APTReLU needs inputs of rank >= 2 (batch and channels). Received: input_shape={input_shape!r}"
             )
         if not -rank <= self.axis < rank or self.axis % rank == 0:
             raise ValueError(
-                f"`axis` must name a non-batch axis of the input of rank {rank}. Received: axis={self.axis}"
+                f"`axis` must name a non-batch axis of the input of rank {rank}. Received: axis={self.axis!r}"
             )
         super().build(input_shape)
 

@@ -154,7 +154,38 @@ class APTModel(keras.Model):
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def load_weights(self, filepath: Any, skip_mismatch: bool = False, **kwargs: Any) -> None:
+        """As `keras.Model.load_weights`, also restoring the optimizer and the ActCooLR state.
+
+        A compiled model's optimizer has its variables (momentums,
+        `iterations`, the `ActCooLRSchedule` state) only after its first
+        step; Keras then skips the optimizer's part of a weights file. Here the
+        optimizer of a built, compiled model is built first, so that
+        `load_weights` into a freshly compiled model restores the learning rate
+        and step count of the saved one.
+        """
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and not optimizer.built and self.built and self.trainable_variables:
+            with self.distribute_strategy.scope():
+                optimizer.build(self.trainable_variables)
+        super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+        schedule = _find_schedule(optimizer) if optimizer is not None else None
+        if schedule is not None and hasattr(schedule, "refresh"):
+            schedule.refresh()
+
     # ------------------------------------------------------------- training
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        """As `keras.Model.fit`; refuses callbacks that would fight an ActCooLR controller over the rate.
+
+        Raises:
+            ValueError: if `callbacks` holds an `ActCooLR` or `DynamicActCooLR`
+                controller together with `keras.callbacks.ReduceLROnPlateau`,
+                `keras.callbacks.LearningRateScheduler` or a second controller.
+        """
+        callbacks = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments.get("callbacks")
+        _check_rate_callbacks(callbacks)
+        return super().fit(*args, **kwargs)
 
     def make_train_function(self, force: bool = False) -> Callable:
         if self.train_function is not None and not force:
@@ -603,6 +634,37 @@ def _range_switch(model: APTModel) -> tf.Variable:
     return switch.variable
 
 
+def _check_rate_callbacks(callbacks: Any) -> None:
+    """Refuse callbacks that change the learning rate next to an ActCooLR-family controller."""
+    if callbacks is None:
+        return
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = callbacks.callbacks
+    callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    controllers = [c for c in callbacks if getattr(type(c), "_drives_learning_rate", False)]
+    if not controllers:
+        return
+    controller = type(controllers[0]).__name__
+    if len(controllers) > 1:
+        names = ", ".join(type(c).__name__ for c in controllers)
+        raise ValueError(
+            f"Only one learning-rate controller can drive a model's ActCooLRSchedule, and `callbacks` holds "
+            f"{len(controllers)}: {names}. Pass a single ActCooLR or DynamicActCooLR callback to `fit`. "
+            f"Received: callbacks={[type(c).__name__ for c in callbacks]!r}"
+        )
+    for callback in callbacks:
+        if isinstance(callback, (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)):
+            conflict = type(callback).__name__
+            raise ValueError(
+                f"{conflict} cannot run next to {controller}: {controller} sets the learning rate of every "
+                f"step through the optimizer's ActCooLRSchedule, and {conflict} would set it too. Remove "
+                f"{conflict} from `callbacks`: to bound the rate, pass `min_learning_rate` and "
+                f"`max_learning_rate` to {controller}; to use {conflict}, train without {controller} and "
+                "compile the optimizer with a plain float learning rate. "
+                f"Received: callbacks={[type(c).__name__ for c in callbacks]!r}"
+            )
+
+
 def _accepts_training(call: Callable) -> bool:
     parameters = inspect.signature(call).parameters
     return "training" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
@@ -792,13 +854,40 @@ def convert(model: keras.Model, name: str | None = None) -> APTModel:
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer, recursive=True)
     if not replaced:
+        found = _activation_names(model)
         raise ValueError(
             f"Model '{model.name}' has no ReLU-family activation (ReLU, ReLU6, LeakyReLU, "
             "Activation('relu'), or activation='relu' in a Dense or convolution layer): there is "
-            "nothing for ActCooLR to measure."
+            "nothing for ActCooLR to measure. Replace an activation by ReLU to measure it. "
+            f"Activations found: {', '.join(found) if found else 'none'}."
         )
     _copy_weights(model, clone)
     return APTModel(clone.inputs, clone.outputs, name=name or model.name)
+
+
+# Keras activation layers that are not `Activation(...)` and have no `activation` attribute.
+_ACTIVATION_LAYERS = {keras.layers.ELU: "elu", keras.layers.PReLU: "prelu", keras.layers.Softmax: "softmax"}
+
+
+def _activation_names(model: keras.Model) -> list[str]:
+    """Sorted names of the (non-linear) activations of a model's layers, nested models included."""
+    names = set()
+    for layer in model._flatten_layers(include_self=False):
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            try:
+                name = keras.activations.serialize(activation) if callable(activation) else activation
+            except (TypeError, ValueError):  # an unregistered custom function
+                name = getattr(activation, "__name__", None)
+            if isinstance(name, dict):
+                name = name.get("config", name.get("class_name"))
+            if isinstance(name, str) and name != "linear":
+                # Keras 3 serializes `swish` under its other name, `silu`.
+                names.add("silu (swish)" if name == "silu" else name)
+        for cls, name in _ACTIVATION_LAYERS.items():
+            if isinstance(layer, cls):
+                names.add(name)
+    return sorted(names)
 
 
 def _copy_weights(source: keras.Model, target: keras.Model) -> None:

@@ -192,7 +192,7 @@ def plot_training(
         raise ValueError("`histories` is empty: there is no run to plot.")
     if learning_rate_scale not in ("linear", "log"):
         raise ValueError(
-            f"`learning_rate_scale` must be 'linear' or 'log'. Received: learning_rate_scale={learning_rate_scale}"
+            f"`learning_rate_scale` must be 'linear' or 'log'. Received: learning_rate_scale={learning_rate_scale!r}"
         )
     figure, axes = _new_figure((8.0, 7.0), rows=len(_PANELS))
     for name, run in histories.items():
@@ -266,7 +266,7 @@ def plot_temperature_vs_learning_rate(
             f"Received: {learning_rates.size} and {temperatures.size} values."
         )
     if (sigma is None) != (mu is None):
-        raise ValueError(f"Give both `sigma` and `mu`, or neither. Received: sigma={sigma}, mu={mu}")
+        raise ValueError(f"Give both `sigma` and `mu`, or neither. Received: sigma={sigma!r}, mu={mu!r}")
     if sigma is None:
         try:
             sigma, mu = T.fit_erf_model(learning_rates, temperatures)

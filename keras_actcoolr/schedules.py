@@ -57,7 +57,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         ):
             raise ValueError(
                 "`initial_learning_rate` must be a positive finite number. "
-                f"Received: initial_learning_rate={initial_learning_rate}"
+                f"Received: initial_learning_rate={initial_learning_rate!r}"
             )
         self.initial_learning_rate = float(initial_learning_rate)
         self.name = name
@@ -176,7 +176,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def _positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value}")
+        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
     return float(value)
 
 
@@ -187,14 +187,14 @@ def _rising_rates(initial_learning_rate: Any, maximal_learning_rate: Any) -> tup
     if maximal <= initial:
         raise ValueError(
             "`maximal_learning_rate` must be greater than `initial_learning_rate`. Received: "
-            f"initial_learning_rate={initial_learning_rate}, maximal_learning_rate={maximal_learning_rate}"
+            f"initial_learning_rate={initial_learning_rate!r}, maximal_learning_rate={maximal_learning_rate!r}"
         )
     return initial, maximal
 
 
 def _positive_integer(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value}")
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
     return int(value)
 
 
@@ -246,7 +246,7 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
         if (step_size is None) == (boundaries is None):
             raise ValueError(
                 "Give exactly one of `step_size` and `boundaries`. "
-                f"Received: step_size={step_size}, boundaries={boundaries}"
+                f"Received: step_size={step_size!r}, boundaries={boundaries!r}"
             )
         self.step_size = None if step_size is None else _positive_integer("step_size", step_size)
         if boundaries is not None:
@@ -258,7 +258,7 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
             ):
                 raise ValueError(
                     "`boundaries` must be a non-empty increasing list of integers >= 1. "
-                    f"Received: boundaries={boundaries}"
+                    f"Received: boundaries={boundaries!r}"
                 )
             boundaries = [int(b) for b in values]
         self.boundaries = boundaries
@@ -408,9 +408,9 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         )
         self.total_steps = _positive_integer("total_steps", total_steps)
         if self.total_steps < 2:
-            raise ValueError(f"`total_steps` must be an integer >= 2. Received: total_steps={total_steps}")
+            raise ValueError(f"`total_steps` must be an integer >= 2. Received: total_steps={total_steps!r}")
         if isinstance(t_max, bool) or not isinstance(t_max, numbers.Real) or not 0.0 < t_max < 1.0:
-            raise ValueError(f"`t_max` must be a number in (0, 1). Received: t_max={t_max}")
+            raise ValueError(f"`t_max` must be a number in (0, 1). Received: t_max={t_max!r}")
         self.t_max = float(t_max)
         if (
             isinstance(final_learning_rate, bool)
@@ -419,7 +419,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         ):
             raise ValueError(
                 "`final_learning_rate` must be a number in [0, maximal_learning_rate). "
-                f"Received: final_learning_rate={final_learning_rate}"
+                f"Received: final_learning_rate={final_learning_rate!r}"
             )
         self.final_learning_rate = float(final_learning_rate)
         self.name = name

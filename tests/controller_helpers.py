@@ -1,5 +1,7 @@
 """Data, a converted model and a learning-rate recorder shared by the controller tests."""
 
+import math
+
 import keras
 import numpy as np
 
@@ -28,11 +30,16 @@ def converted(initial_learning_rate=0.1, momentum=0.9, width=16, seed=2):
 
 
 class LearningRateRecorder(keras.callbacks.Callback):
-    """The learning rate each optimizer step uses, read before the step."""
+    """The learning rate and momentum each optimizer step uses, read before the step.
+
+    Also imported by the scripts that tests run in child processes (with this directory on `PYTHONPATH`).
+    """
 
     def __init__(self):
         super().__init__()
-        self.rates = []
+        self.rates, self.momenta = [], []
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.rates.append(float(self.model.optimizer.learning_rate))
+        optimizer = self.model.optimizer
+        self.rates.append(float(optimizer.learning_rate))
+        self.momenta.append(float(getattr(optimizer, "momentum", getattr(optimizer, "beta_1", math.nan))))

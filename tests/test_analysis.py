@@ -1,9 +1,5 @@
 """lr_range_analysis and measure_temperature: state untouched, counts against NumPy, erf fit."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
 import numpy as np
 import pytest

@@ -1,10 +1,7 @@
 """ActCooLR, ActCooLRSchedule and TemperatureLogger in `model.fit`."""
 
 import math
-import os
 import warnings
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
@@ -18,7 +15,7 @@ from controller_helpers import LOSS, LearningRateRecorder, converted, data
 
 
 class TestActCooLR:
-    def test_learning_rate_trajectory_follows_the_controller_by_hand(self):
+    def test_learning_rate_trajectory_follows_the_controller_by_hand(self, learning_rate_recorder):
         x, y = data()
         model = converted()
         every, sigma, start, gamma, top = 4, 1.3, 2.5, 2.0, 1.5
@@ -26,7 +23,7 @@ class TestActCooLR:
             initial_learning_rate=None,
             start_temperature=start, gamma=gamma, every_step=every, sigma=sigma, max_learning_rate=top, guards=False
         )
-        recorder = LearningRateRecorder()
+        recorder = learning_rate_recorder
         model.fit(x, y, batch_size=10, epochs=3, callbacks=[controller, recorder], verbose=0, shuffle=False)
         total = 36
         assert len(recorder.rates) == total
@@ -90,11 +87,11 @@ class TestActCooLR:
         [1e-12, 1e4],
         ids=["nothing_changes", "everything_changes"],
     )
-    def test_learning_rate_stays_finite_and_bounded(self, initial_learning_rate):
+    def test_learning_rate_stays_finite_and_bounded(self, initial_learning_rate, learning_rate_recorder):
         x, y = data()
         model = converted(initial_learning_rate, momentum=0.0)
         controller = kac.ActCooLR(initial_learning_rate=None, every_step=2, sigma=2.0, max_learning_rate=50.0, min_learning_rate=1e-9, guards=False)
-        recorder = LearningRateRecorder()
+        recorder = learning_rate_recorder
         model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller, recorder], verbose=0)
         rates = np.array(recorder.rates[1:])
         assert np.all(np.isfinite(rates))
@@ -226,6 +223,7 @@ class TestTemperatureLogger:
 
 
 class TestLearningRateFreeStart:
+    @pytest.mark.slow
     def test_first_rate_does_not_depend_on_the_initial_rate(self):
         x, y = data()
         starts = {}

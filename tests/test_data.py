@@ -1,10 +1,7 @@
 """keras_actcoolr.data: pipeline shapes, dtypes, normalisation, augmentation, labels and splits, on mock data."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import ast
+import os
 import types
 from pathlib import Path
 

@@ -19,8 +19,6 @@ import textwrap
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
 import numpy as np
 import pytest
@@ -29,13 +27,16 @@ from scipy import stats
 
 import keras_actcoolr as kac
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "multi_worker.py"
-DISTRIBUTED_DOC = Path(__file__).resolve().parents[1] / "docs/distributed.md"
+TESTS = Path(__file__).resolve().parent
+EXAMPLE = TESTS.parent / "examples" / "multi_worker.py"
+DISTRIBUTED_DOC = TESTS.parent / "docs/distributed.md"
 TIMEOUT = 150  # seconds for one run of child processes
 
 
 def child_env(**extra):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    # The scripts import the tests' shared helpers (controller_helpers).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     env.update(TF_CPP_MIN_LOG_LEVEL="3", **extra)
     return env
 
@@ -138,20 +139,12 @@ REPLICA_SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
     import keras_actcoolr as kac
+    from controller_helpers import LearningRateRecorder
 
     STEPS, BATCH, EVERY = int(sys.argv[1]), 32, 2
     rng = np.random.default_rng(0)
     x = rng.normal(size=(STEPS * BATCH, 6, 6, 2)).astype("float32")
     y = rng.integers(0, 4, STEPS * BATCH)
-
-
-    class Rates(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.rates = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.rates.append(float(self.model.optimizer.learning_rate))
 
 
     def run(devices):
@@ -168,7 +161,7 @@ REPLICA_SCRIPT = textwrap.dedent(
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
         controller = kac.ActCooLR(initial_learning_rate=None, start_temperature=1.5, every_step=EVERY)  # sigma estimated: range analysis
-        rates = Rates()
+        rates = LearningRateRecorder()
         model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[controller, rates])
         state = [v for v in model.optimizer.variables if v.name.startswith("actcoolr_")]
         local = lambda variable: strategy.experimental_local_results(variable.value)
@@ -192,6 +185,7 @@ REPLICA_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 class TestMirroredStrategy:
     def test_one_and_two_replicas_give_the_same_temperatures_and_rates(self, tmp_path):
         steps = 24
@@ -273,6 +267,7 @@ def runs(tmp_path_factory):
     return tmp_path, {name: load_run(tmp_path, name) for name in ("single", "worker0", "worker1")}
 
 
+@pytest.mark.slow
 class TestMultiWorkerMirroredStrategy:
     def test_two_workers_end_identical_and_equal_to_one_process(self, runs):
         _, results = runs
@@ -338,6 +333,7 @@ def distributed_snippets():
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
+@pytest.mark.slow
 def test_readme_snippets_run(tmp_path):
     snippets = distributed_snippets()
     assert len(snippets) == 2

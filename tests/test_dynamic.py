@@ -1,27 +1,23 @@
 """DynamicActCooLR: the learning-rate trajectory of a fit, replayed by hand, and holding a constant target."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
 import numpy as np
 import pytest
 
 import keras_actcoolr as kac
 
-from controller_helpers import LOSS, LearningRateRecorder, converted, data
+from controller_helpers import LOSS, converted, data
 
 
 class TestDynamicActCooLR:
-    def test_learning_rate_trajectory_follows_the_controller_by_hand(self):
+    def test_learning_rate_trajectory_follows_the_controller_by_hand(self, learning_rate_recorder):
         x, y = data()
         model = converted()
         every, rate, start, low, high = 4, 0.1, 0.6, 0.01, 0.4
         controller = kac.DynamicActCooLR(
             start_probability=start, rate=rate, every_step=every, min_learning_rate=low, max_learning_rate=high
         )
-        recorder = LearningRateRecorder()
+        recorder = learning_rate_recorder
         model.fit(x, y, batch_size=10, epochs=4, callbacks=[controller, recorder], verbose=0, shuffle=False)
         total = 48
         assert len(recorder.rates) == total
@@ -91,13 +87,13 @@ class TestDynamicActCooLR:
         rates = np.array([r["learning_rate"] for r in controller.history])
         assert np.all(np.isfinite(rates)) and np.all(rates > 0)
 
-    def test_rate_never_goes_negative(self):
+    def test_rate_never_goes_negative(self, learning_rate_recorder):
         x, y = data()
         model = converted(momentum=0.0)
         controller = kac.DynamicActCooLR(
             rate=10.0, every_step=2, target_probability=lambda p: 0.0, min_learning_rate=0.0
         )
-        recorder = LearningRateRecorder()
+        recorder = learning_rate_recorder
         model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller, recorder], verbose=0)
         rates = np.array(recorder.rates)
         assert np.all(np.isfinite(rates)) and np.all(rates >= 0.0)

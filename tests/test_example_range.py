@@ -1,10 +1,7 @@
 """examples/lr_range_analysis.py prints the fit and saves the Figure-3 plot."""
 
-import os
 import sys
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest

@@ -1,9 +1,5 @@
 """APTModel: the guarantees of docs/method.md#what-a-measured-step-guarantees, against plain Keras and NumPy."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
 import numpy as np
 import pytest
@@ -102,7 +98,8 @@ class TestInvariants:
 
     @pytest.mark.parametrize(
         "steps_per_execution, jit_compile",
-        [(1, True), (4, False), (4, True)],
+        # XLA (slow to compile) in the slow tier; tests/test_performance.py measures under XLA in the default run.
+        [pytest.param(1, True, marks=pytest.mark.slow), (4, False), pytest.param(4, True, marks=pytest.mark.slow)],
         ids=["xla", "steps_per_execution_4", "steps_per_execution_4_xla"],
     )
     def test_execution_options_give_the_same_measurements(self, steps_per_execution, jit_compile):
@@ -194,3 +191,106 @@ class TestAPTModel:
         x, y = data(n=16, shape=(10,), classes=3)
         with pytest.raises(ValueError, match="no APTReLU"):
             model.fit(x, y, epochs=1, callbacks=[kac.TemperatureLogger()], verbose=0)
+
+
+def actcoolr_mlp():
+    """`mlp()` converted and compiled with SGD (momentum: the optimizer has state) on an ActCooLRSchedule."""
+    model = kac.convert(mlp())
+    model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.1), momentum=0.9), loss=LOSS)
+    return model
+
+
+class TestRateCallbackConflicts:
+    @pytest.mark.parametrize(
+        "controller",
+        [lambda: kac.ActCooLR(sigma=1.0), lambda: kac.DynamicActCooLR()],
+        ids=["actcoolr", "dynamic"],
+    )
+    @pytest.mark.parametrize(
+        "other, name",
+        [
+            (lambda: keras.callbacks.ReduceLROnPlateau(monitor="loss"), "ReduceLROnPlateau"),
+            (lambda: keras.callbacks.LearningRateScheduler(lambda epoch, rate: rate), "LearningRateScheduler"),
+        ],
+        ids=["reduce_on_plateau", "scheduler"],
+    )
+    @pytest.mark.parametrize("other_first", [False, True], ids=["controller_first", "other_first"])
+    def test_keras_rate_callback_next_to_a_controller_is_refused_before_any_step(
+        self, controller, other, name, other_first
+    ):
+        x, y = data(n=16, shape=(10,), classes=3)
+        model = actcoolr_mlp()
+        control = controller()
+        callbacks = [other(), control] if other_first else [control, other()]
+        controller_name = type(control).__name__
+        with pytest.raises(
+            ValueError,
+            match=rf"{name} cannot run next to {controller_name}: .*Remove {name} from `callbacks`.*"
+            rf"`min_learning_rate` and `max_learning_rate`",
+        ):
+            model.fit(x, y, epochs=1, callbacks=callbacks, verbose=0)
+        assert int(model.optimizer.iterations) == 0  # refused at the start of fit: no step was taken
+
+    @pytest.mark.parametrize(
+        "controllers, names",
+        [
+            (lambda: [kac.ActCooLR(sigma=1.0), kac.ActCooLR(sigma=2.0)], "ActCooLR, ActCooLR"),
+            (lambda: [kac.ActCooLR(sigma=1.0), kac.DynamicActCooLR()], "ActCooLR, DynamicActCooLR"),
+        ],
+        ids=["two_actcoolr", "actcoolr_and_dynamic"],
+    )
+    def test_second_controller_is_refused(self, controllers, names):
+        x, y = data(n=16, shape=(10,), classes=3)
+        model = actcoolr_mlp()
+        match = rf"`callbacks` holds 2: {names}\. Pass a single ActCooLR or DynamicActCooLR"
+        with pytest.raises(ValueError, match=match):
+            model.fit(x, y, epochs=1, callbacks=controllers(), verbose=0)
+
+    def test_positional_callbacks_and_callback_lists_are_checked(self):
+        x, y = data(n=16, shape=(10,), classes=3)
+        model = actcoolr_mlp()
+        callbacks = [kac.ActCooLR(sigma=1.0), keras.callbacks.ReduceLROnPlateau()]
+        # fit(x, y, batch_size, epochs, verbose, callbacks)
+        with pytest.raises(ValueError, match="ReduceLROnPlateau cannot run next to ActCooLR"):
+            model.fit(x, y, 8, 1, 0, callbacks)
+        with pytest.raises(ValueError, match="ReduceLROnPlateau cannot run next to ActCooLR"):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=keras.callbacks.CallbackList(callbacks))
+
+    def test_rate_callbacks_without_a_controller_run(self):
+        x, y = data(n=16, shape=(10,), classes=3)
+        model = kac.convert(mlp())
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+        scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, rate: 0.05)
+        logger = kac.TemperatureLogger(every_step=1)
+        model.fit(x, y, batch_size=8, epochs=1, callbacks=[scheduler, logger], verbose=0)
+        assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+        assert [r["step"] for r in logger.history] == [0, 1]
+
+
+class TestLoadWeights:
+    def test_load_weights_into_a_fresh_compiled_model_restores_the_controller(self, tmp_path):
+        x, y = data(n=64, shape=(10,), classes=3)
+        model = actcoolr_mlp()
+        model.fit(x, y, batch_size=8, epochs=2, callbacks=[kac.ActCooLR(every_step=3, sigma=1.3)], verbose=0)
+        saved = kac.schedules.find_schedule(model.optimizer).state()
+        saved_iterations = int(model.optimizer.iterations)
+        path = tmp_path / "trained.weights.h5"
+        model.save_weights(path)
+
+        fresh = actcoolr_mlp()
+        assert not fresh.optimizer.built
+        schedule = kac.schedules.find_schedule(fresh.optimizer)
+        before = schedule.state()
+        # Training moved every part of the state away from a fresh model's: the load below must restore each.
+        assert all(before[key] != saved[key] for key in saved), (before, saved)
+        fresh.load_weights(path)
+        assert set(schedule.state()) == {
+            "anchor_step", "anchor_learning_rate", "drift", "min_learning_rate", "max_learning_rate", "sigma"
+        }
+        assert schedule.state() == saved  # every variable, read back from the fresh model's optimizer
+        assert int(fresh.optimizer.iterations) == saved_iterations
+        assert float(fresh.optimizer.learning_rate) == float(model.optimizer.learning_rate)
+        for restored, kept in zip(fresh.optimizer.variables, model.optimizer.variables):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(restored), keras.ops.convert_to_numpy(kept))
+        for restored, kept in zip(fresh.get_weights(), model.get_weights()):
+            np.testing.assert_array_equal(restored, kept)

@@ -3,10 +3,6 @@
 `benchmarks/overhead.py` times it; these tests check the properties the times rest on.
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import collections
 import itertools
 import sys
@@ -215,7 +211,9 @@ class TestTraces:
         assert measure_graph["Conv2D"] == plain_graph["Conv2D"] + 2
 
     @pytest.mark.parametrize(
-        "steps_per_execution, jit_compile", [(1, False), (3, False), (1, True)], ids=["default", "spe3", "xla"]
+        "steps_per_execution, jit_compile",
+        [(1, False), (3, False), pytest.param(1, True, marks=pytest.mark.slow)],
+        ids=["default", "spe3", "xla"],
     )
     def test_train_functions_are_traced_once_per_fit_not_per_measurement(self, steps_per_execution, jit_compile):
         x, y = data(n=96)
@@ -289,7 +287,7 @@ class TestPrecision:
             ("float32", True, 0.01),
             ("mixed_float16", False, 0.2),
             ("mixed_bfloat16", False, None),
-            ("mixed_float16", True, 0.2),
+            pytest.param("mixed_float16", True, 0.2, marks=pytest.mark.slow),
         ],
         ids=["xla", "mixed_float16", "mixed_bfloat16", "mixed_float16_xla"],
         indirect=["policy"],

@@ -1,13 +1,11 @@
 """keras_actcoolr.plotting: the figures hold the data given, PNG files are written, matplotlib stays optional."""
 
 import ast
-import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest
@@ -36,7 +34,25 @@ def test_no_module_imports_matplotlib_at_import_time():
             assert not any(name.split(".")[0] == "matplotlib" for name in names), path.name
 
 
+MISSING_MATPLOTLIB = (
+    'keras_actcoolr.plotting needs matplotlib: install the `plot` extra, `pip install "keras_actcoolr[plot]"`'
+)
+
+
+def test_figure_without_matplotlib_is_a_clear_import_error(monkeypatch):
+    from keras_actcoolr import plotting
+
+    # As if matplotlib were not installed: every matplotlib module already loaded is hidden too.
+    for name in [name for name in sys.modules if name == "matplotlib" or name.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=re.escape(MISSING_MATPLOTLIB)):
+        plotting.plot_temperature_vs_learning_rate([0.1, 1.0], [0.5, 2.0], sigma=1.0, mu=0.0)
+
+
+@pytest.mark.slow
 def test_works_without_matplotlib_until_a_figure_is_asked_for():
+    # A fresh process: importing the package (and Keras) must work with matplotlib missing.
     # `import keras` itself imports matplotlib when it is installed, so block it.
     code = textwrap.dedent(
         """
@@ -52,8 +68,7 @@ def test_works_without_matplotlib_until_a_figure_is_asked_for():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    message = 'keras_actcoolr.plotting needs matplotlib: install the `plot` extra, `pip install "keras_actcoolr[plot]"`'
-    assert f"ImportError: {message}" in result.stdout
+    assert f"ImportError: {MISSING_MATPLOTLIB}" in result.stdout
 
 
 matplotlib = pytest.importorskip("matplotlib")

@@ -1,11 +1,8 @@
 """examples/quickstart.py: `--compare` trains every schedule and writes its table and figures."""
 
 import importlib.util
-import os
 import re
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest
@@ -25,6 +22,7 @@ def has_matplotlib():
     return importlib.util.find_spec("matplotlib") is not None
 
 
+@pytest.mark.slow
 def test_compare_all_prints_one_row_per_schedule_and_saves_figures(tmp_path, capsys):
     module = quickstart()
     result = module.main(["--compare", "all", "--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path)])
@@ -73,6 +71,7 @@ def test_compare_all_prints_one_row_per_schedule_and_saves_figures(tmp_path, cap
         assert str(path) in printed
 
 
+@pytest.mark.slow
 def test_default_run_prints_the_actcoolr_table(tmp_path, capsys):
     module = quickstart()
     result = module.main(["--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path)])

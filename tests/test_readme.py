@@ -1,10 +1,7 @@
 """The README's quick start runs as written."""
 
-import os
 import re
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 

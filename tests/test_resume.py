@@ -16,8 +16,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
 import numpy as np
 import pytest
@@ -135,8 +133,9 @@ class TestBackupAndRestore:
     @pytest.mark.parametrize(
         "controller, backup_first",
         [
-            ("actcoolr_estimated_sigma", True),
-            ("actcoolr_estimated_sigma", False),
+            # The estimated sigma's range analysis makes these two long: slow tier.
+            pytest.param("actcoolr_estimated_sigma", True, marks=pytest.mark.slow),
+            pytest.param("actcoolr_estimated_sigma", False, marks=pytest.mark.slow),
             ("actcoolr_given_sigma", True),
             ("dynamic", True),
         ],
@@ -200,6 +199,7 @@ def run_example(tmp_path, name, *arguments):
     return process, result
 
 
+@pytest.mark.slow
 class TestKilledProcess:
     def test_killed_process_resumes_as_uninterrupted(self, tmp_path):
         process, reference = run_example(tmp_path, "reference")
@@ -229,20 +229,12 @@ DETERMINISM_SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
     import keras_actcoolr as kac
+    from controller_helpers import LearningRateRecorder
 
     tf.config.experimental.enable_op_determinism()
     data = np.random.default_rng(0)
     x = data.normal(size=(256, 6, 6, 2)).astype("float32")
     y = data.integers(0, 4, 256)
-
-
-    class Rates(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.rates = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.rates.append(float(self.model.optimizer.learning_rate))
 
 
     def run(seed):
@@ -257,7 +249,7 @@ DETERMINISM_SCRIPT = textwrap.dedent(
             optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.1), momentum=0.9),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-        controller, rates = kac.ActCooLR(initial_learning_rate=None, start_temperature=1.5, every_step=2), Rates()
+        controller, rates = kac.ActCooLR(initial_learning_rate=None, start_temperature=1.5, every_step=2), LearningRateRecorder()
         model.fit(x, y, batch_size=32, epochs=3, shuffle=True, verbose=0, callbacks=[controller, rates])
         return {
             "rates": rates.rates,
@@ -271,11 +263,14 @@ DETERMINISM_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 class TestDeterminism:
     def test_same_seed_same_trajectory_with_deterministic_ops(self, tmp_path):
         script = tmp_path / "determinism.py"
         script.write_text(DETERMINISM_SCRIPT)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        # The script imports the tests' shared helpers (controller_helpers).
+        path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path)
         # Two processes, side by side: seeds 0, 0, 1 in the first, 0 in the second.
         procs = [
             subprocess.Popen(

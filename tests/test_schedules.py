@@ -3,16 +3,13 @@
 Every expected value comes from a closed form written here in NumPy.
 """
 
-import math
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import keras
 import numpy as np
 import pytest
 
 import keras_actcoolr as kac
+
+from controller_helpers import LearningRateRecorder
 
 
 def evaluate(schedule, steps):
@@ -178,17 +175,6 @@ def tiny_model(learning_rate, momentum=0.9):
     return model
 
 
-class LearningRateRecorder(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.rates, self.momenta = [], []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        optimizer = self.model.optimizer
-        self.rates.append(float(optimizer.learning_rate))
-        self.momenta.append(float(getattr(optimizer, "momentum", getattr(optimizer, "beta_1", math.nan))))
-
-
 @pytest.mark.parametrize("case", list(SCHEDULES))
 class TestSerialization:
     def test_config_is_the_constructor_arguments(self, case):
@@ -248,7 +234,7 @@ def sgd_replay(x, y, batch_size, rates, momenta):
 
 
 class TestOneCycleMomentum:
-    def test_momentum_follows_the_cycle_inside_the_train_step(self):
+    def test_momentum_follows_the_cycle_inside_the_train_step(self, learning_rate_recorder):
         rng = np.random.default_rng(0)
         x = rng.normal(size=(40, 3)).astype("float32")
         y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(40, 1))).astype("float32")
@@ -258,7 +244,7 @@ class TestOneCycleMomentum:
         # A first fit traces the train step with the float momentum 0.9 ...
         model.fit(x, y, batch_size=20, epochs=1, verbose=0, shuffle=False)
         # ... the callback must still reach the traced step of the second fit (steps 2 to 21, one past the cycle).
-        recorder = LearningRateRecorder()
+        recorder = learning_rate_recorder
         model.fit(
             x, y, batch_size=20, epochs=10, verbose=0, shuffle=False,
             callbacks=[kac.OneCycleMomentum(), recorder],
@@ -278,13 +264,13 @@ class TestOneCycleMomentum:
         assert isinstance(model.optimizer.momentum, float)
         assert model.optimizer.get_config()["momentum"] == pytest.approx(expected_momenta[-1])
 
-    def test_explicit_cycle_and_adam_beta_1(self):
+    def test_explicit_cycle_and_adam_beta_1(self, learning_rate_recorder):
         x = np.ones((30, 3), "float32")
         y = np.zeros((30, 1), "float32")
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-        recorder = LearningRateRecorder()
+        recorder = learning_rate_recorder
         callback = kac.OneCycleMomentum(total_steps=10, t_max=0.5, base_momentum=0.8, max_momentum=0.95)
         model.fit(x, y, batch_size=5, epochs=2, verbose=0, callbacks=[callback, recorder])
         np.testing.assert_allclose(
@@ -325,3 +311,19 @@ class TestOneCycleMomentum:
     def test_bad_arguments_are_refused(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
             kac.OneCycleMomentum(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "make, received",
+    [
+        (lambda: kac.ActCooLRSchedule("0.1"), "initial_learning_rate='0.1'"),
+        (lambda: kac.StepDecay("0.1", step_size=5), "initial_learning_rate='0.1'"),
+        (lambda: kac.OneCycle(0.1, 1.0, total_steps="10"), "total_steps='10'"),
+        (lambda: kac.OneCycle(0.1, 1.0, total_steps=10, t_max="0.5"), "t_max='0.5'"),
+    ],
+    ids=["actcoolr_schedule", "step_decay", "one_cycle_steps", "one_cycle_t_max"],
+)
+def test_a_string_argument_is_shown_quoted(make, received):
+    # `repr`: the quotes tell the string "0.1" from the number 0.1.
+    with pytest.raises(ValueError, match=rf"Received: {received}$"):
+        make()

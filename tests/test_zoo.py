@@ -1,9 +1,5 @@
 """keras_actcoolr.zoo: published parameter counts, shapes, architecture details, and a few ActCooLR steps each."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import functools
 import math
 from fractions import Fraction
@@ -17,11 +13,16 @@ import keras_actcoolr as kac
 from keras_actcoolr import zoo
 
 
-@pytest.fixture(autouse=True)
-def fresh_session():
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(0)
-    yield
+pytestmark = pytest.mark.usefixtures("fresh_session")
+
+
+# The deepest networks take seconds to build: the tests that build them run in the slow tier.
+BIG = {"resnet110", "pyramidnet110", "resnet50"}
+
+
+def by_size(cases):
+    """Parameter tuples `(network, ...)`, those of a BIG network marked slow."""
+    return [pytest.param(*case, marks=pytest.mark.slow) if case[0] in BIG else case for case in cases]
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,7 +86,7 @@ class TestParameterCounts:
     # (network, published count in millions, decimals published, source)
     @pytest.mark.parametrize(
         "name, published, decimals",
-        [
+        by_size([
             ("resnet20", 0.27, 2),  # He et al. 2016, Table 6
             ("resnet32", 0.46, 2),
             ("resnet56", 0.85, 2),
@@ -94,18 +95,19 @@ class TestParameterCounts:
             ("vgg16", 15, 0),  # "about 15M" with batch-norm
             ("pyramidnet110", 1.7, 1),  # Han et al. 2017, Table 4 (alpha = 48)
             ("resnet50", 25.6, 1),  # Keras applications table
-        ],
-    )
+        ]),
+    )  # fmt: skip
     def test_published_count_to_its_precision(self, name, published, decimals):
         count = zoo.count_parameters(default_network(name))
         assert round(count / 1e6, decimals) == pytest.approx(published)
 
+    @pytest.mark.slow
     def test_resnet50_count_with_moving_statistics_is_keras_published(self):
         assert round(default_network("resnet50").count_params() / 1e6, 1) == pytest.approx(25.6)
 
     @pytest.mark.parametrize(
         "name, expected",
-        [
+        by_size([
             ("resnet20", cifar_resnet_count(20)),
             ("resnet32", cifar_resnet_count(32)),
             ("resnet56", cifar_resnet_count(56)),
@@ -118,8 +120,8 @@ class TestParameterCounts:
             ("resnet18", RESNET18_CIFAR),
             ("vgg16", VGG16_CIFAR),
             ("convnet4", CONVNET4),
-        ],
-    )
+        ]),
+    )  # fmt: skip
     def test_exact_count_derived_from_the_architecture(self, name, expected):
         assert zoo.count_parameters(default_network(name)) == expected
 
@@ -143,7 +145,7 @@ NETWORKS = [
 
 
 class TestShapes:
-    @pytest.mark.parametrize("name, input_shape, classes, relus", NETWORKS, ids=[n[0] for n in NETWORKS])
+    @pytest.mark.parametrize("name, input_shape, classes, relus", by_size(NETWORKS), ids=[n[0] for n in NETWORKS])
     def test_defaults(self, name, input_shape, classes, relus):
         model = default_network(name)
         assert isinstance(model, kac.APTModel)
@@ -201,6 +203,7 @@ class TestArchitecture:
         expected = math.sqrt(2.0 / (3 * 3 * 64)) / math.sqrt(15)
         assert np.std(weights) == pytest.approx(expected, rel=0.03)
 
+    @pytest.mark.slow
     def test_pyramid_widths_grow_block_by_block(self):
         model = default_network("pyramidnet110")
         widths = [model.get_layer(f"stage{s}_block{b}_conv2").filters for s in (1, 2, 3) for b in range(1, 19)]
@@ -226,7 +229,8 @@ class TestArchitecture:
 # --------------------------------------------------------- training under ActCooLR
 
 SMALL_INPUT = {"convnet4": (28, 28, 1), "vgg16": (32, 32, 3), "resnet50": (32, 32, 3)}
-SLOW = {"resnet110", "pyramidnet110", "resnet50"}
+# One plain and one residual network train in the default test run; the others in the slow tier.
+FAST = {"convnet4", "resnet20"}
 
 
 def train_under_actcoolr(model, input_shape, run_eagerly, sigma=None, steps=4):
@@ -260,7 +264,7 @@ def train_under_actcoolr(model, input_shape, run_eagerly, sigma=None, steps=4):
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n[0], marks=pytest.mark.slow) if n[0] in SLOW else n[0] for n in NETWORKS],
+    [n[0] if n[0] in FAST else pytest.param(n[0], marks=pytest.mark.slow) for n in NETWORKS],
 )
 def test_trains_a_few_steps_under_actcoolr(name):
     # Eager mode: on tiny inputs, tracing a deep network costs far more than its steps.

@@ -119,7 +119,7 @@ def cifar_resnet(
         A `keras_actcoolr.APTModel` that outputs logits.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"`depth` must be 6n + 2 with n >= 1 (20, 32, 56, 110, ...). Received: depth={depth}")
+        raise ValueError(f"`depth` must be 6n + 2 with n >= 1 (20, 32, 56, 110, ...). Received: depth={depth!r}")
     if variant not in _VARIANTS:
         raise ValueError(f"`variant` must be one of {_VARIANTS}. Received: variant={variant!r}")
     shape = check_input(input_shape, num_classes)

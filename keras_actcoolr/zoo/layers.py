@@ -40,7 +40,7 @@ class ChannelZeroPadding(keras.layers.Layer):
         super().__init__(**kwargs)
         for name, value in (("before", before), ("after", after)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value}")
+                raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
         self.before = before
         self.after = after
 

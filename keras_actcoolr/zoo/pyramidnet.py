@@ -27,7 +27,7 @@ def stage_blocks(depth: int, bottleneck: bool, stages: int = 3) -> tuple[int, ..
     if not valid or (depth - 2) % per_block:
         raise ValueError(
             f"`depth` must be {per_block}k + 2 with k >= {stages} for "
-            f"{'bottleneck' if bottleneck else 'basic'} blocks. Received: depth={depth}"
+            f"{'bottleneck' if bottleneck else 'basic'} blocks. Received: depth={depth!r}"
         )
     total = (depth - 2) // per_block
     base, extra = divmod(total, stages)
@@ -109,7 +109,7 @@ def pyramidnet(
     """
     blocks = stage_blocks(depth, bottleneck)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"`alpha` must be a positive number. Received: alpha={alpha}")
+        raise ValueError(f"`alpha` must be a positive number. Received: alpha={alpha!r}")
     shape = check_input(input_shape, num_classes)
     total = sum(blocks)
     done = 0
