@@ -185,7 +185,13 @@ class APTModel(keras.Model):
         """
         callbacks = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments.get("callbacks")
         _check_rate_callbacks(callbacks)
-        return super().fit(*args, **kwargs)
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            # Keras calls `on_train_end` only when `fit` ends normally: unregister the
+            # measuring callbacks of this fit however it ended.
+            self._apt_observers.clear()
+            self._apt_step = None
 
     def make_train_function(self, force: bool = False) -> Callable:
         if self.train_function is not None and not force:

@@ -291,3 +291,21 @@ class TestBadInput:
         controller = kac.ActCooLR(sigma=1.0, every_step=2, target_temperature=lambda p: math.nan if p > 0.2 else 1.0)
         with pytest.raises(ValueError, match=r"finite number >= 0. Received: nan at progress=0\.25"):
             model.fit(x[:128], y[:128], batch_size=16, epochs=1, callbacks=[controller], verbose=0)
+
+
+def test_an_exception_inside_fit_unregisters_the_callbacks():
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 3:
+                raise RuntimeError("boom")
+
+    x, y = data()
+    model = mlp()
+    controller = kac.ActCooLR(sigma=1.0, every_step=2, initial_learning_rate=None)
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(x, y, batch_size=16, epochs=1, callbacks=[controller, Boom()], verbose=0)
+    measured = len(controller.history)
+    assert measured > 0
+    # A later fit without the controller neither measures for it nor calls it.
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert len(controller.history) == measured
