@@ -1,13 +1,13 @@
 """Does ActCooLR train well without tuning? Test accuracy against tuned baselines, on five small tasks.
 
-    python benchmarks/quality.py --jobs 2 --output results.json --figure quality.png --markdown quality.md
+    python benchmarks/quality.py --jobs 2 --output results.json --figure quality.png --markdown quality-tables.txt
     python benchmarks/quality.py --quick                       # about 5 minutes: one seed, three tasks
     python benchmarks/quality.py --jobs 2 --methods paper --output paper.json   # the paper's controller
     python benchmarks/quality.py --controller '{"start_temperature": 1.0}' --methods actcoolr
     python benchmarks/quality.py --summarize results.json paper.json --figure quality.png
 
 The full run (1170 runs) takes about 40 to 45 minutes on a free 2-core CPU
-with `--jobs 2`. Every run trains a fresh model from the seed's initial weights on fixed
+with `--jobs 2`. Every run trains a fresh model from the initial weights its seed gives, on fixed
 splits of one task (see `benchmarks/_quality_tasks.py` and `docs/quality.md`)
 with one optimizer and one learning-rate method:
 

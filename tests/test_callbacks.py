@@ -189,7 +189,7 @@ class TestActCooLRSchedule:
         assert isinstance(restored, kac.APTModel)
         schedule = kac.schedules.find_schedule(restored.optimizer)
         original = kac.schedules.find_schedule(model.optimizer).state()
-        assert schedule.state() == pytest.approx(original)
+        assert schedule.state() == pytest.approx(original, nan_ok=True)
         assert original["sigma"] == pytest.approx(1.1)
         for step in (5, 6, 7):
             assert float(restored.optimizer.learning_rate if step == 6 else schedule(step)) == pytest.approx(
