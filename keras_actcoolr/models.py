@@ -489,14 +489,16 @@ def _flatten(tensors: list) -> tuple[list, Callable[[list], list]]:
     for index, tensor in enumerate(tensors):
         groups.setdefault(tensor.dtype, []).append(index)
     order = list(groups.values())
-    shapes = [tensor.shape for tensor in tensors]
-    flats = [tf.concat([tf.reshape(tensors[i], [-1]) for i in indices], 0) for indices in order]
+    shapes = [tuple(tensor.shape) for tensor in tensors]
+    flat_shape = tf.constant([-1])  # one constant for all (fewer ops to trace)
+    flats = [tf.concat([tf.reshape(tensors[i], flat_shape) for i in indices], 0) for indices in order]
 
     def unflatten(values: list) -> list:
+        constants = {shape: tf.constant(shape, tf.int32) for shape in set(shapes)}
         pieces: list = [None] * len(tensors)
         for indices, flat in zip(order, values):
-            for i, piece in zip(indices, tf.split(flat, [shapes[i].num_elements() for i in indices])):
-                pieces[i] = tf.reshape(piece, shapes[i])
+            for i, piece in zip(indices, tf.split(flat, [int(np.prod(shapes[i])) for i in indices])):
+                pieces[i] = tf.reshape(piece, constants[shapes[i]])
         return pieces
 
     return flats, unflatten
