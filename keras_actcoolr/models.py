@@ -251,6 +251,7 @@ class APTModel(keras.Model):
         # Few large tensors rather than one per weight: each tensor the loop reads is a loop variable.
         flat_before, _ = _flatten(weights_before)
         flat_after, unflatten = _flatten(weights_after)
+        steps = [w1 - w0 for w0, w1 in zip(flat_before, flat_after)]  # once, not once per rate
 
         def weights_at(k: tf.Tensor) -> list:
             if not weights_after:
@@ -258,7 +259,7 @@ class APTModel(keras.Model):
 
             def interpolated() -> list:
                 scale = tf.cast(tf.gather(rates, k - 1) / step_lr, dtype)
-                return [w0 + tf.cast(scale, w0.dtype) * (w1 - w0) for w0, w1 in zip(flat_before, flat_after)]
+                return [w0 + tf.cast(scale, w0.dtype) * step for w0, step in zip(flat_before, steps)]
 
             return unflatten(tf.cond(tf.equal(k, 0), lambda: list(flat_after), interpolated))
 
