@@ -373,13 +373,16 @@ class _MeasuringTrainFunction:
         before_step = [o for o in wanting if o.wants_range_analysis(step) == "before_step"]
         # A range analysis *before* the first step: take the step, analyse it,
         # then put every variable back (the batch is used up).
-        variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
+        restore = contextlib.nullcontext()
+        if before_step:
+            variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
+            restore = _restoring(variables)
         # Once the range-analysis function is traced, it measures the steps without an analysis
         # too (its switch set to no rates): no second trace of the network for this fit.
         mode = "estimate" if wanting or "estimate" in self._single else "measure"
         if mode == "estimate":
             _range_switch(model).assign(len(T.RANGE_LEARNING_RATES) if wanting else 0)
-        with _restoring(variables) if before_step else contextlib.nullcontext():
+        with restore:
             logs = self._run_single(mode, iterator)
         counts = np.asarray(logs.pop(_COUNTS_KEY), dtype=np.float64)
         range_counts = logs.pop(_RANGE_KEY, None)
@@ -471,8 +474,8 @@ def _count_trials(
     variables). `size`, when given, is the static number of rows (trials past
     `trials` leave rows of zeros), as XLA needs.
     """
-    rows = size if size is not None else trials
-    counts = tf.zeros(tf.stack([rows, len(layers), 2]) if size is None else (size, len(layers), 2), tf.float64)
+    shape = (size, len(layers), 2) if size is not None else tf.stack([trials, len(layers), 2])
+    counts = tf.zeros(shape, tf.float64)
 
     def body(k: tf.Tensor, counts: tf.Tensor) -> tuple:
         with tf.control_dependencies([counts]):
