@@ -16,17 +16,19 @@ fresh Python process so that no traced function or graph cache carries over:
 
 Each process builds the model, compiles it and times its first `model.fit`
 (`--steps` steps of `--batch-size` random images, `verbose=0`): tracing,
-graph optimisation and the steps themselves. The peak resident memory is the
-child's `ru_maxrss` as the parent reaps it (`os.wait4`), the whole life of the
-process. The table gives the medians over repeats and the ratios
-`actcoolr / logger` and `logger / plain` of the same repeat (then their
-medians). The targets are those of the issue that asked for a fast start:
-`actcoolr / logger <= 1.25` and `logger / plain <= 2` in time, `actcoolr /
-logger <= 1.5` in peak memory.
+graph optimisation and the steps themselves, in wall-clock time and in CPU
+time of the process (all threads, `time.process_time`). The peak resident
+memory is the child's `ru_maxrss` as the parent reaps it (`os.wait4`), the
+whole life of the process. The table gives the medians over repeats and the
+ratios `actcoolr / logger` and `logger / plain` of the same repeat (then
+their medians). Targets: `actcoolr / logger <= 1.25` and `logger / plain <= 2`
+in time, `actcoolr / logger <= 1.5` in peak memory; "(over)" marks a ratio
+above its target.
 
-Times are wall-clock times on a machine other processes may share: the three
-configurations of a repeat run one after the other so that they see the same
-load, and the load average is printed before and after.
+Wall-clock times on a machine that other processes share vary with their
+load: the three configurations of a repeat run one after the other so that
+they see about the same load, the load average is printed before and after,
+and the CPU times, which the load changes much less, are given beside them.
 """
 
 from __future__ import annotations

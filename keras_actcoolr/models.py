@@ -303,6 +303,7 @@ class APTModel(keras.Model):
         # Few large tensors rather than one per weight: each tensor the loop reads is a loop variable.
         flat_before, _ = _flatten(weights_before)
         flat_after, unflatten = _flatten(weights_after)
+        steps = [w1 - w0 for w0, w1 in zip(flat_before, flat_after)]  # once, not once per rate
 
         def weights_at(k: tf.Tensor) -> list:
             if not weights_after:
@@ -310,7 +311,7 @@ class APTModel(keras.Model):
 
             def interpolated() -> list:
                 scale = tf.cast(tf.gather(rates, k - 1) / step_lr, dtype)
-                return [w0 + tf.cast(scale, w0.dtype) * (w1 - w0) for w0, w1 in zip(flat_before, flat_after)]
+                return [w0 + tf.cast(scale, w0.dtype) * step for w0, step in zip(flat_before, steps)]
 
             return unflatten(tf.cond(tf.equal(k, 0), lambda: list(flat_after), interpolated))
 
@@ -432,13 +433,16 @@ class _MeasuringTrainFunction:
         before_step = [o for o in wanting if o.wants_range_analysis(step) == "before_step"]
         # A range analysis *before* the first step: take the step, analyse it,
         # then put every variable back (the batch is used up).
-        variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
+        restore = contextlib.nullcontext()
+        if before_step:
+            variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
+            restore = _restoring(variables)
         # Once the range-analysis function is traced, it measures the steps without an analysis
         # too (its switch set to no rates): no second trace of the network for this fit.
         mode = "estimate" if wanting or "estimate" in self._single else "measure"
         if mode == "estimate":
             _range_switch(model).assign(len(T.RANGE_LEARNING_RATES) if wanting else 0)
-        with _restoring(variables) if before_step else contextlib.nullcontext():
+        with restore:
             logs = self._run_single(mode, iterator)
         counts = np.asarray(logs.pop(_COUNTS_KEY), dtype=np.float64)
         total, examples = np.asarray(logs.pop(_LOSS_KEY), dtype=np.float64).reshape(-1, 2)[0]
@@ -577,8 +581,8 @@ def _count_trials(
     variables). `size`, when given, is the static number of rows (trials past
     `trials` leave rows of zeros), as XLA needs.
     """
-    rows = size if size is not None else trials
-    counts = tf.zeros(tf.stack([rows, len(layers), 2]) if size is None else (size, len(layers), 2), tf.float64)
+    shape = (size, len(layers), 2) if size is not None else tf.stack([trials, len(layers), 2])
+    counts = tf.zeros(shape, tf.float64)
 
     def body(k: tf.Tensor, counts: tf.Tensor) -> tuple:
         with tf.control_dependencies([counts]):
@@ -596,14 +600,16 @@ def _flatten(tensors: list) -> tuple[list, Callable[[list], list]]:
     for index, tensor in enumerate(tensors):
         groups.setdefault(tensor.dtype, []).append(index)
     order = list(groups.values())
-    shapes = [tensor.shape for tensor in tensors]
-    flats = [tf.concat([tf.reshape(tensors[i], [-1]) for i in indices], 0) for indices in order]
+    shapes = [tuple(tensor.shape) for tensor in tensors]
+    flat_shape = tf.constant([-1])  # one constant for all (fewer ops to trace)
+    flats = [tf.concat([tf.reshape(tensors[i], flat_shape) for i in indices], 0) for indices in order]
 
     def unflatten(values: list) -> list:
+        constants = {shape: tf.constant(shape, tf.int32) for shape in set(shapes)}
         pieces: list = [None] * len(tensors)
         for indices, flat in zip(order, values):
-            for i, piece in zip(indices, tf.split(flat, [shapes[i].num_elements() for i in indices])):
-                pieces[i] = tf.reshape(piece, shapes[i])
+            for i, piece in zip(indices, tf.split(flat, [int(np.prod(shapes[i])) for i in indices])):
+                pieces[i] = tf.reshape(piece, constants[shapes[i]])
         return pieces
 
     return flats, unflatten
