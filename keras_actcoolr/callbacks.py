@@ -409,7 +409,8 @@ class ActCooLR(_MeasuringCallback):
 
     `history` holds one record per measurement (see `TemperatureLogger`),
     extended by `target_temperature`, `control_temperature` (the value the
-    controller followed; `None` when it held the rate because no layer was left), `sigma`, `next_learning_rate` and `runaway` (the
+    controller followed; `None` when it held the rate because no layer was left),
+    `max_learning_rate` (the ceiling in force), `sigma`, `next_learning_rate` and `runaway` (the
     runaway guard held the rate), and one record per collapse event.
 
     Example:
@@ -711,6 +712,7 @@ class ActCooLR(_MeasuringCallback):
                 control_temperature=control,
                 sigma=sigma,
                 next_learning_rate=new_rate,
+                max_learning_rate=ceiling,
                 runaway=runaway,
             )
         )

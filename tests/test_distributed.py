@@ -200,7 +200,8 @@ class TestMirroredStrategy:
         # The controller ran once per measured step, not once per replica.
         measured = list(range(0, steps, 2))
         for run in (reference, one, two):
-            assert [r["step"] for r in run["history"]] == measured
+            # A measured step is a measurement or a collapse event of the guard.
+            assert sorted(r["step"] for r in run["history"] + run["events"]) == measured
             assert len(run["rates"]) == steps
         assert len(set(np.round(reference["rates"], 6))) > 5  # the controller moved the rate
         for run in (one, two):
@@ -340,7 +341,11 @@ def test_readme_snippets_run(tmp_path):
     assert "MirroredStrategy()" in snippets[0] and "MultiWorkerMirroredStrategy()" in snippets[1]
     commands = []
     # After each snippet, its controller's last record as JSON, to replay by hand below.
-    probe = '\nimport json\nprint(json.dumps((globals().get("controller") or callbacks[0]).history[-1], default=float))\n'
+    probe = (
+        "\nimport json\nrecord = (globals().get('controller') or callbacks[0]).measurements[-1]\n"
+        "iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))\n"
+        "print(json.dumps(dict(record, iterations=iterations), default=float))\n"
+    )
     for index, code in enumerate(snippets):
         (tmp_path / f"snippet{index}.py").write_text(code + probe)
         commands.append(([sys.executable, str(tmp_path / f"snippet{index}.py")], child_env()))
@@ -352,12 +357,18 @@ def test_readme_snippets_run(tmp_path):
         replicas, rate = printed.split()
         record = json.loads(last)
         assert int(replicas) == 1
-        # 1024 examples, global batch 64, 2 epochs: 32 steps, measured every 4; T0 = 1.5, gamma = 1.
+        # 1024 examples, global batch 64, 2 epochs: 32 batches (the first one analysed before the first
+        # step and undone), measured every 4; T0 = 1.5, gamma = 1, progress over 32 steps.
         assert record["step"] == 28
-        p, p_target = (min(max(1 - 2.0**-t, 1e-6), 1 - 1e-6) for t in (record["temperature"], 1.5 * (1 - 28 / 32)))
+        low, high = 1e-7, record["max_learning_rate"]
+        followed = record["control_temperature"]  # the guards leave out dead and saturated layers
+        p, p_target = (min(max(1 - 2.0**-t, 1e-6), 1 - 1e-6) for t in (followed, 1.5 * (1 - 28 / 32)))
         lr = record["learning_rate"]
         d = (lr * math.exp(record["sigma"] * (stats.norm.ppf(p_target) - stats.norm.ppf(p))) - lr) / 4
-        # The first snippet prints the rate set for step 29; the second the rate after fit (step 32): 3 drifts d / 4 later.
-        expected = lr + d if index == 0 else lr + d + 3 * d / 4
+        if record["runaway"]:  # the runaway guard holds the rate
+            d = 0.0
+        anchor = min(max(lr + d, low), high)
+        # The first snippet prints the rate set for step 29; the second the rate after fit: d / 4 per step since.
+        expected = anchor if index == 0 else min(max(anchor + (record["iterations"] - 29) * d / 4, low), high)
         assert float(rate) == pytest.approx(expected, rel=1e-6)
     assert not (tmp_path / "actcoolr_backup" / "worker-0").exists()  # deleted at the end of fit
