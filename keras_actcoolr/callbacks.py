@@ -30,6 +30,14 @@ __all__ = [
 #: sigma used when the range analysis at the start cannot be fitted (see the README).
 FALLBACK_SIGMA = 1.0
 
+#: `ActCooLR(start_temperature="auto")`: the start temperature used when no layer's range analysis
+#: can be fitted (with a warning).
+FALLBACK_START_TEMPERATURE = 1.0
+
+#: `ActCooLR(sigma_examples=...)` default: examples whose range analyses estimate sigma
+#: (supplementary section C), or one epoch if the training set is smaller.
+SIGMA_EXAMPLES = 4096
+
 #: `ActCooLR(max_learning_rate="auto")`: the ceiling as a multiple of the rate that the fitted
 #: erf model gives for the start temperature.
 AUTO_CEILING_FACTOR = 10.0
@@ -363,8 +371,12 @@ class ActCooLR(_MeasuringCallback):
 
     `P` and `P*` are clamped to `[epsilon, 1 - epsilon]`, and the rate to
     `[min_learning_rate, max_learning_rate]`. When `sigma` is not given, it
-    is estimated by a learning-rate range analysis (the Table-1 rates, fitted
-    with the erf model); a run resumed from a checkpoint keeps the estimate.
+    is estimated by learning-rate range analyses (the Table-1 rates, fitted
+    with the erf model) of the first training steps, pooled until
+    `sigma_examples` examples (or one epoch of a smaller training set) were
+    analysed; meanwhile every step is measured and the controller acts
+    every `every_step` steps with the latest estimate. A run resumed from a
+    checkpoint keeps the estimate.
 
     **Guards.** The paper's controller runs away on networks that cool
     faster than the target (with batch normalization and momentum the weight
@@ -428,9 +440,13 @@ class ActCooLR(_MeasuringCallback):
 
     Args:
         start_temperature: Float > 0, the target temperature at the start
-            of training. The paper's `3.03` is for ResNet-32 on CIFAR-10;
-            `1.0` (change probability 1/2) was chosen on this project's
-            development tasks (`docs/quality.md`). Defaults to `1.0`.
+            of training, or `"auto"`: chosen from the first range analysis
+            (`keras_actcoolr.temperature.auto_start_temperature`; the mean
+            layer temperature where the median layer's change probability
+            is 1/2, within `[0.5, 4]`; `1.0` with a warning when no layer's
+            analysis can be fitted). The paper's `3.03` is for ResNet-32 on
+            CIFAR-10; `1.0` (change probability 1/2) was chosen on this
+            project's development tasks (`docs/quality.md`). Defaults to `1.0`.
         gamma: Float > 0, speed of cooling (1 is linear). Defaults to `1.0`.
         every_step: Integer >= 1, steps between measurements. Defaults to `10`.
         sigma: Float > 0 or `None` (estimate at the start). Defaults to `None`.
@@ -467,13 +483,17 @@ class ActCooLR(_MeasuringCallback):
             highest rate before a collapse. Defaults to `0.5`.
         snapshot_every: Integer >= 1, healthy measurements between two copies
             of the good state. Defaults to `5`.
+        sigma_examples: Integer >= 1, examples whose range analyses are
+            pooled to estimate `sigma` (supplementary section C's 4096; at
+            most one epoch is analysed). Unused when `sigma` is given.
+            Defaults to `4096`.
     """
 
     _drives_learning_rate = True  # APTModel.fit refuses other callbacks that set the rate
 
     def __init__(
         self,
-        start_temperature: float = 1.0,
+        start_temperature: float | str = 1.0,
         gamma: float = 1.0,
         every_step: int = 10,
         sigma: float | None = None,
@@ -491,6 +511,7 @@ class ActCooLR(_MeasuringCallback):
         runaway_factor: float = 2.0,
         collapse_backoff: float = 0.5,
         snapshot_every: int = 5,
+        sigma_examples: int = SIGMA_EXAMPLES,
     ) -> None:
         super().__init__(every_step)
         if initial_learning_rate not in (None, "auto"):
@@ -500,9 +521,17 @@ class ActCooLR(_MeasuringCallback):
         self.initial_learning_rate = initial_learning_rate
         self.auto_learning_rate: float | None = None
         self.range_analysis: dict | None = None
+        self.sigma_analysis: dict | None = None
         self.epsilon = _real("epsilon", epsilon, 0.0, 0.5)
-        self.start_temperature = _positive("start_temperature", start_temperature)
-        if T.temperature_to_probability(self.start_temperature) >= 1.0 - self.epsilon:
+        if isinstance(start_temperature, str):
+            if start_temperature != "auto":
+                raise ValueError(
+                    f'`start_temperature` must be a float > 0 or "auto". Received: start_temperature={start_temperature!r}'
+                )
+            self.start_temperature: float | str = "auto"
+        else:
+            self.start_temperature = _positive("start_temperature", start_temperature)
+        if self.start_temperature != "auto" and T.temperature_to_probability(self.start_temperature) >= 1.0 - self.epsilon:
             limit = float(T.probability_to_temperature(1.0 - self.epsilon))
             raise ValueError(
                 "`start_temperature` is so high that its change probability rounds to 1 "
@@ -548,7 +577,12 @@ class ActCooLR(_MeasuringCallback):
         self.runaway_factor = _real("runaway_factor", runaway_factor, 1.0, math.inf)
         self.collapse_backoff = _real("collapse_backoff", collapse_backoff, 0.0, 1.0)
         self.snapshot_every = _check_every_step(snapshot_every, "snapshot_every")
+        self.sigma_examples = _check_every_step(sigma_examples, "sigma_examples")
         self._schedule: ActCooLRSchedule | None = None
+        self._start: float | None = None
+        self._pooling = False
+        self._pool: dict | None = None
+        self._anchored = False
         self._steps: int | None = None
         self._sigma: float | None = None
         self._snapshots: list[dict] = []
@@ -587,24 +621,44 @@ class ActCooLR(_MeasuringCallback):
         updates: dict[str, float] = {"min_learning_rate": self.min_learning_rate, "max_learning_rate": ceiling}
         if self.sigma is not None:
             updates["sigma"] = self.sigma
+        if self.start_temperature != "auto":
+            updates["start_temperature"] = self.start_temperature
         schedule.assign(**updates)
         self._sigma = self.sigma
+        # "auto": chosen by this fit's first range analysis, or by the run this one resumes.
+        self._start = state["start_temperature"] if self.start_temperature == "auto" else self.start_temperature
+        self._start = self._start if self._start > 0 else None
+        # sigma is estimated over the range analyses of the first steps, unless given or resumed.
+        self._pooling = self.sigma is None and state["sigma"] <= 0.0
+        self._pool = None
+        self._anchored = False
         self._schedule = schedule
         self._snapshots = []
         self._healthy = 0
         self._warned_dead = False
         super().on_train_begin(logs)
 
+    def _analysing(self) -> bool:
+        """Whether the steps still need range analyses (for sigma or the start temperature)."""
+        return self._schedule is not None and (self._pooling or self._start is None)
+
+    def steps_to_measurement(self, step: int) -> int:
+        """Every step while sigma is being estimated, then every `every_step` steps."""
+        return 0 if self._analysing() else (-step) % self.every_step
+
     def wants_range_analysis(self, step: int) -> bool | str:
         if self._schedule is None:
             return False
         if self.initial_learning_rate == "auto" and self.auto_learning_rate is None and step == 0:
             return "before_step"
-        return self._schedule.state()["sigma"] <= 0.0
+        return self._analysing() or self._schedule.state()["sigma"] <= 0.0
 
     def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
         self.range_analysis = dict(range_analysis, step_temperature=record["temperature"])
+        range_analysis = self._pool_add(record, range_analysis)
         fitted = self._fit(range_analysis)
+        if self._start is None:
+            self._choose_start(range_analysis)
         if fitted is None:
             warnings.warn(
                 "The range analysis before the first step could not be fitted; ActCooLR starts at "
@@ -620,6 +674,7 @@ class ActCooLR(_MeasuringCallback):
             self._sigma = self._schedule.state()["sigma"]
         rate = self._predicted_rate(mu, self._sigma)
         self._set_auto_ceiling(rate)
+        self._anchored = True
         ceiling = self._schedule.state()["max_learning_rate"]
         self.auto_learning_rate = float(np.clip(rate, self.min_learning_rate, ceiling))
         self.range_analysis.update(sigma=sigma, mu=mu)
@@ -637,23 +692,34 @@ class ActCooLR(_MeasuringCallback):
                     f"Received: {value!r} at progress={progress!r}"
                 )
             return float(value)
-        return float(T.target_temperature(progress, self.start_temperature, self.gamma))
+        start = self._start if self._start is not None else FALLBACK_START_TEMPERATURE
+        return float(T.target_temperature(progress, start, self.gamma))
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
         schedule = self._schedule
+        if range_analysis is not None and self._analysing():
+            pooled = self._pool_add(record, range_analysis)
+            if self._start is None:
+                self._choose_start(pooled)
+            if self._pooling:
+                self._estimate_sigma(record, pooled)
+        if record["step"] % self.every_step != 0:
+            return  # measured for the range analysis only: the controller acts every `every_step` steps
         if self._sigma is None:
             # Given, estimated earlier in this fit, or restored from a checkpoint.
             self._sigma = schedule.state()["sigma"]
-        if self._sigma <= 0.0:
+        if self._sigma <= 0.0 and not self._pooling:
             fitted = self._fit(range_analysis)
             sigma = FALLBACK_SIGMA if fitted is None else fitted[0]
             schedule.assign(sigma=sigma)
             # The stored (float32) value, which a run resumed from a checkpoint reads.
             self._sigma = schedule.state()["sigma"]
-            if fitted is not None:
+            if fitted is not None and not self._anchored:
                 target = T.temperature_to_probability(self.target(min(record["step"] / self._steps, 1.0)))
                 self._set_auto_ceiling(self._predicted_rate(fitted[1], self._sigma, target))
-        sigma = self._sigma
+                self._anchored = True
+        # While the first batches' analyses cannot be fitted yet: the fallback, not stored.
+        sigma = self._sigma if self._sigma > 0.0 else FALLBACK_SIGMA
         step = record["step"]
         rate = record["learning_rate"]
         state = schedule.state()
@@ -837,15 +903,76 @@ class ActCooLR(_MeasuringCallback):
 
     # ------------------------------------------------------ range analysis
 
-    def _fit(self, range_analysis: dict | None) -> tuple[float, float] | None:
-        """`(sigma, mu)` of the erf model fitted to a range analysis, or None with a warning."""
+    def _pool_add(self, record: dict, range_analysis: dict) -> dict:
+        """Add a batch's range analysis to those of the earlier batches; the pooled analysis.
+
+        Counts add up over batches (as one analysis of all their examples
+        would count them); the temperatures are recomputed from the sums.
+        """
+        counts = np.asarray(range_analysis["counts"], dtype=np.float64)
+        pool = self._pool
+        if pool is None or pool["counts"].shape != counts.shape:
+            pool = self._pool = {"counts": np.zeros_like(counts), "examples": 0, "batches": 0}
+        pool["counts"] = pool["counts"] + counts
+        pool["examples"] += int(record.get("examples", 0))
+        pool["batches"] += 1
+        layer_temperatures = T.layer_temperature(pool["counts"][..., 0], pool["counts"][..., 1])
+        return {
+            "learning_rates": np.asarray(range_analysis["learning_rates"]),
+            "temperatures": layer_temperatures.mean(axis=1),
+            "layer_temperatures": layer_temperatures,
+            "counts": pool["counts"],
+            "examples": pool["examples"],
+            "batches": pool["batches"],
+        }
+
+    def _estimate_sigma(self, record: dict, pooled: dict) -> None:
+        """Refit sigma to the pooled analysis; stop pooling at `sigma_examples` examples or one epoch."""
+        steps_per_epoch = self.params.get("steps") if self.params else None
+        done = pooled["examples"] >= self.sigma_examples or (
+            steps_per_epoch is not None and pooled["batches"] >= steps_per_epoch
+        )
+        if not pooled["examples"] and steps_per_epoch is None:
+            done = True  # no example count and no epoch length: one batch, as without pooling
+        fitted = self._fit(pooled, warn=done and self._schedule.state()["sigma"] <= 0.0)
+        if fitted is not None:
+            first = self._schedule.state()["sigma"] <= 0.0
+            self._schedule.assign(sigma=fitted[0])
+            # The stored (float32) value, which a run resumed from a checkpoint reads.
+            self._sigma = self._schedule.state()["sigma"]
+            if first and not self._anchored:
+                target = T.temperature_to_probability(self.target(min(record["step"] / self._steps, 1.0)))
+                self._set_auto_ceiling(self._predicted_rate(fitted[1], self._sigma, target))
+                self._anchored = True
+            self.sigma_analysis = dict(pooled, sigma=fitted[0], mu=fitted[1])
+        elif done and self._schedule.state()["sigma"] <= 0.0:
+            self._schedule.assign(sigma=FALLBACK_SIGMA)
+            self._sigma = self._schedule.state()["sigma"]
+        if done:
+            self._pooling = False
+            self._pool = None
+
+    def _choose_start(self, range_analysis: dict) -> None:
+        """Resolve `start_temperature="auto"` from a range analysis (see `temperature.auto_start_temperature`)."""
+        try:
+            start = T.auto_start_temperature(range_analysis["learning_rates"], range_analysis["layer_temperatures"])
+        except ValueError as error:
+            warnings.warn(f"{error} ActCooLR starts at temperature {FALLBACK_START_TEMPERATURE}.", stacklevel=3)
+            start = FALLBACK_START_TEMPERATURE
+        self._schedule.assign(start_temperature=start)
+        self._start = self._schedule.state()["start_temperature"]
+
+    def _fit(self, range_analysis: dict | None, warn: bool = True) -> tuple[float, float] | None:
+        """`(sigma, mu)` of the erf model fitted to a range analysis, or None (with a warning if `warn`)."""
         if range_analysis is None:
-            warnings.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=3)
+            if warn:
+                warnings.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=3)
             return None
         try:
             return T.fit_erf_model(range_analysis["learning_rates"], range_analysis["temperatures"])
         except ValueError as error:
-            warnings.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=3)
+            if warn:
+                warnings.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=3)
             return None
 
     def _predicted_rate(self, mu: float, sigma: float, probability: float | None = None) -> float:

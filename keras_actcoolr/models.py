@@ -38,6 +38,8 @@ class MeasurementObserver(Protocol):
 
     every_step: int
 
+    def steps_to_measurement(self, step: int) -> int: ...
+
     def wants_range_analysis(self, step: int) -> bool | str: ...
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None: ...
@@ -326,21 +328,30 @@ class APTModel(keras.Model):
 
     def _apt_due(self, step: int) -> int:
         """Steps until the next step that a callback wants measured (`-1`: none)."""
-        everies = [o.every_step for o in self._apt_observers]
-        return min(((-step) % e for e in everies), default=-1)
+        return min((_steps_to_measurement(o, step) for o in self._apt_observers), default=-1)
 
     def _apt_record(
-        self, step: int, counts: np.ndarray, range_counts: np.ndarray | None, loss: float | None = None
+        self,
+        step: int,
+        counts: np.ndarray,
+        range_counts: np.ndarray | None,
+        loss: float | None = None,
+        examples: int | None = None,
     ) -> dict:
-        record, range_analysis = self._apt_make_record(step, counts, range_counts, loss)
+        record, range_analysis = self._apt_make_record(step, counts, range_counts, loss, examples)
         self._apt_last = record
         for observer in list(self._apt_observers):
-            if step % observer.every_step == 0:
+            if _steps_to_measurement(observer, step) == 0:
                 observer.on_measurement(record, range_analysis)
         return record
 
     def _apt_make_record(
-        self, step: int, counts: np.ndarray, range_counts: np.ndarray | None, loss: float | None = None
+        self,
+        step: int,
+        counts: np.ndarray,
+        range_counts: np.ndarray | None,
+        loss: float | None = None,
+        examples: int | None = None,
     ) -> tuple[dict, dict | None]:
         layers = self.apt_layers()
         temperatures = T.layer_temperature(counts[:, 0], counts[:, 1])
@@ -357,6 +368,8 @@ class APTModel(keras.Model):
         }
         if loss is not None:
             record["loss"] = float(loss)
+        if examples:
+            record["examples"] = int(examples)
         range_analysis = None
         if range_counts is not None:
             layer_temps = T.layer_temperature(range_counts[..., 0], range_counts[..., 1])
@@ -364,6 +377,8 @@ class APTModel(keras.Model):
                 "learning_rates": np.array(T.RANGE_LEARNING_RATES),
                 "temperatures": layer_temps.mean(axis=1),
                 "layer_temperatures": layer_temps,
+                # `[rates, layers, 2]` (unchanged, positions): analyses of several batches add up.
+                "counts": range_counts,
             }
         return record, range_analysis
 
@@ -382,7 +397,7 @@ class APTModel(keras.Model):
 
     def _apt_wants_range(self, step: int) -> list:
         """The observers that want a range analysis with the measurement of `step`."""
-        return [o for o in self._apt_observers if step % o.every_step == 0 and o.wants_range_analysis(step)]
+        return [o for o in self._apt_observers if _steps_to_measurement(o, step) == 0 and o.wants_range_analysis(step)]
 
     def _apt_add_observer(self, observer: MeasurementObserver) -> None:
         _check_strategy(self.distribute_strategy)
@@ -447,10 +462,11 @@ class _MeasuringTrainFunction:
         counts = np.asarray(logs.pop(_COUNTS_KEY), dtype=np.float64)
         total, examples = np.asarray(logs.pop(_LOSS_KEY), dtype=np.float64).reshape(-1, 2)[0]
         batch_loss = float(total / examples) if examples > 0 else None
+        examples = int(round(examples))
         range_counts = logs.pop(_RANGE_KEY, None)
         range_counts = np.asarray(range_counts, dtype=np.float64) if wanting else None
         if before_step:
-            record, range_analysis = model._apt_make_record(step, counts, range_counts)
+            record, range_analysis = model._apt_make_record(step, counts, range_counts, batch_loss, examples)
             for observer in before_step:
                 observer.on_range_analysis_before_step(record, range_analysis)
             return logs, False
@@ -461,7 +477,7 @@ class _MeasuringTrainFunction:
             handled = False
             for observer in list(model._apt_observers):
                 on_divergence = getattr(observer, "on_divergence", None)
-                if on_divergence is not None and step % observer.every_step == 0:
+                if on_divergence is not None and _steps_to_measurement(observer, step) == 0:
                     handled = bool(on_divergence(step, loss)) or handled
             if handled:
                 return logs, True
@@ -473,7 +489,7 @@ class _MeasuringTrainFunction:
                 )
                 model._apt_warned_divergence = True
             return logs, True
-        model._apt_record(step, counts, range_counts, loss)
+        model._apt_record(step, counts, range_counts, loss, examples)
         return logs, True
 
     def __call__(self, iterator: Any) -> dict:
@@ -592,6 +608,12 @@ def _count_trials(
 
     _, counts = tf.while_loop(lambda k, _: k < trials, body, (tf.constant(0), counts), parallel_iterations=1)
     return counts
+
+
+def _steps_to_measurement(observer: Any, step: int) -> int:
+    """Steps from `step` to the next step `observer` wants measured (every `every_step` by default)."""
+    method = getattr(observer, "steps_to_measurement", None)
+    return int(method(step)) if method is not None else (-step) % observer.every_step
 
 
 def _flatten(tensors: list) -> tuple[list, Callable[[list], list]]:

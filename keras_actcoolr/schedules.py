@@ -94,6 +94,8 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "loss_minimum": ("float32", np.nan),
             "rise_learning_rate": ("float32", 0.0),
             "rise_z": ("float32", 0.0),
+            # `ActCooLR(start_temperature=...)` in force (0: "auto", not chosen yet).
+            "start_temperature": ("float32", 0.0),
         }
         self._variables = {
             key: optimizer.add_variable(
@@ -133,6 +135,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "loss_minimum": math.nan,
                 "rise_learning_rate": 0.0,
                 "rise_z": 0.0,
+                "start_temperature": 0.0,
             }
         if self._cache is None:
             self._cache = {

@@ -38,7 +38,9 @@ EPSILON = 1e-6
 SATURATION_COUNT = 8
 
 __all__ = [
+    "AUTO_START_BOUNDS",
     "EPSILON",
+    "auto_start_temperature",
     "RANGE_LEARNING_RATES",
     "dynamic_lr_update",
     "erf_probability",
@@ -140,6 +142,57 @@ def fit_erf_model(learning_rates: ArrayLike, temperatures: ArrayLike) -> tuple[f
     except (RuntimeError, optimize.OptimizeWarning) as error:
         raise ValueError(f"The erf model fit did not converge: {error}") from error
     return float(sigma), float(mu)
+
+
+#: `start_temperature="auto"` keeps its choice within these bounds.
+AUTO_START_BOUNDS = (0.5, 4.0)
+
+
+def auto_start_temperature(
+    learning_rates: ArrayLike,
+    layer_temperatures: ArrayLike,
+    bounds: tuple[float, float] = AUTO_START_BOUNDS,
+    quantile: float = 0.5,
+) -> float:
+    """The start temperature chosen from a range analysis: the network's temperature where its median layer is at P = 1/2.
+
+    Each layer's erf model is fitted to its column of `layer_temperatures`
+    (`[rates, layers]`); `lr* = exp(q-quantile of mu)` is the rate at which
+    the median layer (`quantile=0.5`; `1.0`: the slowest layer) reaches
+    change probability one half. The result is the
+    mean over the fitted layers of their model temperatures at `lr*`,
+    clipped to `bounds`. A network whose layers answer the rate alike gets
+    about `1` (`P = 1/2`); one whose layers differ (some far from their
+    midpoint at `lr*`) gets more or less.
+
+    Raises:
+        ValueError: when no layer's erf model can be fitted (for example
+            every layer dead or saturated at every rate).
+    """
+    learning_rates = np.asarray(learning_rates, dtype=np.float64).ravel()
+    layer_temperatures = np.asarray(layer_temperatures, dtype=np.float64)
+    if layer_temperatures.ndim != 2 or layer_temperatures.shape[0] != learning_rates.size:
+        raise ValueError(
+            "`layer_temperatures` must have shape `[len(learning_rates), layers]`. "
+            f"Received: shape {layer_temperatures.shape} for {learning_rates.size} rates."
+        )
+    fits = []
+    errors = []
+    for column in layer_temperatures.T:
+        try:
+            fits.append(fit_erf_model(learning_rates, column))
+        except ValueError as error:
+            errors.append(str(error))
+    if not fits:
+        reason = errors[0] if errors else "the network has no layer"
+        raise ValueError(
+            "`start_temperature='auto'` needs the erf model of at least one layer, and no layer's "
+            f"range analysis could be fitted ({reason}). Pass a number as `start_temperature`."
+        )
+    sigmas, mus = np.array(fits).T
+    rate = np.exp(np.quantile(mus, quantile))
+    temperatures = probability_to_temperature(erf_probability(rate, sigmas, mus))
+    return float(np.clip(np.mean(temperatures), *bounds))
 
 
 def power_cooling(progress: ArrayLike, start: float, gamma: float) -> ArrayLike:

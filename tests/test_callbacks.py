@@ -14,6 +14,28 @@ import keras_actcoolr as kac
 from controller_helpers import LOSS, LearningRateRecorder, converted, data
 
 
+class RangeCounts(kac.TemperatureLogger):
+    """Keeps the raw range-analysis counts of the steps the model analysed (a test observer)."""
+
+    def __init__(self, wants=True):
+        super().__init__(every_step=1)
+        self.wants = wants
+        self.before = None
+        self.counts, self.analysed = [], []
+
+    def wants_range_analysis(self, step):
+        return ("before_step" if step == 0 and self.before is None else False) if self.wants == "before" else False
+
+    def on_range_analysis_before_step(self, record, range_analysis):
+        self.before = np.array(range_analysis["counts"])
+
+    def on_measurement(self, record, range_analysis):
+        super().on_measurement(record, range_analysis)
+        if range_analysis is not None:
+            self.counts.append(np.array(range_analysis["counts"]))
+            self.analysed.append(record["step"])
+
+
 class TestActCooLR:
     def test_learning_rate_trajectory_follows_the_controller_by_hand(self, learning_rate_recorder):
         x, y = data()
@@ -73,7 +95,8 @@ class TestActCooLR:
         erf_model = lambda lr, sigma, mu: stats.norm.cdf((np.log(lr) - mu) / sigma)  # noqa: E731
         (reference_sigma, _), _ = optimize.curve_fit(erf_model, rates, probabilities, p0=start)
         model = converted()
-        controller = kac.ActCooLR(initial_learning_rate=None, every_step=5)
+        # One batch of examples for the estimate: the first batch's analysis alone.
+        controller = kac.ActCooLR(initial_learning_rate=None, every_step=5, sigma_examples=20)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
@@ -81,6 +104,93 @@ class TestActCooLR:
         sigmas = {r["sigma"] for r in controller.history}
         assert len(sigmas) == 1
         assert sigmas.pop() == pytest.approx(reference_sigma, rel=1e-4)  # stored as float32
+
+    @pytest.mark.parametrize("initial_learning_rate", [None, "auto"])
+    def test_sigma_is_estimated_on_the_pooled_counts_of_the_first_batches(self, initial_learning_rate):
+        x, y = data()
+        model = converted()
+        seen = RangeCounts(wants="before" if initial_learning_rate == "auto" else False)
+        # 60 examples in batches of 20: three analysed batches (the first one analysed before the
+        # first step when the start rate is "auto").
+        controller = kac.ActCooLR(initial_learning_rate=initial_learning_rate, every_step=5, sigma_examples=60)
+        model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller, seen], verbose=0, shuffle=False)
+        # Reference: the counts of the first three analysed batches, added and fitted here.
+        batches = ([seen.before] if initial_learning_rate == "auto" else []) + seen.counts
+        total = np.sum(batches[:3], axis=0)  # [rates, layers, (unchanged, positions)]
+        temperatures = np.mean(np.log2(total[..., 1] / np.maximum(total[..., 0], 0.5)), axis=1)
+        probabilities = 1.0 - 2.0 ** -temperatures
+        rates = kac.temperature.RANGE_LEARNING_RATES
+        start = (1.0, float(np.log(rates[np.argmin(np.abs(probabilities - 0.5))])))
+        erf_model = lambda lr, sigma, mu: stats.norm.cdf((np.log(lr) - mu) / sigma)  # noqa: E731
+        (reference_sigma, _), _ = optimize.curve_fit(erf_model, rates, probabilities, p0=start)
+        assert controller.history[-1]["sigma"] == pytest.approx(reference_sigma, rel=1e-4)
+        # Once the pool is full, the controller measures every `every_step` steps only.
+        assert [r["step"] for r in controller.history] == list(range(0, 12, 5))
+        analysed_steps = [0, 1, 2] if initial_learning_rate is None else [0, 1]
+        assert seen.analysed == analysed_steps
+
+    def test_auto_start_temperature_from_the_first_range_analysis(self):
+        x, y = data()
+        model = converted()
+        seen = RangeCounts(wants="before")
+        controller = kac.ActCooLR(start_temperature="auto", every_step=5, guards=False)
+        model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller, seen], verbose=0, shuffle=False)
+        # Reference: each layer's erf model fitted here to the analysis before the first step; the
+        # network temperature (mean of the layers' models) where the median layer is at P = 1/2.
+        counts = seen.before
+        layer_temperatures = np.log2(counts[..., 1] / np.maximum(counts[..., 0], 0.5))
+        rates = kac.temperature.RANGE_LEARNING_RATES
+        erf_model = lambda lr, sigma, mu: stats.norm.cdf((np.log(lr) - mu) / sigma)  # noqa: E731
+        fits = []
+        for column in layer_temperatures.T:
+            p = 1.0 - 2.0 ** -column
+            start = (1.0, float(np.log(rates[np.argmin(np.abs(p - 0.5))])))
+            fits.append(optimize.curve_fit(erf_model, rates, p, p0=start)[0])
+        sigmas, mus = np.array(fits).T
+        rate = np.exp(np.median(mus))
+        expected = np.clip(np.mean(-np.log2(1.0 - stats.norm.cdf((np.log(rate) - mus) / sigmas))), 0.5, 4.0)
+        assert controller.history[0]["target_temperature"] == pytest.approx(expected, rel=1e-4)
+        # The start temperature is controller state: kept by the optimizer's variables.
+        state = kac.schedules.find_schedule(model.optimizer).state()
+        assert state["start_temperature"] == pytest.approx(expected, rel=1e-4)
+        # The first rate is the network erf model's rate for the chosen start temperature.
+        p = 1.0 - 2.0 ** -layer_temperatures.mean(axis=1)
+        start = (1.0, float(np.log(rates[np.argmin(np.abs(p - 0.5))])))
+        sigma, mu = optimize.curve_fit(erf_model, rates, p, p0=start)[0]
+        assert controller.history[0]["learning_rate"] == pytest.approx(
+            np.exp(mu + sigma * stats.norm.ppf(1.0 - 2.0 ** -expected)), rel=1e-3
+        )
+
+    def test_auto_start_temperature_without_a_fittable_layer_warns_and_starts_at_one(self):
+        x, y = data()
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((10,))
+        dead = keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(-100.0))(inputs)
+        model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(dead)))
+        model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.1)), loss=LOSS)
+        controller = kac.ActCooLR(start_temperature="auto", sigma=1.0, every_step=2, guards=False)
+        with pytest.warns(UserWarning, match="no layer's range analysis could be fitted .*starts at temperature 1.0"):
+            model.fit(x, y, batch_size=40, epochs=1, callbacks=[controller], verbose=0)
+        assert controller.history[0]["target_temperature"] == 1.0
+
+    @pytest.mark.parametrize("value", ["warm", "AUTO", 0.0, -1.0])
+    def test_start_temperature_must_be_positive_or_auto(self, value):
+        with pytest.raises(ValueError, match="start_temperature"):
+            kac.ActCooLR(start_temperature=value)
+
+    @pytest.mark.parametrize("value", [0, -5, 2.5, True])
+    def test_sigma_examples_must_be_a_positive_integer(self, value):
+        with pytest.raises(ValueError, match="`sigma_examples` must be an integer >= 1"):
+            kac.ActCooLR(sigma_examples=value)
+
+    def test_sigma_given_costs_no_range_analysis(self):
+        x, y = data()
+        model = converted()
+        seen = RangeCounts(wants=False)
+        controller = kac.ActCooLR(initial_learning_rate=None, every_step=5, sigma=1.0)
+        model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller, seen], verbose=0)
+        assert seen.analysed == []
+        assert [r["step"] for r in controller.history] == [0, 5]
 
     @pytest.mark.parametrize(
         "initial_learning_rate",
@@ -211,8 +321,9 @@ class TestTemperatureLogger:
         assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
         for record in logger.history:
             assert set(record) == {
-                "step", "learning_rate", "temperature", "layers", "dead", "positions", "saturated", "loss"
+                "step", "learning_rate", "temperature", "layers", "dead", "positions", "saturated", "loss", "examples"
             }
+            assert record["examples"] == 20  # the batch size
             assert record["learning_rate"] == pytest.approx(0.05)
             assert list(record["layers"]) == [f"{hidden.name}_relu"]
             assert record["temperature"] == record["layers"][f"{hidden.name}_relu"]

@@ -191,7 +191,8 @@ class TestTracedOnce:
             model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.05), momentum=0.9), loss=LOSS)
             model.optimizer.build(model.trainable_variables)
             traces = graph_op_types(model)
-            controller = kac.ActCooLR(every_step=1, sigma=sigma, initial_learning_rate=None)
+            # sigma estimated on the first batch only: the steps after it have no range analysis.
+            controller = kac.ActCooLR(every_step=1, sigma=sigma, initial_learning_rate=None, sigma_examples=16)
             model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False, callbacks=[controller])
             return controller.history, {mode: len(t) for mode, t in traces.items()}
 

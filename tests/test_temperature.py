@@ -512,3 +512,59 @@ class TestDynamicLrUpdate:
         _, step_small = temperature.dynamic_lr_update(1e-4, 0.7, 0.2)
         _, step_large = temperature.dynamic_lr_update(10.0, 0.7, 0.2)
         assert step_small == step_large
+
+
+class TestAutoStartTemperature:
+    def layers(self, params):
+        rates = temperature.RANGE_LEARNING_RATES
+        return rates, np.stack([synthetic_temperatures(rates, s, m) for s, m in params], axis=1)
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            [(1.2, np.log(0.1))],
+            [(1.0, np.log(0.01)), (1.5, np.log(0.1)), (0.8, np.log(1.0))],
+            [(1.0, np.log(0.05)), (1.0, np.log(0.05)), (2.0, np.log(0.5)), (0.7, np.log(0.002))],
+        ],
+        ids=["one_layer", "three_layers", "four_layers"],
+    )
+    def test_mean_layer_temperature_where_the_median_layer_is_at_one_half(self, params):
+        rates, temperatures = self.layers(params)
+        sigmas, mus = np.array(params).T
+        rate = np.exp(np.median(mus))  # closed form: the median layer's P(rate) = 1/2
+        expected = np.mean(-np.log2(1.0 - stats.norm.cdf((np.log(rate) - mus) / sigmas)))
+        expected = float(np.clip(expected, *temperature.AUTO_START_BOUNDS))
+        assert temperature.auto_start_temperature(rates, temperatures) == pytest.approx(expected, rel=1e-5)
+
+    def test_one_layer_gives_one(self):
+        rates, temperatures = self.layers([(1.3, np.log(0.2))])
+        assert temperature.auto_start_temperature(rates, temperatures) == pytest.approx(1.0, rel=1e-5)  # P = 1/2
+
+    def test_slowest_layer_with_quantile_one(self):
+        params = [(1.0, np.log(0.01)), (1.0, np.log(1.0))]
+        rates, temperatures = self.layers(params)
+        # At lr = 1 the slow layer is at P = 1/2 (T = 1), the fast one at Phi(ln(100)).
+        fast = -np.log2(1.0 - stats.norm.cdf(np.log(100.0)))
+        assert temperature.auto_start_temperature(rates, temperatures, quantile=1.0) == pytest.approx(
+            min((1.0 + fast) / 2, temperature.AUTO_START_BOUNDS[1]), rel=1e-5
+        )
+
+    def test_clipped_to_bounds(self):
+        # At the median layer's midpoint lr = 0.5 the fast layer is at z = ln(250) / 0.5, T ~ 90.
+        params = [(0.5, np.log(0.002)), (0.5, np.log(0.5)), (0.5, np.log(0.5))]
+        rates, temperatures = self.layers(params)
+        assert temperature.auto_start_temperature(rates, temperatures) == temperature.AUTO_START_BOUNDS[1]
+        assert temperature.auto_start_temperature(rates, temperatures, bounds=(0.1, 100.0)) > temperature.AUTO_START_BOUNDS[1]
+
+    def test_layers_that_cannot_be_fitted_are_skipped(self):
+        rates, temperatures = self.layers([(1.3, np.log(0.2))])
+        dead = np.zeros((rates.size, 1))
+        both = np.concatenate([temperatures, dead], axis=1)
+        assert temperature.auto_start_temperature(rates, both) == pytest.approx(1.0, rel=1e-5)
+
+    def test_no_layer_fitted_is_a_clear_error(self):
+        rates = temperature.RANGE_LEARNING_RATES
+        with pytest.raises(ValueError, match="no layer's range analysis could be fitted .*every measured temperature"):
+            temperature.auto_start_temperature(rates, np.zeros((rates.size, 3)))
+        with pytest.raises(ValueError, match=r"must have shape `\[len\(learning_rates\), layers\]`"):
+            temperature.auto_start_temperature(rates, np.zeros((3, rates.size)))
