@@ -16,7 +16,7 @@ from scipy import special
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr.models import APTModel
-from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle, find_schedule
+from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle, bind_schedule, find_schedule
 
 __all__ = [
     "ActCooLR",
@@ -54,15 +54,14 @@ def _bind_controller(callback: Any) -> tuple[ActCooLRSchedule, int]:
     """The `ActCooLRSchedule` a controller callback drives, and the number of training steps."""
     name = type(callback).__name__
     model = _require_apt_model(callback.model, name)
-    schedule = find_schedule(model.optimizer)
-    if not isinstance(schedule, ActCooLRSchedule):
+    schedule = bind_schedule(model.optimizer)
+    if schedule is None:
+        other = find_schedule(model.optimizer)
         raise ValueError(
             f"{name} drives an `keras_actcoolr.ActCooLRSchedule`: create the optimizer with one, for "
             "example `keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1))`. "
-            f"Received: learning_rate of type {type(schedule or model.optimizer.learning_rate).__name__}"
+            f"Received: learning_rate of type {type(other or model.optimizer.learning_rate).__name__}"
         )
-    schedule.build(getattr(model.optimizer, "inner_optimizer", model.optimizer))
-    schedule.refresh()
     steps = callback.total_steps
     if steps is None:
         steps_per_epoch, epochs = callback.params.get("steps"), callback.params.get("epochs")

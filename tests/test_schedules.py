@@ -214,6 +214,46 @@ def test_fit_uses_the_closed_forms():
         np.testing.assert_allclose(recorder.rates, references[case](np.arange(12)), rtol=1e-6, atol=1e-8, err_msg=case)
 
 
+class TestBindSchedule:
+    @pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "loss_scale"])
+    def test_state_lives_in_the_optimizer_that_applies_the_updates(self, wrapped):
+        schedule = kac.ActCooLRSchedule(0.2)
+        inner = keras.optimizers.SGD(schedule, momentum=0.9)
+        optimizer = keras.optimizers.LossScaleOptimizer(inner) if wrapped else inner
+        assert kac.schedules.bind_schedule(optimizer) is schedule
+        assert len(schedule.variables) == 13
+        assert {id(v) for v in schedule.variables} <= {id(v) for v in inner.variables}
+        # Binding again keeps the same variables.
+        variables = [id(v) for v in schedule.variables]
+        assert kac.schedules.bind_schedule(optimizer) is schedule
+        assert [id(v) for v in schedule.variables] == variables
+
+    @pytest.mark.parametrize(
+        "learning_rate", [0.1, kac.StepDecay(0.1, step_size=5)], ids=["float", "other_schedule"]
+    )
+    def test_other_learning_rates_bind_nothing(self, learning_rate):
+        optimizer = keras.optimizers.SGD(learning_rate)
+        count = len(optimizer.variables)
+        assert kac.schedules.bind_schedule(optimizer) is None
+        assert len(optimizer.variables) == count
+
+    def test_state_reads_the_variables_on_every_call(self):
+        schedule = kac.schedules.bind_schedule(keras.optimizers.SGD(kac.ActCooLRSchedule(0.2)))
+        assert schedule.state()["drift"] == 0.0
+        # As a checkpoint restore does: the variable changes without the schedule's knowledge.
+        (drift,) = [v for v in schedule.variables if v.name.endswith("actcoolr_drift")]
+        drift.assign(0.25)
+        assert schedule.state()["drift"] == 0.25
+        assert schedule.value_at(schedule.state()["anchor_step"] + 4) == pytest.approx(0.2 + 4 * 0.25)
+
+    def test_refresh_is_a_deprecated_no_op(self):
+        schedule = kac.schedules.bind_schedule(keras.optimizers.SGD(kac.ActCooLRSchedule(0.2)))
+        before = schedule.state()
+        with pytest.warns(DeprecationWarning, match="refresh"):
+            schedule.refresh()
+        assert schedule.state() == pytest.approx(before, nan_ok=True)
+
+
 def momentum_reference(steps, total_steps, t_max, base=0.765, top=0.9):
     last = total_steps - 1
     return np.interp(np.asarray(steps, dtype=np.float64), [0, t_max * last, last], [top, base, top])
