@@ -10,10 +10,10 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["ActCooLRSchedule", "OneCycle", "StepDecay", "TriangularCyclic", "bind_schedule", "find_schedule"]
+__all__ = ["ActCooLRSchedule", "OneCycle", "StepDecay", "TriangularCyclic", "bind_schedule", "find_schedule", "unwrapped_optimizer"]
 
 
-def _unwrapped(optimizer: Any) -> Any:
+def unwrapped_optimizer(optimizer: Any) -> Any:
     """The optimizer that applies the updates: the one a `LossScaleOptimizer` wraps, or `optimizer`."""
     return getattr(optimizer, "inner_optimizer", optimizer)
 
@@ -21,7 +21,7 @@ def _unwrapped(optimizer: Any) -> Any:
 def find_schedule(optimizer: Any) -> Any:
     """The `LearningRateSchedule` of an optimizer (or of the one it wraps), or None."""
     # Keras has no public accessor for the schedule object (`learning_rate` evaluates it).
-    schedule = getattr(_unwrapped(optimizer), "_learning_rate", None)
+    schedule = getattr(unwrapped_optimizer(optimizer), "_learning_rate", None)
     return schedule if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) else None
 
 
@@ -43,7 +43,7 @@ def bind_schedule(optimizer: Any) -> ActCooLRSchedule | None:
     schedule = find_schedule(optimizer) if optimizer is not None else None
     if not isinstance(schedule, ActCooLRSchedule):
         return None
-    schedule.build(_unwrapped(optimizer))
+    schedule.build(unwrapped_optimizer(optimizer))
     return schedule
 
 
