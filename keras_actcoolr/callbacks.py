@@ -16,7 +16,8 @@ from scipy import special
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr.models import APTModel
-from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle, find_schedule
+from keras_actcoolr.momentum import MomentumInjection, one_cycle_momentum
+from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle, bind_schedule, find_schedule, unwrapped_optimizer
 
 __all__ = [
     "ActCooLR",
@@ -62,15 +63,14 @@ def _bind_controller(callback: Any) -> tuple[ActCooLRSchedule, int]:
     """The `ActCooLRSchedule` a controller callback drives, and the number of training steps."""
     name = type(callback).__name__
     model = _require_apt_model(callback.model, name)
-    schedule = find_schedule(model.optimizer)
-    if not isinstance(schedule, ActCooLRSchedule):
+    schedule = bind_schedule(model.optimizer)
+    if schedule is None:
+        other = find_schedule(model.optimizer)
         raise ValueError(
             f"{name} drives an `keras_actcoolr.ActCooLRSchedule`: create the optimizer with one, for "
             "example `keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1))`. "
-            f"Received: learning_rate of type {type(schedule or model.optimizer.learning_rate).__name__}"
+            f"Received: learning_rate of type {type(other or model.optimizer.learning_rate).__name__}"
         )
-    schedule.build(getattr(model.optimizer, "inner_optimizer", model.optimizer))
-    schedule.refresh()
     steps = callback.total_steps
     if steps is None:
         steps_per_epoch, epochs = callback.params.get("steps"), callback.params.get("epochs")
@@ -1151,48 +1151,6 @@ class DynamicActCooLR(_MeasuringCallback):
 # ----------------------------------------------------------- OneCycleMomentum
 
 
-class _CycledHyperparameter(keras.Variable):
-    """A scalar variable that stands in for an optimizer's float hyperparameter.
-
-    Keras optimizers read hyperparameters such as `momentum` as Python floats,
-    which a traced train step freezes; a variable is read on every step. The
-    optimizers also ask `momentum != 0` or `momentum > 0` to decide whether
-    momentum is on: those comparisons with a number are answered in Python,
-    for every value in `[low, high]` that the variable will take.
-    """
-
-    def __init__(self, value: float, low: float, high: float, name: str) -> None:
-        super().__init__(value, dtype="float32", trainable=False, autocast=False, name=name)
-        self._range = (float(low), float(high))
-
-    def _compare(self, other: Any, operator: Callable[[float, float], bool], fallback: Callable) -> Any:
-        if isinstance(other, numbers.Real) and not isinstance(other, bool):
-            low, high = (operator(end, float(other)) for end in self._range)
-            if low == high:
-                return low
-        return fallback(self, other)
-
-    def __eq__(self, other: Any) -> Any:
-        return self._compare(other, lambda a, b: a == b, keras.Variable.__eq__)
-
-    def __ne__(self, other: Any) -> Any:
-        return self._compare(other, lambda a, b: a != b, keras.Variable.__ne__)
-
-    def __gt__(self, other: Any) -> Any:
-        return self._compare(other, lambda a, b: a > b, keras.Variable.__gt__)
-
-    def __ge__(self, other: Any) -> Any:
-        return self._compare(other, lambda a, b: a >= b, keras.Variable.__ge__)
-
-    def __lt__(self, other: Any) -> Any:
-        return self._compare(other, lambda a, b: a < b, keras.Variable.__lt__)
-
-    def __le__(self, other: Any) -> Any:
-        return self._compare(other, lambda a, b: a <= b, keras.Variable.__le__)
-
-    __hash__ = object.__hash__
-
-
 class OneCycleMomentum(keras.callbacks.Callback):
     """Cycles the optimizer's momentum opposite to a 1-cycle learning rate.
 
@@ -1212,14 +1170,15 @@ class OneCycleMomentum(keras.callbacks.Callback):
     Table 2 (`alpha_max = 0.9`, `alpha_base = 0.765`). `total_steps` and
     `t_max` default to those of the optimizer's `OneCycle` schedule.
 
-    The callback sets the hyperparameter `momentum` (SGD, RMSprop) or, for
-    optimizers without one, `beta_1` (Adam and its variants) before each
-    batch, from `optimizer.iterations`. During `fit` the hyperparameter is a
-    variable, so the traced train step reads the new value on every step
-    (with `steps_per_execution > 1`, once per execution); `fit` retraces its
-    train function once for this. The optimizer's config holds the current
-    value as a float (so `ModelCheckpoint` works), and at the end of `fit` the
-    hyperparameter is a float again, with its last value.
+    The callback cycles the hyperparameter `momentum` (SGD, RMSprop) or, for
+    optimizers without one, `beta_1` (Adam and its variants). During `fit`
+    the traced update computes the momentum of each step from
+    `optimizer.iterations` (see `keras_actcoolr.momentum.MomentumInjection`),
+    also with `steps_per_execution > 1`; `fit` retraces its train function
+    once for this, at its start and at its end. The hyperparameter stays a
+    Python float that the callback sets to the momentum of the next step
+    before each batch, so the optimizer's config holds the current value (and
+    `ModelCheckpoint` works); after `fit` it keeps its last value.
 
     Example:
 
@@ -1272,11 +1231,8 @@ class OneCycleMomentum(keras.callbacks.Callback):
                 f"Received: base_momentum={base_momentum}, max_momentum={max_momentum}"
             )
         self.max_momentum = float(max_momentum)
-        self._optimizer: Any = None
-        self._attribute: str | None = None
-        self._variable: _CycledHyperparameter | None = None
+        self._injection: MomentumInjection | None = None
         self._cycle: tuple[int, float] | None = None
-        self._value = 0.0
 
     def momentum_at(self, step: int) -> float:
         """The momentum of `step` (the formula above, in float64). Known once training has begun."""
@@ -1291,7 +1247,7 @@ class OneCycleMomentum(keras.callbacks.Callback):
         return self.base_momentum + (self.max_momentum - self.base_momentum) * (s - peak) / (last - peak)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        optimizer = unwrapped_optimizer(self.model.optimizer)
         schedule = find_schedule(optimizer)
         total_steps = self.total_steps
         t_max = self.t_max
@@ -1313,38 +1269,30 @@ class OneCycleMomentum(keras.callbacks.Callback):
                 f"(Adam) hyperparameter. Received: optimizer of type {type(optimizer).__name__}"
             )
         current = getattr(optimizer, attribute)
-        if attribute == "momentum" and not isinstance(current, _CycledHyperparameter) and not float(current) > 0:
+        if attribute == "momentum" and not float(current) > 0:
             raise ValueError(
                 "OneCycleMomentum needs an optimizer built with momentum: SGD and RMSprop create no "
                 "momentum slots when `momentum=0`. Create it with, for example, `momentum=0.9`. "
                 f"Received: momentum={current}"
             )
-        self._value = float(current)
-        if self._variable is None:
-            self._variable = _CycledHyperparameter(
-                self._value, self.base_momentum, self.max_momentum, name=f"one_cycle_{attribute}"
-            )
-        # Plain attribute assignment would make the optimizer track the variable
-        # as its own state and change what its checkpoints hold.
-        object.__setattr__(optimizer, attribute, self._variable)
-        self._optimizer, self._attribute = optimizer, attribute
-        # The optimizer's config must keep a float (ModelCheckpoint saves during fit).
-        type_get_config = type(optimizer).get_config
-
-        def get_config() -> dict:
-            return dict(type_get_config(optimizer), **{attribute: self._value})
-
-        object.__setattr__(optimizer, "get_config", get_config)
-        # A train function traced earlier holds the float: trace one that reads the variable.
+        cycle = dict(
+            total_steps=self._cycle[0], t_max=self._cycle[1], base_momentum=self.base_momentum,
+            max_momentum=self.max_momentum,
+        )  # fmt: skip
+        self._injection = MomentumInjection(optimizer, attribute, lambda step: one_cycle_momentum(step, **cycle))
+        self._injection.attach()
+        # A train function traced earlier holds the float: trace one that reads the schedule.
         self.model.make_train_function(force=True)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        step = int(keras.ops.convert_to_numpy(self._optimizer.iterations))
-        self._value = self.momentum_at(step)
-        self._variable.assign(self._value)
+        injection = self._injection
+        step = int(keras.ops.convert_to_numpy(injection.optimizer.iterations))
+        # The float the optimizer shows (and saves) is the momentum of the step about to run.
+        setattr(injection.optimizer, injection.attribute, self.momentum_at(step))
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if self._optimizer is not None:
-            object.__setattr__(self._optimizer, self._attribute, self._value)
-            object.__delattr__(self._optimizer, "get_config")
-            self._optimizer = None
+        if self._injection is not None:
+            self._injection.detach()
+            self._injection = None
+            # The train function traced for this fit reads the schedule: trace the optimizer's own next time.
+            self.model.make_train_function(force=True)

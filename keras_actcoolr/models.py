@@ -143,11 +143,9 @@ class APTModel(keras.Model):
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         super().compile(*args, **kwargs)
-        from keras_actcoolr.schedules import ActCooLRSchedule, find_schedule
+        from keras_actcoolr.schedules import bind_schedule
 
-        schedule = find_schedule(self.optimizer)
-        if isinstance(schedule, ActCooLRSchedule):
-            schedule.build(_inner_optimizer(self.optimizer))
+        bind_schedule(self.optimizer)
 
     def compile_from_config(self, config: dict) -> None:
         # As `keras.Model.compile_from_config`, through the `compile` above, so
@@ -171,9 +169,6 @@ class APTModel(keras.Model):
             with self.distribute_strategy.scope():
                 optimizer.build(self.trainable_variables)
         super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
-        schedule = _find_schedule(optimizer) if optimizer is not None else None
-        if schedule is not None and hasattr(schedule, "refresh"):
-            schedule.refresh()
 
     # ------------------------------------------------------------- training
 
@@ -497,11 +492,6 @@ class _MeasuringTrainFunction:
         steps = model.steps_per_execution
         if not model._apt_observers:
             return self.plain(iterator)
-        if model._apt_step is None:
-            # First call of a fit: variables may just have been restored from a checkpoint.
-            schedule = _find_schedule(model.optimizer)
-            if schedule is not None and hasattr(schedule, "refresh"):
-                schedule.refresh()
         if model._apt_step is None or steps > 1:
             model._apt_step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         due = model._apt_due(model._apt_step)
@@ -718,10 +708,6 @@ def _find_schedule(optimizer: Any) -> Any:
     from keras_actcoolr.schedules import find_schedule
 
     return find_schedule(optimizer)
-
-
-def _inner_optimizer(optimizer: Any) -> Any:
-    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 # ------------------------------------------------------------ tf.distribute

@@ -4,20 +4,47 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import keras
 import numpy as np
 
-__all__ = ["ActCooLRSchedule", "OneCycle", "StepDecay", "TriangularCyclic", "find_schedule"]
+__all__ = ["ActCooLRSchedule", "OneCycle", "StepDecay", "TriangularCyclic", "bind_schedule", "find_schedule", "unwrapped_optimizer"]
+
+
+def unwrapped_optimizer(optimizer: Any) -> Any:
+    """The optimizer that applies the updates: the one a `LossScaleOptimizer` wraps, or `optimizer`."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 def find_schedule(optimizer: Any) -> Any:
     """The `LearningRateSchedule` of an optimizer (or of the one it wraps), or None."""
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    # Keras optimizers expose the schedule only through this attribute.
-    schedule = getattr(optimizer, "_learning_rate", None)
+    # Keras has no public accessor for the schedule object (`learning_rate` evaluates it).
+    schedule = getattr(unwrapped_optimizer(optimizer), "_learning_rate", None)
     return schedule if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) else None
+
+
+def bind_schedule(optimizer: Any) -> ActCooLRSchedule | None:
+    """The `ActCooLRSchedule` of an optimizer, its state built; None for any other learning rate.
+
+    The one place that binds a schedule to its optimizer: it looks through a
+    `keras.optimizers.LossScaleOptimizer` to the optimizer it wraps and creates
+    the schedule's state as variables of that optimizer (once; later calls
+    return the same schedule and variables). `APTModel.compile` and the
+    controllers call it.
+
+    Args:
+        optimizer: A Keras optimizer, or `None`.
+
+    Returns:
+        The `ActCooLRSchedule`, built, or `None`.
+    """
+    schedule = find_schedule(optimizer) if optimizer is not None else None
+    if not isinstance(schedule, ActCooLRSchedule):
+        return None
+    schedule.build(unwrapped_optimizer(optimizer))
+    return schedule
 
 
 @keras.saving.register_keras_serializable(package="keras_actcoolr")
@@ -62,7 +89,6 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.initial_learning_rate = float(initial_learning_rate)
         self.name = name
         self._variables: dict[str, Any] | None = None
-        self._cache: dict[str, float] | None = None
 
     @property
     def built(self) -> bool:
@@ -74,7 +100,11 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return [] if self._variables is None else list(self._variables.values())
 
     def build(self, optimizer: keras.optimizers.Optimizer) -> None:
-        """Create the controller state as variables of `optimizer` (once)."""
+        """Create the controller state as variables of `optimizer` (once).
+
+        Prefer `keras_actcoolr.schedules.bind_schedule(optimizer)`, which also
+        finds the schedule behind a `LossScaleOptimizer`.
+        """
         if self._variables is not None:
             return
         specs = {
@@ -119,7 +149,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     # ----------------------------------------------- controller side (eager)
 
     def state(self) -> dict[str, float]:
-        """The controller state as Python numbers (read from the variables)."""
+        """The controller state as Python numbers, read from the variables on every call."""
         if self._variables is None:
             return {
                 "anchor_step": 0,
@@ -137,23 +167,26 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "rise_z": 0.0,
                 "start_temperature": 0.0,
             }
-        if self._cache is None:
-            self._cache = {
-                key: (int if key in ("anchor_step", "collapses", "loss_count") else float)(keras.ops.convert_to_numpy(variable))
-                for key, variable in self._variables.items()
-            }
-        return dict(self._cache)
+        # `.value.numpy()` (a TensorFlow read) costs half of `keras.ops.convert_to_numpy` per variable.
+        return {
+            key: (int if key in ("anchor_step", "collapses", "loss_count") else float)(variable.value.numpy())
+            for key, variable in self._variables.items()
+        }
 
     def assign(self, **values: float) -> None:
         """Set parts of the controller state (eagerly, in cross-replica context)."""
         self._require_built()
         for key, value in values.items():
             self._variables[key].assign(value)
-        self._cache = None
 
     def refresh(self) -> None:
-        """Forget the Python copy of the state (after the variables were loaded from a checkpoint)."""
-        self._cache = None
+        """Deprecated: does nothing. `state()` reads the variables on every call."""
+        warnings.warn(
+            "`ActCooLRSchedule.refresh()` is deprecated and does nothing: `state()` reads the variables "
+            "on every call. It will be removed in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
 
     def value_at(self, step: int) -> float:
         """The learning rate at `step` as a Python float (the formula above, in float64)."""

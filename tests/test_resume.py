@@ -73,7 +73,6 @@ class StepRecorder(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         schedule = kac.schedules.find_schedule(self.model.optimizer)
-        schedule.refresh()  # read the variables, not a copy
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         self.steps[step] = (float(self.model.optimizer.learning_rate), schedule.state())
 

@@ -3,6 +3,13 @@
 Every expected value comes from a closed form written here in NumPy.
 """
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -214,13 +221,56 @@ def test_fit_uses_the_closed_forms():
         np.testing.assert_allclose(recorder.rates, references[case](np.arange(12)), rtol=1e-6, atol=1e-8, err_msg=case)
 
 
+class TestBindSchedule:
+    @pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "loss_scale"])
+    def test_state_lives_in_the_optimizer_that_applies_the_updates(self, wrapped):
+        schedule = kac.ActCooLRSchedule(0.2)
+        inner = keras.optimizers.SGD(schedule, momentum=0.9)
+        optimizer = keras.optimizers.LossScaleOptimizer(inner) if wrapped else inner
+        assert kac.schedules.bind_schedule(optimizer) is schedule
+        assert len(schedule.variables) == 13
+        assert {id(v) for v in schedule.variables} <= {id(v) for v in inner.variables}
+        # Binding again keeps the same variables.
+        variables = [id(v) for v in schedule.variables]
+        assert kac.schedules.bind_schedule(optimizer) is schedule
+        assert [id(v) for v in schedule.variables] == variables
+
+    @pytest.mark.parametrize(
+        "learning_rate", [0.1, kac.StepDecay(0.1, step_size=5)], ids=["float", "other_schedule"]
+    )
+    def test_other_learning_rates_bind_nothing(self, learning_rate):
+        optimizer = keras.optimizers.SGD(learning_rate)
+        count = len(optimizer.variables)
+        assert kac.schedules.bind_schedule(optimizer) is None
+        assert len(optimizer.variables) == count
+
+    def test_state_reads_the_variables_on_every_call(self):
+        schedule = kac.schedules.bind_schedule(keras.optimizers.SGD(kac.ActCooLRSchedule(0.2)))
+        assert schedule.state()["drift"] == 0.0
+        # As a checkpoint restore does: the variable changes without the schedule's knowledge.
+        (drift,) = [v for v in schedule.variables if v.name.endswith("actcoolr_drift")]
+        drift.assign(0.25)
+        assert schedule.state()["drift"] == 0.25
+        assert schedule.value_at(schedule.state()["anchor_step"] + 4) == pytest.approx(0.2 + 4 * 0.25)
+
+    def test_refresh_is_a_deprecated_no_op(self):
+        schedule = kac.schedules.bind_schedule(keras.optimizers.SGD(kac.ActCooLRSchedule(0.2)))
+        before = schedule.state()
+        with pytest.warns(DeprecationWarning, match="refresh"):
+            schedule.refresh()
+        assert schedule.state() == pytest.approx(before, nan_ok=True)
+
+
 def momentum_reference(steps, total_steps, t_max, base=0.765, top=0.9):
     last = total_steps - 1
     return np.interp(np.asarray(steps, dtype=np.float64), [0, t_max * last, last], [top, base, top])
 
 
-def sgd_replay(x, y, batch_size, rates, momenta):
-    """Keras SGD with momentum (`m = momentum * m - lr * g; w += m`) on `mean((x w - y)**2)`, in float64."""
+def sgd_replay(x, y, batch_size, rates, momenta, nesterov=False):
+    """Keras SGD with momentum (`m = momentum * m - lr * g; w += m`) on `mean((x w - y)**2)`, in float64.
+
+    With `nesterov`, `w += momentum * m - lr * g` (the rule in Keras' SGD docstring).
+    """
     w = np.zeros((x.shape[1], 1))
     m = np.zeros_like(w)
     batches = len(x) // batch_size
@@ -229,8 +279,48 @@ def sgd_replay(x, y, batch_size, rates, momenta):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         gradient = 2.0 / len(xb) * xb.T @ (xb @ w - yb)
         m = momentum * m - rate * gradient
-        w = w + m
+        w = w + (momentum * m - rate * gradient if nesterov else m)
     return w
+
+
+def regression_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(40, 1))).astype("float32")
+    return x, y
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    import keras
+    import numpy as np
+    import keras_actcoolr as kac
+
+    x, y = (np.array(a, "float32") for a in json.loads(sys.argv[1]))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+        inner = keras.optimizers.SGD(kac.OneCycle(0.01, 0.1, total_steps=20, t_max=0.3), momentum=0.9)
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(inner), loss="mse")
+    momenta = []
+    recorder = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: momenta.append(inner.momentum))
+    model.fit(x, y, batch_size=20, epochs=10, shuffle=False, verbose=0, callbacks=[kac.OneCycleMomentum(), recorder])
+    local = strategy.experimental_local_results(model.trainable_variables[0].value)
+    print(json.dumps({
+        "replicas": strategy.num_replicas_in_sync,
+        "momenta": momenta,
+        "weights": [np.asarray(w).tolist() for w in local],
+        "momentum_after": inner.momentum,
+        "config_momentum": inner.get_config()["momentum"],
+    }))
+    """
+)
 
 
 class TestOneCycleMomentum:
@@ -287,6 +377,58 @@ class TestOneCycleMomentum:
         # Saved at the end of the epoch, after step 1 (L = 19, peak 9.5): 0.9 - 0.135 / 9.5.
         momentum = keras.models.load_model(path).optimizer.momentum
         assert isinstance(momentum, float) and momentum == pytest.approx(0.9 - 0.135 / 9.5)
+
+    def test_nesterov_momentum_follows_the_cycle(self, learning_rate_recorder):
+        x, y = regression_data()
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+        schedule = kac.OneCycle(0.01, 0.1, total_steps=20, t_max=0.3)
+        model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True), loss="mse")
+        model.fit(x, y, batch_size=20, epochs=10, verbose=0, shuffle=False,
+                  callbacks=[kac.OneCycleMomentum(), learning_rate_recorder])  # fmt: skip
+        momenta = momentum_reference(np.arange(20), 20, 0.3)
+        np.testing.assert_allclose(learning_rate_recorder.momenta, momenta, rtol=1e-6)
+        rates = one_cycle_reference(np.arange(20), 0.01, 0.1, 0.0, 20, 0.3)
+        w = sgd_replay(x.astype(np.float64), y.astype(np.float64), 20, rates, momenta, nesterov=True)
+        np.testing.assert_allclose(model.get_weights()[0], w, rtol=1e-4, atol=1e-6)
+        constant = sgd_replay(x.astype(np.float64), y.astype(np.float64), 20, rates, np.full(20, 0.9), nesterov=True)
+        assert np.max(np.abs(constant - w)) > 100 * np.max(np.abs(model.get_weights()[0] - w))
+
+    def test_a_later_fit_without_the_callback_keeps_the_last_momentum(self):
+        x, y = regression_data()
+        model = tiny_model(kac.OneCycle(0.01, 0.1, total_steps=4, t_max=0.5))
+        model.fit(x, y, batch_size=20, epochs=1, verbose=0, shuffle=False, callbacks=[kac.OneCycleMomentum()])
+        # Steps 0 and 1 of the cycle (L = 3, peak 1.5): 0.9, then 0.9 - 0.135 / 1.5.
+        last = 0.9 - 0.135 / 1.5
+        assert model.optimizer.momentum == pytest.approx(last)
+        before = model.get_weights()[0].astype(np.float64)
+        velocity = model.optimizer.momentums[0].numpy().astype(np.float64)
+        model.fit(x[:20], y[:20], batch_size=20, epochs=1, verbose=0, shuffle=False)
+        # One plain step at the schedule's rate of step 2 with the float momentum, not the cycle's 0.81.
+        rate = one_cycle_reference([2], 0.01, 0.1, 0.0, 4, 0.5)[0]
+        gradient = 2.0 / 20 * x[:20].T.astype(np.float64) @ (x[:20].astype(np.float64) @ before - y[:20])
+        expected = before + float(np.float32(last)) * velocity - rate * gradient
+        np.testing.assert_allclose(model.get_weights()[0], expected, rtol=1e-5, atol=1e-7)
+
+    @pytest.mark.slow
+    def test_two_replicas_and_a_loss_scale_optimizer_follow_the_cycle(self, tmp_path):
+        x, y = regression_data()
+        script = tmp_path / "mirrored.py"
+        script.write_text(MIRRORED_SCRIPT)
+        tests = Path(__file__).resolve().parent
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tests), env.get("PYTHONPATH")]))
+        argument = json.dumps([x.tolist(), y.tolist()])
+        done = subprocess.run([sys.executable, str(script), argument], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        run = json.loads(done.stdout.splitlines()[-1])
+        assert run["replicas"] == 2
+        momenta = momentum_reference(np.arange(20), 20, 0.3)
+        np.testing.assert_allclose(run["momenta"], momenta, rtol=1e-6)
+        rates = one_cycle_reference(np.arange(20), 0.01, 0.1, 0.0, 20, 0.3)
+        w = sgd_replay(x.astype(np.float64), y.astype(np.float64), 20, rates, momenta)
+        for replica in run["weights"]:
+            np.testing.assert_allclose(np.array(replica), w, rtol=1e-4, atol=1e-6)
+        assert run["momentum_after"] == run["config_momentum"] == pytest.approx(momenta[-1])
 
     def test_needs_the_cycle(self):
         model = tiny_model(0.1)
