@@ -524,12 +524,15 @@ class _MeasuringTrainFunction:
         if last is not None:
             logs = dict(logs)
             logs["temperature"] = last["temperature"]
-            logs["learning_rate"] = self.model._apt_learning_rate_at(step)
             from keras_actcoolr.schedules import ActCooLRSchedule
 
             schedule = _find_schedule(self.model.optimizer)
             if isinstance(schedule, ActCooLRSchedule) and schedule.built:
-                logs["collapses"] = schedule.state()["collapses"]
+                state = schedule.state()  # one read of the variables per call
+                logs["learning_rate"] = schedule.value_at(step, state)
+                logs["collapses"] = state["collapses"]
+            else:
+                logs["learning_rate"] = self.model._apt_learning_rate_at(step)
         return logs
 
 

@@ -188,9 +188,12 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             stacklevel=2,
         )
 
-    def value_at(self, step: int) -> float:
-        """The learning rate at `step` as a Python float (the formula above, in float64)."""
-        s = self.state()
+    def value_at(self, step: int, state: dict | None = None) -> float:
+        """The learning rate at `step` as a Python float (the formula above, in float64).
+
+        `state` is a `state()` already read, or `None` to read it.
+        """
+        s = self.state() if state is None else state
         rate = s["anchor_learning_rate"] + s["drift"] * max(step - s["anchor_step"], 0)
         return float(min(max(rate, s["min_learning_rate"]), s["max_learning_rate"]))
 
