@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from typing import Any, Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
-from scipy import special
 
 from keras_actcoolr import temperature as T
-from keras_actcoolr.layers import _Measurement, measuring
-from keras_actcoolr.models import APTModel, _count_trials, _restoring, _unique_names
+from keras_actcoolr import engine
+from keras_actcoolr.layers import PatternCounter, measuring
+from keras_actcoolr.models import APTModel
 
 __all__ = ["RangeAnalysis", "lr_range_analysis", "measure_temperature"]
 
@@ -59,8 +60,7 @@ class RangeAnalysis:
         """The learning rate whose step the fitted erf model expects at `temperature`."""
         if self.sigma is None or self.mu is None:
             raise ValueError("The erf model could not be fitted to this analysis.")
-        probability = float(np.clip(T.temperature_to_probability(temperature), T.EPSILON, 1 - T.EPSILON))
-        return float(math.exp(self.mu + self.sigma * special.ndtri(probability)))
+        return float(T.erf_learning_rate(T.temperature_to_probability(temperature), self.sigma, self.mu))
 
     def as_dict(self) -> dict:
         """Plain Python values (lists and floats), for JSON or CSV."""
@@ -121,7 +121,7 @@ class _Runner:
     `_record` keeps the patterns of a measurement batch before any step;
     `_trial` then loops over the rates in the graph, each iteration putting the
     weights and slots back, taking the optimizer's step at its rate and
-    counting the unchanged patterns (`models._count_trials`).
+    counting the unchanged patterns (`engine.count_trials`).
     """
 
     def __init__(self, model: keras.Model) -> None:
@@ -146,7 +146,7 @@ class _Runner:
     # -- traced pieces
 
     def _training_kwargs(self) -> dict:
-        return self.model._apt_training_kwargs(True)
+        return engine.training_kwargs(self.model, True)
 
     def _gradients_fn(self, x: Any, y: Any, sample_weight: Any) -> list:
         model = self.model
@@ -176,10 +176,10 @@ class _Runner:
             self.optimizer.apply(gradients, model.trainable_variables)
             return [tf.identity(v.value) for v in model.trainable_variables]
 
-        measurement = _Measurement()
+        measurement = PatternCounter()
         measurement.patterns = {id(layer): list(calls) for layer, calls in zip(self.layers, patterns)}
         with measuring(measurement):
-            return _count_trials(model, measurement, self.layers, tf.shape(rates)[0], stepped, state, x)
+            return engine.count_trials(model, measurement, self.layers, tf.shape(rates)[0], stepped, state, x)
 
     # -- eager driver
 
@@ -205,7 +205,7 @@ class _Runner:
         rates = tf.constant(np.asarray(learning_rates, dtype=np.float64))
         examples = 0
         try:
-            with _restoring(list(model.variables) + list(optimizer.variables)):
+            with engine.restoring(list(model.variables) + list(optimizer.variables)):
                 gradients = self._gradients(x, y, sample_weight)
                 for mx, _, _ in measure_batches:
                     patterns = self._record(mx, weights, state)
@@ -218,16 +218,19 @@ class _Runner:
         return counts, examples
 
 
+#: One runner (its traced functions) per model, dropped with the model.
+_RUNNERS: "weakref.WeakKeyDictionary[keras.Model, _Runner]" = weakref.WeakKeyDictionary()
+
+
 def _runner(model: keras.Model) -> _Runner:
-    runner = getattr(model, "_apt_analysis_runner", None)
-    if runner is None or runner.model is not model:
-        runner = _Runner(model)
-        model._apt_analysis_runner = runner
+    runner = _RUNNERS.get(model)
+    if runner is None:
+        runner = _RUNNERS[model] = _Runner(model)
     return runner
 
 
 def _layer_names(model: keras.Model) -> tuple[str, ...]:
-    return tuple(_unique_names(layer.name for layer in model.apt_layers()))
+    return tuple(engine.unique_names(layer.name for layer in model.apt_layers()))
 
 
 def _step_and_measure_batches(

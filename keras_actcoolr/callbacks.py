@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from scipy import special
 
+from keras_actcoolr import engine
 from keras_actcoolr import temperature as T
 from keras_actcoolr.models import APTModel
 from keras_actcoolr.momentum import MomentumInjection, one_cycle_momentum
@@ -22,6 +23,7 @@ from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle, bind_schedule, 
 __all__ = [
     "ActCooLR",
     "DynamicActCooLR",
+    "MeasuringCallback",
     "OneCycleMomentum",
     "RangeAnalysisLogger",
     "TemperatureLogger",
@@ -83,13 +85,29 @@ def _bind_controller(callback: Any) -> tuple[ActCooLRSchedule, int]:
     return schedule, steps
 
 
-class _MeasuringCallback(keras.callbacks.Callback):
-    """Registers with the `APTModel` for the length of `fit` and keeps the measurement records."""
+class MeasuringCallback(keras.callbacks.Callback):
+    """Base of the callbacks that ask an `APTModel` for measurements (`keras_actcoolr.models.MeasurementObserver`).
+
+    It registers with the model for the length of `fit` and keeps the records
+    in `history`. A subclass overrides what it needs: `steps_to_measurement`
+    (default: every `every_step` steps), `wants_range_analysis` (default:
+    never), `on_measurement` (default: append the record to `history`) and
+    `on_range_analysis_before_step`.
+
+    Args:
+        every_step: Integer >= 1, measure on optimizer steps that are
+            multiples of it.
+    """
 
     def __init__(self, every_step: int) -> None:
         super().__init__()
         self.every_step = _check_every_step(every_step)
         self.history: list[dict] = []
+        self.remaining_steps: int | None = None
+
+    def steps_to_measurement(self, step: int) -> int:
+        """Steps from `step` to the next step to measure: every `every_step` steps."""
+        return (-step) % self.every_step
 
     def wants_range_analysis(self, step: int) -> bool | str:
         """False, True (with this step's measurement) or "before_step" (state put back afterwards)."""
@@ -99,20 +117,21 @@ class _MeasuringCallback(keras.callbacks.Callback):
         """Receives the range analysis of a step that was taken and undone."""
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        _require_apt_model(self.model, type(self).__name__)._apt_add_observer(self)
+        self.remaining_steps = None
+        _require_apt_model(self.model, type(self).__name__).add_measurement_observer(self)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         steps = self.params.get("steps") if self.params else None
-        self.model._apt_remaining = steps - batch if steps else None
+        self.remaining_steps = steps - batch if steps else None
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self.model._apt_remove_observer(self)
+        self.model.remove_measurement_observer(self)
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
         self.history.append(record)
 
 
-class TemperatureLogger(_MeasuringCallback):
+class TemperatureLogger(MeasuringCallback):
     """Measures activation pattern temperatures under any learning-rate schedule.
 
     It does not change the learning rate. Every `every_step` optimizer steps
@@ -170,9 +189,8 @@ class TemperatureLogger(_MeasuringCallback):
             self._csv_writer = csv.writer(self._csv_file)
             if not exists:
                 names = [layer.name for layer in self.model.apt_layers()]
-                from keras_actcoolr.models import _unique_names
 
-                names = _unique_names(names)
+                names = engine.unique_names(names)
                 self._csv_writer.writerow(
                     ["step", "learning_rate", "temperature", *names, *(f"dead/{name}" for name in names)]
                 )
@@ -352,7 +370,7 @@ def _dead_layers(record: dict) -> list[str]:
     return [name for name in record["layers"] if dead.get(name, 0.0) >= 1.0]
 
 
-class ActCooLR(_MeasuringCallback):
+class ActCooLR(MeasuringCallback):
     """Static ActCooLR: sets the learning rate so that the temperature follows a cooling curve.
 
     The optimizer's learning rate must be a `keras_actcoolr.ActCooLRSchedule`
@@ -489,7 +507,8 @@ class ActCooLR(_MeasuringCallback):
             Defaults to `4096`.
     """
 
-    _drives_learning_rate = True  # APTModel.fit refuses other callbacks that set the rate
+    #: `APTModel.fit` refuses other callbacks that set the rate next to a callback that says True here.
+    drives_learning_rate = True
 
     def __init__(
         self,
@@ -979,8 +998,7 @@ class ActCooLR(_MeasuringCallback):
         """The rate the erf model `(sigma, mu)` gives for `probability` (default: the start target)."""
         if probability is None:
             probability = T.temperature_to_probability(self.target(0.0))
-        probability = float(np.clip(probability, self.epsilon, 1 - self.epsilon))
-        return float(np.exp(mu + sigma * special.ndtri(probability)))
+        return float(T.erf_learning_rate(probability, sigma, mu, self.epsilon))
 
     def _set_auto_ceiling(self, start_rate: float) -> None:
         if self.max_learning_rate != "auto" or not self._on("runaway_guard"):
@@ -997,7 +1015,7 @@ class ActCooLR(_MeasuringCallback):
 DYNAMIC_START_PROBABILITY = float(T.temperature_to_probability(3.03))
 
 
-class DynamicActCooLR(_MeasuringCallback):
+class DynamicActCooLR(MeasuringCallback):
     """Dynamic ActCooLR: plain SGD on the learning rate towards a target change probability.
 
     The controller of the supplementary material's section D, which needs no
@@ -1059,7 +1077,8 @@ class DynamicActCooLR(_MeasuringCallback):
             rate. Defaults to `100.0`.
     """
 
-    _drives_learning_rate = True  # APTModel.fit refuses other callbacks that set the rate
+    #: `APTModel.fit` refuses other callbacks that set the rate next to a callback that says True here.
+    drives_learning_rate = True
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ __all__ = ["APTReLU"]
 _local = threading.local()
 
 
-class _Measurement:
+class PatternCounter:
     """Patterns recorded by the pass before the optimizer step, and counts of the passes after it."""
 
     def __init__(self) -> None:
@@ -105,10 +105,10 @@ def _unchanged(before: tf.Tensor, after: tf.Tensor) -> tf.Tensor:
 
 
 @contextlib.contextmanager
-def measuring(measurement: _Measurement | None = None) -> Iterator[_Measurement]:
-    """Within this context, `APTReLU` layers record patterns (then compare, see `_Measurement`)."""
+def measuring(measurement: PatternCounter | None = None) -> Iterator[PatternCounter]:
+    """Within this context, `APTReLU` layers record patterns (then compare, see `PatternCounter`)."""
     previous = getattr(_local, "measurement", None)
-    measurement = _Measurement() if measurement is None else measurement
+    measurement = PatternCounter() if measurement is None else measurement
     _local.measurement = measurement
     try:
         yield measurement

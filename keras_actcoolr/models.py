@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Protocol
+import weakref
+from typing import Any, Callable, Protocol
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_actcoolr import engine
 from keras_actcoolr import temperature as T
 from keras_actcoolr.layers import APTReLU, measuring
 
@@ -34,9 +36,28 @@ def _is_functional_call(args: tuple, kwargs: dict) -> bool:
 
 
 class MeasurementObserver(Protocol):
-    """What `APTModel` needs of a callback that asks for measurements."""
+    """What `APTModel` asks of an object registered with `add_measurement_observer`.
+
+    `keras_actcoolr.callbacks.MeasuringCallback` implements it (and registers
+    itself for the length of `fit`); a new controller subclasses that.
+
+    - `steps_to_measurement(step)`: steps from `step` to the next one to
+      measure (0: measure `step`).
+    - `wants_range_analysis(step)`, asked for a step to measure: `False`,
+      `True` (a range analysis of the step at the Table-1 rates, with its
+      measurement), or `"before_step"` (the step is taken, analysed and
+      undone; its batch is used up).
+    - `remaining_steps`: steps left in the epoch (`None`: unknown), so that a
+      call of several steps stops at the end of the data.
+    - `on_measurement(record, range_analysis)` and
+      `on_range_analysis_before_step(record, range_analysis)` receive the
+      results (`range_analysis` is `None` without one).
+    - `on_divergence(step, loss)` (optional): a measured step's loss is not
+      finite; return `True` if handled (the state was restored).
+    """
 
     every_step: int
+    remaining_steps: int | None
 
     def steps_to_measurement(self, step: int) -> int: ...
 
@@ -122,7 +143,6 @@ class APTModel(keras.Model):
         self._apt_step: int | None = None
         self._apt_trace_mode: str | None = None
         self._apt_learning_rate: float | None = None
-        self._apt_remaining: int | None = None
         self._apt_warned_divergence = False
 
     # ------------------------------------------------------------------ API
@@ -212,7 +232,7 @@ class APTModel(keras.Model):
             # A subclassed model creates its variables on its first call: create
             # them symbolically first, so that the state kept below is complete.
             symbolic = keras.tree.map_structure(lambda t: keras.KerasTensor(t.shape, t.dtype), x)
-            self.compute_output_spec(symbolic, **self._apt_training_kwargs())
+            self.compute_output_spec(symbolic, **engine.training_kwargs(self))
         layers = self.apt_layers()
         trainable = list(self.trainable_variables)
         state_before = [tf.identity(v.value) for v in self.non_trainable_variables]
@@ -234,7 +254,7 @@ class APTModel(keras.Model):
                 )
                 counts, range_counts = trials[0], trials[1:]
             else:
-                counts = self._apt_count(measurement, layers, weights_after, state_before, x)
+                counts = engine.count_patterns(self, measurement, layers, weights_after, state_before, x)
         replica = tf.distribute.get_replica_context()
         alive = [measurement.layer_alive(layer) for layer in layers]
         # float64 like the counts: the all-reduce packs its tensors into one.
@@ -268,13 +288,6 @@ class APTModel(keras.Model):
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _apt_count(self, measurement: Any, layers: list, weights: list, state: list, x: Any) -> tf.Tensor:
-        """`[layers, 2]` float64 counts (unchanged, positions) of a pass with `weights` and `state`."""
-        measurement.start_compare()
-        self.stateless_call(weights, state, x, **self._apt_training_kwargs(True))
-        rows = [tf.stack(measurement.layer_counts(layer)) for layer in layers]
-        return tf.stack(rows) if rows else tf.zeros((0, 2), tf.float64)
 
     def _apt_range_trials(
         self,
@@ -314,10 +327,7 @@ class APTModel(keras.Model):
 
         trials = 1 + _range_switch(self).read_value()
         size = 1 + len(T.RANGE_LEARNING_RATES)
-        return _count_trials(self, measurement, layers, trials, weights_at, state, x, size=size)
-
-    def _apt_training_kwargs(self, training: bool = False) -> dict:
-        return {"training": training} if _accepts_training(self.call) else {}
+        return engine.count_trials(self, measurement, layers, trials, weights_at, state, x, size=size)
 
     # ------------------------------------------------------- measurements
 
@@ -350,7 +360,7 @@ class APTModel(keras.Model):
     ) -> tuple[dict, dict | None]:
         layers = self.apt_layers()
         temperatures = T.layer_temperature(counts[:, 0], counts[:, 1])
-        names = _unique_names(layer.name for layer in layers)
+        names = engine.unique_names(layer.name for layer in layers)
         dead = np.where(counts[:, 3] > 0, counts[:, 2] / np.maximum(counts[:, 3], 1.0), 0.0)
         record = {
             "step": int(step),
@@ -394,7 +404,13 @@ class APTModel(keras.Model):
         """The observers that want a range analysis with the measurement of `step`."""
         return [o for o in self._apt_observers if _steps_to_measurement(o, step) == 0 and o.wants_range_analysis(step)]
 
-    def _apt_add_observer(self, observer: MeasurementObserver) -> None:
+    def add_measurement_observer(self, observer: MeasurementObserver) -> None:
+        """Measure the steps `observer` asks for, until `remove_measurement_observer` or the end of `fit`.
+
+        Raises:
+            ValueError: when the model has no `APTReLU` layer, or runs under a
+                distribution strategy that measurements do not support.
+        """
         _check_strategy(self.distribute_strategy)
         if not self.apt_layers():
             raise ValueError(
@@ -405,7 +421,8 @@ class APTModel(keras.Model):
             self._apt_observers.append(observer)
         self._apt_step = None
 
-    def _apt_remove_observer(self, observer: MeasurementObserver) -> None:
+    def remove_measurement_observer(self, observer: MeasurementObserver) -> None:
+        """Stop measuring for `observer` (nothing happens if it is not registered)."""
         if observer in self._apt_observers:
             self._apt_observers.remove(observer)
 
@@ -446,7 +463,7 @@ class _MeasuringTrainFunction:
         restore = contextlib.nullcontext()
         if before_step:
             variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
-            restore = _restoring(variables)
+            restore = engine.restoring(variables)
         # Once the range-analysis function is traced, it measures the steps without an analysis
         # too (its switch set to no rates): no second trace of the network for this fit.
         mode = "estimate" if wanting or "estimate" in self._single else "measure"
@@ -499,10 +516,11 @@ class _MeasuringTrainFunction:
             logs = self.plain(iterator)
             model._apt_step += steps
             return self._decorate(logs, model._apt_step - 1)
-        if model._apt_remaining is not None:
+        remaining = [o.remaining_steps for o in model._apt_observers if getattr(o, "remaining_steps", None) is not None]
+        if remaining:
             # Calling a train function past the end of the data would still
             # advance `optimizer.iterations`: run the steps that are left.
-            steps = min(steps, model._apt_remaining)
+            steps = min(steps, min(remaining))
         logs = None
         for _ in range(steps):
             step = model._apt_step
@@ -568,41 +586,6 @@ def _dead_counts(flat_alive: tf.Tensor, alive: list) -> tf.Tensor:
     ]
     return tf.stack(rows)
 
-def _count_trials(
-    model: APTModel,
-    measurement: Any,
-    layers: list,
-    trials: Any,
-    weights_at: Callable[[tf.Tensor], list],
-    state: list,
-    x: Any,
-    size: int | None = None,
-) -> tf.Tensor:
-    """`[trials, layers, 2]` float64 counts of passes compared with the patterns in `measurement`.
-
-    The range-analysis engine of the train step and of `keras_actcoolr.analysis`:
-    trial `k` runs the network on `x` with the weights `weights_at(k)` and the
-    non-trainable `state`, and counts per layer the positions whose pattern
-    equals the recorded one. The network is traced once, into the body of a
-    `tf.while_loop` that runs the trials one after the other
-    (`parallel_iterations=1`: one pass's activations in memory at a time; a
-    trial starts when the previous one has counted, so `weights_at` may assign
-    variables). `size`, when given, is the static number of rows (trials past
-    `trials` leave rows of zeros), as XLA needs.
-    """
-    shape = (size, len(layers), 2) if size is not None else tf.stack([trials, len(layers), 2])
-    counts = tf.zeros(shape, tf.float64)
-
-    def body(k: tf.Tensor, counts: tf.Tensor) -> tuple:
-        with tf.control_dependencies([counts]):
-            weights = weights_at(k)
-        row = model._apt_count(measurement, layers, weights, state, x)
-        return k + 1, tf.tensor_scatter_nd_update(counts, tf.reshape(k, (1, 1)), row[tf.newaxis])
-
-    _, counts = tf.while_loop(lambda k, _: k < trials, body, (tf.constant(0), counts), parallel_iterations=1)
-    return counts
-
-
 def _steps_to_measurement(observer: Any, step: int) -> int:
     """Steps from `step` to the next step `observer` wants measured (every `every_step` by default)."""
     method = getattr(observer, "steps_to_measurement", None)
@@ -630,17 +613,6 @@ def _flatten(tensors: list) -> tuple[list, Callable[[list], list]]:
     return flats, unflatten
 
 
-@contextlib.contextmanager
-def _restoring(variables: list) -> Iterator[None]:
-    """Put `variables` back to their values of now when the block ends, whatever way it ends."""
-    saved = [tf.identity(v.value) for v in variables]
-    try:
-        yield
-    finally:
-        for variable, value in zip(variables, saved):
-            variable.assign(value)
-
-
 class _RangeSwitch:
     """Holds the variable that tells a measured step how many range-analysis rates to run.
 
@@ -653,11 +625,14 @@ class _RangeSwitch:
             self.variable = tf.Variable(0, dtype=tf.int32, trainable=False, name="apt_range_rates")
 
 
+#: The range switch of each model (no attribute of the model: nothing for Keras to track).
+_RANGE_SWITCHES: "weakref.WeakKeyDictionary[APTModel, _RangeSwitch]" = weakref.WeakKeyDictionary()
+
+
 def _range_switch(model: APTModel) -> tf.Variable:
-    switch = getattr(model, "_apt_range_switch", None)
+    switch = _RANGE_SWITCHES.get(model)
     if switch is None:
-        switch = _RangeSwitch()
-        model._apt_range_switch = switch
+        switch = _RANGE_SWITCHES[model] = _RangeSwitch()
     return switch.variable
 
 
@@ -668,7 +643,7 @@ def _check_rate_callbacks(callbacks: Any) -> None:
     if isinstance(callbacks, keras.callbacks.CallbackList):
         callbacks = callbacks.callbacks
     callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-    controllers = [c for c in callbacks if getattr(type(c), "_drives_learning_rate", False)]
+    controllers = [c for c in callbacks if getattr(type(c), "drives_learning_rate", False) is True]
     if not controllers:
         return
     controller = type(controllers[0]).__name__
@@ -690,21 +665,6 @@ def _check_rate_callbacks(callbacks: Any) -> None:
                 "compile the optimizer with a plain float learning rate. "
                 f"Received: callbacks={[type(c).__name__ for c in callbacks]!r}"
             )
-
-
-def _accepts_training(call: Callable) -> bool:
-    parameters = inspect.signature(call).parameters
-    return "training" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-
-
-def _unique_names(names: Iterable[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        count = seen.get(name, 0)
-        seen[name] = count + 1
-        unique.append(name if count == 0 else f"{name}_{count}")
-    return unique
 
 
 def _find_schedule(optimizer: Any) -> Any:

@@ -43,6 +43,7 @@ __all__ = [
     "auto_start_temperature",
     "RANGE_LEARNING_RATES",
     "dynamic_lr_update",
+    "erf_learning_rate",
     "erf_probability",
     "control_probability",
     "fit_erf_model",
@@ -88,6 +89,15 @@ def erf_probability(learning_rate: ArrayLike, sigma: float, mu: float) -> ArrayL
     """The erf model `Phi((ln(lr) - mu) / sigma)` of change probability against learning rate."""
     learning_rate = np.asarray(learning_rate, dtype=np.float64)
     return special.ndtr((np.log(learning_rate) - mu) / sigma)
+
+
+def erf_learning_rate(probability: ArrayLike, sigma: float, mu: float, epsilon: float = EPSILON) -> ArrayLike:
+    """The rate the erf model gives for a change probability: `exp(mu + sigma * PhiInv(P))`.
+
+    The inverse of `erf_probability`; `P` is clamped to `[epsilon, 1 - epsilon]`.
+    """
+    probability = np.clip(np.asarray(probability, dtype=np.float64), epsilon, 1 - epsilon)
+    return np.exp(mu + sigma * special.ndtri(probability))
 
 
 def fit_erf_model(learning_rates: ArrayLike, temperatures: ArrayLike) -> tuple[float, float]:

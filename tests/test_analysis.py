@@ -70,7 +70,7 @@ class TestStateIsRestored:
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
         kac.lr_range_analysis(model, (x, y), batches=2)
         kac.lr_range_analysis(model, (x, y), batches=2)
-        runner = model._apt_analysis_runner
+        runner = kac.analysis._runner(model)  # the cached runner (tests may read private state)
         assert runner._trial.experimental_get_tracing_count() == 1
         assert runner._record.experimental_get_tracing_count() == 1
 

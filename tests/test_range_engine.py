@@ -312,5 +312,5 @@ class TestLrRangeAnalysis:
 
         result = kac.lr_range_analysis(model, (x, y), learning_rates=rates, batch_size=64)
         np.testing.assert_allclose(result.layer_temperatures, expected, rtol=1e-12, atol=0)
-        runner = model._apt_analysis_runner
+        runner = kac.analysis._runner(model)
         assert runner._trial.experimental_get_tracing_count() == 1

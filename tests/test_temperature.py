@@ -568,3 +568,21 @@ class TestAutoStartTemperature:
             temperature.auto_start_temperature(rates, np.zeros((rates.size, 3)))
         with pytest.raises(ValueError, match=r"must have shape `\[len\(learning_rates\), layers\]`"):
             temperature.auto_start_temperature(rates, np.zeros((3, rates.size)))
+
+
+class TestErfLearningRate:
+    @pytest.mark.parametrize("sigma, mu", [(1.0, 0.0), (0.7, -3.0), (2.5, 1.2)])
+    def test_closed_form_and_inverse_of_erf_probability(self, sigma, mu):
+        probabilities = np.array([0.01, 0.25, 0.5, 0.9, 0.999])
+        expected = np.exp(mu + sigma * stats.norm.ppf(probabilities))
+        rates = temperature.erf_learning_rate(probabilities, sigma, mu)
+        np.testing.assert_allclose(rates, expected, rtol=1e-12)
+        np.testing.assert_allclose(temperature.erf_probability(rates, sigma, mu), probabilities, rtol=1e-10)
+
+    def test_probability_is_clamped(self):
+        assert temperature.erf_learning_rate(1.0, 1.0, 0.0, epsilon=1e-3) == pytest.approx(
+            math.exp(stats.norm.ppf(1 - 1e-3)), rel=1e-12
+        )
+        assert temperature.erf_learning_rate(0.0, 1.0, 0.0, epsilon=1e-3) == pytest.approx(
+            math.exp(stats.norm.ppf(1e-3)), rel=1e-12
+        )
