@@ -10,6 +10,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_actcoolr import validation
+
 __all__ = ["ActCooLRSchedule", "OneCycle", "StepDecay", "TriangularCyclic", "bind_schedule", "find_schedule", "unwrapped_optimizer"]
 
 
@@ -213,28 +215,16 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
 # pure function of the step, written with `keras.ops`.
 
 
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
-    return float(value)
-
-
 def _rising_rates(initial_learning_rate: Any, maximal_learning_rate: Any) -> tuple[float, float]:
     """Validated `(initial, maximal)` learning rates of a cycle, `0 < initial < maximal`."""
-    initial = _positive("initial_learning_rate", initial_learning_rate)
-    maximal = _positive("maximal_learning_rate", maximal_learning_rate)
+    initial = validation.positive("initial_learning_rate", initial_learning_rate)
+    maximal = validation.positive("maximal_learning_rate", maximal_learning_rate)
     if maximal <= initial:
         raise ValueError(
             "`maximal_learning_rate` must be greater than `initial_learning_rate`. Received: "
             f"initial_learning_rate={initial_learning_rate!r}, maximal_learning_rate={maximal_learning_rate!r}"
         )
     return initial, maximal
-
-
-def _positive_integer(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_actcoolr")
@@ -280,14 +270,14 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
         name: str = "StepDecay",
     ) -> None:
         super().__init__()
-        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        self.factor = _positive("factor", factor)
+        self.initial_learning_rate = validation.positive("initial_learning_rate", initial_learning_rate)
+        self.factor = validation.positive("factor", factor)
         if (step_size is None) == (boundaries is None):
             raise ValueError(
                 "Give exactly one of `step_size` and `boundaries`. "
                 f"Received: step_size={step_size!r}, boundaries={boundaries!r}"
             )
-        self.step_size = None if step_size is None else _positive_integer("step_size", step_size)
+        self.step_size = None if step_size is None else validation.integer_at_least_one(step_size, "step_size")
         if boundaries is not None:
             values = list(boundaries)
             if (
@@ -367,7 +357,7 @@ class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
         self.initial_learning_rate, self.maximal_learning_rate = _rising_rates(
             initial_learning_rate, maximal_learning_rate
         )
-        self.step_size = _positive_integer("step_size", step_size)
+        self.step_size = validation.integer_at_least_one(step_size, "step_size")
         self.name = name
 
     def __call__(self, step: Any) -> Any:
@@ -445,7 +435,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         self.initial_learning_rate, self.maximal_learning_rate = _rising_rates(
             initial_learning_rate, maximal_learning_rate
         )
-        self.total_steps = _positive_integer("total_steps", total_steps)
+        self.total_steps = validation.integer_at_least_one(total_steps, "total_steps")
         if self.total_steps < 2:
             raise ValueError(f"`total_steps` must be an integer >= 2. Received: total_steps={total_steps!r}")
         if isinstance(t_max, bool) or not isinstance(t_max, numbers.Real) or not 0.0 < t_max < 1.0:

@@ -10,6 +10,16 @@ import keras_actcoolr as kac
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def dead_from_the_start(seed=0):
+    """An MLP whose only ReLU layer is off everywhere (bias -100), compiled with SGD on an ActCooLRSchedule."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((10,))
+    hidden = keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(-100.0))(inputs)
+    model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(hidden)))
+    model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.1)), loss=LOSS)
+    return model
+
+
 def data(n=120, seed=0):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, 10)).astype("float32"), rng.integers(0, 3, n)

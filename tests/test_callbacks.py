@@ -11,7 +11,7 @@ from scipy import optimize, stats
 
 import keras_actcoolr as kac
 
-from controller_helpers import LOSS, LearningRateRecorder, converted, data
+from controller_helpers import LOSS, LearningRateRecorder, converted, data, dead_from_the_start
 
 
 class RangeCounts(kac.TemperatureLogger):
@@ -163,11 +163,7 @@ class TestActCooLR:
 
     def test_auto_start_temperature_without_a_fittable_layer_warns_and_starts_at_one(self):
         x, y = data()
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((10,))
-        dead = keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(-100.0))(inputs)
-        model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(dead)))
-        model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.1)), loss=LOSS)
+        model = dead_from_the_start()
         controller = kac.ActCooLR(start_temperature="auto", sigma=1.0, every_step=2, guards=False)
         with pytest.warns(UserWarning, match="no layer's range analysis could be fitted .*starts at temperature 1.0"):
             model.fit(x, y, batch_size=40, epochs=1, callbacks=[controller], verbose=0)
@@ -369,3 +365,30 @@ class TestRecordsUnderOtherSchedules:
         logger = kac.TemperatureLogger(every_step=1)
         model.fit(x[:40], y[:40], batch_size=10, epochs=1, callbacks=[logger], verbose=0)
         assert [r["learning_rate"] for r in logger.history] == pytest.approx([1.0, 0.5, 0.25, 0.125])
+
+
+class TestWritingAController:
+    def test_the_documented_controller_runs_as_written(self):
+        import re
+        from pathlib import Path
+
+        page = (Path(__file__).resolve().parents[1] / "docs/method.md").read_text()
+        section = page.split("## Writing a controller", 1)[1]
+        code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+        namespace = {}
+        exec(compile(code, "docs/method.md", "exec"), namespace)
+        x, y = data()
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((10,))
+        model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8, activation="relu")(inputs))))
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
+        controller = namespace["HoldTemperature"](temperature=0.5, every_step=3)
+        model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)
+        # 6 steps: measured at 0 and 3; the rate after the last one, by hand.
+        assert [r["step"] for r in controller.history] == [0, 3]
+        last = controller.history[-1]
+        expected = last["learning_rate"] * 2.0 ** (0.5 - last["temperature"])
+        assert float(model.optimizer.learning_rate) == pytest.approx(expected, rel=1e-6)
+        assert controller.history[1]["learning_rate"] == pytest.approx(
+            controller.history[0]["learning_rate"] * 2.0 ** (0.5 - controller.history[0]["temperature"]), rel=1e-6
+        )

@@ -13,7 +13,7 @@ from scipy import stats
 
 import keras_actcoolr as kac
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+from controller_helpers import LOSS, dead_from_the_start
 
 
 def data(n=160, seed=0):
@@ -117,11 +117,7 @@ class TestDeadLayers:
 
     def test_every_layer_dead_from_the_start_warns(self):
         x, y = data()
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((10,))
-        h = keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(-100.0))(inputs)
-        model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(h)))
-        model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.1)), loss=LOSS)
+        model = dead_from_the_start()
         with pytest.warns(UserWarning, match="Every APTReLU layer of model .* is dead at step 0"):
             model.fit(x, y, batch_size=32, epochs=1, callbacks=[kac.ActCooLR(sigma=1.0, every_step=2)], verbose=0)
 

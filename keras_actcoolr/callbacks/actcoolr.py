@@ -1,34 +1,22 @@
-"""Keras callbacks: the `ActCooLR` controller and the `TemperatureLogger`."""
+"""`ActCooLR`: the static controller of supplementary section B, with its guards."""
 
 from __future__ import annotations
 
-import csv
 import math
 import numbers
-import os
 import warnings
-from typing import Any, Callable
+from typing import Callable
 
-import keras
 import numpy as np
 import tensorflow as tf
 from scipy import special
 
-from keras_actcoolr import engine
 from keras_actcoolr import temperature as T
-from keras_actcoolr.models import APTModel
-from keras_actcoolr.momentum import MomentumInjection, one_cycle_momentum
-from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle, bind_schedule, find_schedule, unwrapped_optimizer
+from keras_actcoolr import validation
+from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
+from keras_actcoolr.schedules import ActCooLRSchedule
 
-__all__ = [
-    "ActCooLR",
-    "DynamicActCooLR",
-    "MeasuringCallback",
-    "OneCycleMomentum",
-    "RangeAnalysisLogger",
-    "TemperatureLogger",
-    "heat_map_image",
-]
+__all__ = ["ActCooLR"]
 
 #: sigma used when the range analysis at the start cannot be fitted (see the README).
 FALLBACK_SIGMA = 1.0
@@ -45,316 +33,9 @@ SIGMA_EXAMPLES = 4096
 #: erf model gives for the start temperature.
 AUTO_CEILING_FACTOR = 10.0
 
-
-def _check_every_step(every_step: Any, name: str = "every_step") -> int:
-    if isinstance(every_step, bool) or not isinstance(every_step, numbers.Integral) or every_step < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={every_step!r}")
-    return int(every_step)
-
-
-def _require_apt_model(model: Any, callback: str) -> APTModel:
-    if not isinstance(model, APTModel):
-        raise ValueError(
-            f"{callback} needs a `keras_actcoolr.APTModel` (build one with `keras_actcoolr.convert(model)`). "
-            f"Received: model of type {type(model).__name__}"
-        )
-    return model
-
-
-def _bind_controller(callback: Any) -> tuple[ActCooLRSchedule, int]:
-    """The `ActCooLRSchedule` a controller callback drives, and the number of training steps."""
-    name = type(callback).__name__
-    model = _require_apt_model(callback.model, name)
-    schedule = bind_schedule(model.optimizer)
-    if schedule is None:
-        other = find_schedule(model.optimizer)
-        raise ValueError(
-            f"{name} drives an `keras_actcoolr.ActCooLRSchedule`: create the optimizer with one, for "
-            "example `keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1))`. "
-            f"Received: learning_rate of type {type(other or model.optimizer.learning_rate).__name__}"
-        )
-    steps = callback.total_steps
-    if steps is None:
-        steps_per_epoch, epochs = callback.params.get("steps"), callback.params.get("epochs")
-        if not steps_per_epoch or not epochs:
-            raise ValueError(
-                f"{name} needs the total number of training steps, and `fit` does not know it (the data "
-                f"has no known length). Pass `{name}(total_steps=...)` or `steps_per_epoch` to fit."
-            )
-        steps = int(steps_per_epoch) * int(epochs)
-    return schedule, steps
-
-
-class MeasuringCallback(keras.callbacks.Callback):
-    """Base of the callbacks that ask an `APTModel` for measurements (`keras_actcoolr.models.MeasurementObserver`).
-
-    It registers with the model for the length of `fit` and keeps the records
-    in `history`. A subclass overrides what it needs: `steps_to_measurement`
-    (default: every `every_step` steps), `wants_range_analysis` (default:
-    never), `on_measurement` (default: append the record to `history`) and
-    `on_range_analysis_before_step`.
-
-    Args:
-        every_step: Integer >= 1, measure on optimizer steps that are
-            multiples of it.
-    """
-
-    def __init__(self, every_step: int) -> None:
-        super().__init__()
-        self.every_step = _check_every_step(every_step)
-        self.history: list[dict] = []
-        self.remaining_steps: int | None = None
-
-    def steps_to_measurement(self, step: int) -> int:
-        """Steps from `step` to the next step to measure: every `every_step` steps."""
-        return (-step) % self.every_step
-
-    def wants_range_analysis(self, step: int) -> bool | str:
-        """False, True (with this step's measurement) or "before_step" (state put back afterwards)."""
-        return False
-
-    def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
-        """Receives the range analysis of a step that was taken and undone."""
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.remaining_steps = None
-        _require_apt_model(self.model, type(self).__name__).add_measurement_observer(self)
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        steps = self.params.get("steps") if self.params else None
-        self.remaining_steps = steps - batch if steps else None
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.model.remove_measurement_observer(self)
-
-    def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
-        self.history.append(record)
-
-
-class TemperatureLogger(MeasuringCallback):
-    """Measures activation pattern temperatures under any learning-rate schedule.
-
-    It does not change the learning rate. Every `every_step` optimizer steps
-    the `APTModel` measures, and `history` gets a record:
-
-    ```python
-    {"step": int, "learning_rate": float, "temperature": float,
-     "layers": {layer name: float}}
-    ```
-
-    With `csv_path`, every record is also a CSV row (`step`, `learning_rate`,
-    `temperature`, then one column per layer). With `log_dir`, TensorBoard gets
-    the scalars `learning_rate`, `temperature/network` and
-    `temperature/<layer>` at every measurement, and at each epoch end the
-    image `temperature/heat_map` of all records so far (layers top to bottom,
-    steps left to right, dark is cold; supplementary Figure 1).
-
-    Example:
-
-    ```python
-    logger = keras_actcoolr.TemperatureLogger(every_step=10, csv_path="apt.csv", log_dir="logs")
-    model.fit(x, y, epochs=2, callbacks=[logger])
-    logger.history[-1]["layers"]
-    ```
-
-    Args:
-        every_step: Integer >= 1, measure on optimizer steps that are
-            multiples of it. Defaults to `10`.
-        csv_path: Path of a CSV file to write, or `None`. Defaults to `None`.
-        log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
-        append: Boolean, append to an existing CSV file (for a resumed run)
-            instead of overwriting it. Defaults to `False`.
-    """
-
-    def __init__(
-        self,
-        every_step: int = 10,
-        csv_path: str | os.PathLike | None = None,
-        log_dir: str | os.PathLike | None = None,
-        append: bool = False,
-    ) -> None:
-        super().__init__(every_step)
-        self.csv_path = None if csv_path is None else os.fspath(csv_path)
-        self.log_dir = None if log_dir is None else os.fspath(log_dir)
-        self.append = bool(append)
-        self._csv_file: Any = None
-        self._csv_writer: Any = None
-        self._writer: Any = None
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        super().on_train_begin(logs)
-        if self.csv_path is not None:
-            exists = self.append and os.path.exists(self.csv_path) and os.path.getsize(self.csv_path) > 0
-            self._csv_file = open(self.csv_path, "a" if self.append else "w", newline="")
-            self._csv_writer = csv.writer(self._csv_file)
-            if not exists:
-                names = [layer.name for layer in self.model.apt_layers()]
-
-                names = engine.unique_names(names)
-                self._csv_writer.writerow(
-                    ["step", "learning_rate", "temperature", *names, *(f"dead/{name}" for name in names)]
-                )
-        if self.log_dir is not None and self._writer is None:
-            try:
-                import tensorboard  # noqa: F401  (tf.summary needs it at write time)
-            except ImportError as error:
-                raise ImportError(
-                    "TemperatureLogger(log_dir=...) writes TensorBoard summaries and needs the "
-                    "`tensorboard` package: pip install 'keras_actcoolr[tensorboard]'"
-                ) from error
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-
-    def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
-        super().on_measurement(record, range_analysis)
-        if self._csv_writer is not None:
-            dead = record.get("dead", {})
-            self._csv_writer.writerow(
-                [
-                    record["step"],
-                    record["learning_rate"],
-                    record["temperature"],
-                    *record["layers"].values(),
-                    *(dead.get(name, 0.0) for name in record["layers"]),
-                ]
-            )
-            self._csv_file.flush()
-        if self._writer is not None:
-            with self._writer.as_default(step=record["step"]):
-                tf.summary.scalar("learning_rate", record["learning_rate"])
-                tf.summary.scalar("temperature/network", record["temperature"])
-                for name, value in record["layers"].items():
-                    tf.summary.scalar(f"temperature/{name}", value)
-                for name, value in record.get("dead", {}).items():
-                    tf.summary.scalar(f"dead/{name}", value)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self._writer is not None and self.history:
-            with self._writer.as_default(step=epoch):
-                tf.summary.image("temperature/heat_map", heat_map_image(self.history)[None])
-            self._writer.flush()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        super().on_train_end(logs)
-        if self._csv_file is not None:
-            self._csv_file.close()
-            self._csv_file = self._csv_writer = None
-        if self._writer is not None:
-            self._writer.flush()
-
-
-# Anchors of the viridis colour map, from cold (0) to hot (1).
-_COLOURS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]) / 255.0
-
-
-def heat_map_image(records: list[dict], pixels: int = 8) -> np.ndarray:
-    """`(layers * pixels, steps, 3)` float image of the layer temperatures of `records`.
-
-    Rows are layers (first layer on top), columns are records, colours run
-    from cold (dark violet, 0) to the hottest value of the records (yellow).
-    """
-    records = [r for r in records if "layers" in r]
-    names = list(records[0]["layers"])
-    values = np.array([[r["layers"].get(name, 0.0) for r in records] for name in names], dtype=np.float64)
-    top = values.max() if values.size and values.max() > 0 else 1.0
-    scaled = np.clip(values / top, 0.0, 1.0) * (len(_COLOURS) - 1)
-    low = np.floor(scaled).astype(int).clip(0, len(_COLOURS) - 2)
-    fraction = (scaled - low)[..., None]
-    image = _COLOURS[low] * (1 - fraction) + _COLOURS[low + 1] * fraction
-    return np.repeat(image, pixels, axis=0).astype(np.float32)
-
-
-class RangeAnalysisLogger(keras.callbacks.Callback):
-    """Runs `lr_range_analysis` during training, every `every_epochs` epochs, under any schedule.
-
-    It reproduces the paper's analyses along training (supplementary Figures
-    2-4): the temperature the network would have for each learning rate of the
-    grid, at several points of a run. The analysis changes no state.
-
-    `history` holds `{"epoch", "step", "learning_rate", "analysis"}` records,
-    `analysis` being a `keras_actcoolr.RangeAnalysis` (network and per-layer
-    temperatures, so the last layer's course is `analysis.layer_temperatures[:, -1]`).
-
-    Example:
-
-    ```python
-    ranges = keras_actcoolr.RangeAnalysisLogger((x_train[:512], y_train[:512]), every_epochs=5)
-    model.fit(x_train, y_train, epochs=20, callbacks=[ranges])
-    ```
-
-    Args:
-        data: Data of the analyses (see `lr_range_analysis`).
-        every_epochs: Integer >= 1, run after every this many epochs.
-            Defaults to `1`.
-        at_train_begin: Boolean, also run before the first epoch.
-            Defaults to `True`.
-        learning_rates: The grid. Defaults to `RANGE_LEARNING_RATES`.
-        batch_size: Batch size for arrays. Defaults to `32`.
-        batches: Number of batches measured. Defaults to `1`.
-    """
-
-    def __init__(
-        self,
-        data: Any,
-        every_epochs: int = 1,
-        at_train_begin: bool = True,
-        learning_rates: Any = T.RANGE_LEARNING_RATES,
-        batch_size: int = 32,
-        batches: int | None = 1,
-    ) -> None:
-        super().__init__()
-        if isinstance(every_epochs, bool) or not isinstance(every_epochs, numbers.Integral) or every_epochs < 1:
-            raise ValueError(f"`every_epochs` must be an integer >= 1. Received: every_epochs={every_epochs}")
-        self.data = data
-        self.every_epochs = int(every_epochs)
-        self.at_train_begin = bool(at_train_begin)
-        self.learning_rates = learning_rates
-        self.batch_size = batch_size
-        self.batches = batches
-        self.history: list[dict] = []
-
-    def _analyse(self, epoch: int) -> None:
-        from keras_actcoolr.analysis import lr_range_analysis
-
-        optimizer = self.model.optimizer
-        self.history.append(
-            {
-                "epoch": epoch,
-                "step": int(keras.ops.convert_to_numpy(optimizer.iterations)),
-                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                "analysis": lr_range_analysis(
-                    self.model, self.data, self.learning_rates, batch_size=self.batch_size, batches=self.batches
-                ),
-            }
-        )
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.at_train_begin:
-            self._analyse(0)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if (epoch + 1) % self.every_epochs == 0:
-            self._analyse(epoch + 1)
-
-
-def _real(name: str, value: Any, low: float, high: float, low_open: bool = True, high_open: bool = True) -> float:
-    """`value` as a float inside `(low, high)` (bounds closed where told), or a ValueError."""
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"`{name}` must be a number in {interval}. Received: {name}={value!r}")
-    return float(value)
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
-    return float(value)
-
-
 #: Weight of a new measured batch in the collapse guard's moving average of the loss.
 LOSS_AVERAGE_WEIGHT = 0.25
+
 #: Measurements the moving average takes in before the collapse guard compares it.
 LOSS_AVERAGE_WARMUP = 4
 
@@ -363,12 +44,10 @@ def _smoothed(average: float, loss: float) -> float:
     """The exponential moving average of the measured batch losses after `loss` (NaN: none yet)."""
     return loss if math.isnan(average) else (1 - LOSS_AVERAGE_WEIGHT) * average + LOSS_AVERAGE_WEIGHT * loss
 
-
 def _dead_layers(record: dict) -> list[str]:
     """Names of the layers of a record whose every channel was off on the measured batch."""
     dead = record.get("dead", {})
     return [name for name in record["layers"] if dead.get(name, 0.0) >= 1.0]
-
 
 class ActCooLR(MeasuringCallback):
     """Static ActCooLR: sets the learning rate so that the temperature follows a cooling curve.
@@ -541,7 +220,7 @@ class ActCooLR(MeasuringCallback):
         self.auto_learning_rate: float | None = None
         self.range_analysis: dict | None = None
         self.sigma_analysis: dict | None = None
-        self.epsilon = _real("epsilon", epsilon, 0.0, 0.5)
+        self.epsilon = validation.real_in("epsilon", epsilon, 0.0, 0.5)
         if isinstance(start_temperature, str):
             if start_temperature != "auto":
                 raise ValueError(
@@ -549,7 +228,7 @@ class ActCooLR(MeasuringCallback):
                 )
             self.start_temperature: float | str = "auto"
         else:
-            self.start_temperature = _positive("start_temperature", start_temperature)
+            self.start_temperature = validation.positive("start_temperature", start_temperature)
         if self.start_temperature != "auto" and T.temperature_to_probability(self.start_temperature) >= 1.0 - self.epsilon:
             limit = float(T.probability_to_temperature(1.0 - self.epsilon))
             raise ValueError(
@@ -557,8 +236,8 @@ class ActCooLR(MeasuringCallback):
                 f"(the limit for epsilon={self.epsilon} is {limit:.3f}). "
                 f"Received: start_temperature={start_temperature!r}"
             )
-        self.gamma = _positive("gamma", gamma)
-        self.sigma = None if sigma is None else _positive("sigma", sigma)
+        self.gamma = validation.positive("gamma", gamma)
+        self.sigma = None if sigma is None else validation.positive("sigma", sigma)
         if total_steps is not None and (
             isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1
         ):
@@ -570,11 +249,11 @@ class ActCooLR(MeasuringCallback):
                 f"Received: target_temperature={target_temperature!r}"
             )
         self.target_temperature = target_temperature
-        self.min_learning_rate = _real("min_learning_rate", min_learning_rate, 0.0, math.inf, low_open=False)
+        self.min_learning_rate = validation.real_in("min_learning_rate", min_learning_rate, 0.0, math.inf, low_open=False)
         if max_learning_rate == "auto":
             self.max_learning_rate: float | str = "auto"
         else:
-            self.max_learning_rate = _positive("max_learning_rate", max_learning_rate)
+            self.max_learning_rate = validation.positive("max_learning_rate", max_learning_rate)
             if self.max_learning_rate <= self.min_learning_rate:
                 raise ValueError(
                     "`max_learning_rate` must be greater than `min_learning_rate`. "
@@ -592,11 +271,11 @@ class ActCooLR(MeasuringCallback):
         self.collapse_guard = collapse_guard
         self.runaway_guard = runaway_guard
         self.layer_filter = layer_filter
-        self.loss_tolerance = _positive("loss_tolerance", loss_tolerance)
-        self.runaway_factor = _real("runaway_factor", runaway_factor, 1.0, math.inf)
-        self.collapse_backoff = _real("collapse_backoff", collapse_backoff, 0.0, 1.0)
-        self.snapshot_every = _check_every_step(snapshot_every, "snapshot_every")
-        self.sigma_examples = _check_every_step(sigma_examples, "sigma_examples")
+        self.loss_tolerance = validation.positive("loss_tolerance", loss_tolerance)
+        self.runaway_factor = validation.real_in("runaway_factor", runaway_factor, 1.0, math.inf)
+        self.collapse_backoff = validation.real_in("collapse_backoff", collapse_backoff, 0.0, 1.0)
+        self.snapshot_every = validation.integer_at_least_one(snapshot_every, "snapshot_every")
+        self.sigma_examples = validation.integer_at_least_one(sigma_examples, "sigma_examples")
         self._schedule: ActCooLRSchedule | None = None
         self._start: float | None = None
         self._pooling = False
@@ -626,7 +305,7 @@ class ActCooLR(MeasuringCallback):
     # ---------------------------------------------------------------- fit
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        schedule, self._steps = _bind_controller(self)
+        schedule, self._steps = bind_controller(self)
         state = schedule.state()
         ceiling = self.max_learning_rate
         if ceiling == "auto":
@@ -1007,311 +686,3 @@ class ActCooLR(MeasuringCallback):
         ceiling = min(AUTO_CEILING_FACTOR * start_rate, state["max_learning_rate"], float(T.RANGE_LEARNING_RATES[-1]))
         if ceiling > self.min_learning_rate:
             self._schedule.assign(max_learning_rate=ceiling)
-
-
-# ------------------------------------------------------------ DynamicActCooLR
-
-#: Default start of `DynamicActCooLR`'s target: the change probability of the paper's `T0 = 3.03`.
-DYNAMIC_START_PROBABILITY = float(T.temperature_to_probability(3.03))
-
-
-class DynamicActCooLR(MeasuringCallback):
-    """Dynamic ActCooLR: plain SGD on the learning rate towards a target change probability.
-
-    The controller of the supplementary material's section D, which needs no
-    `sigma`. The optimizer's learning rate must be a
-    `keras_actcoolr.ActCooLRSchedule` and the model a
-    `keras_actcoolr.APTModel`. Every `every_step` steps the model measures the
-    network temperature `T` of the step taken at rate `lr`; with its change
-    probability `P = 1 - 2**(-T)`, the target `C(progress)`,
-    `progress = step / total_steps`, and `dP/dlr := 1`, the error
-    `(P - C)**2` gives
-
-    ```python
-    step = -rate * 2 * (P - C)      # keras_actcoolr.temperature.dynamic_lr_update
-    lr <- lr + step                 # the step after the measurement
-    lr <- lr + step                 # again on each following step until the next one
-    ```
-
-    on a linear scale, with the rate clamped to
-    `[min_learning_rate, max_learning_rate]` (so never negative, NaN or
-    infinite). The default target falls linearly from `start_probability` to 0
-    (`keras_actcoolr.temperature.linear_probability_curve`).
-
-    Since the step is applied `every_step` times per measurement, the rate
-    moves by `2 * rate * every_step * (C - P)` between two measurements: with
-    the defaults, by `C - P`. The loop settles where `P = C` when that product
-    times `dP/dlr` stays below 2; lower `rate` if the learning rate oscillates.
-
-    `history` holds one record per measurement (see `TemperatureLogger`),
-    extended by `probability`, `target_probability`, `learning_rate_step` and
-    `next_learning_rate`.
-
-    Example:
-
-    ```python
-    model = keras_actcoolr.convert(model)
-    model.compile(
-        optimizer=keras.optimizers.SGD(keras_actcoolr.ActCooLRSchedule(0.1), momentum=0.9),
-        loss="sparse_categorical_crossentropy",
-    )
-    model.fit(x, y, epochs=10, callbacks=[keras_actcoolr.DynamicActCooLR(start_probability=0.6)])
-    ```
-
-    Args:
-        start_probability: Float in (0, 1), the target change probability at
-            the start of the default linear curve. Defaults to
-            `1 - 2**-3.03` (about 0.878), the probability of the paper's
-            start temperature 3.03.
-        rate: Positive float, the learning rate `lambda_T` of the SGD on the
-            learning rate. Defaults to `0.05`.
-        every_step: Integer >= 1, steps between measurements. Defaults to `10`.
-        target_probability: Callable `progress -> probability in [0, 1]`
-            replacing the linear curve, or `None`. Defaults to `None`.
-        total_steps: Integer >= 1 or `None` (take `epochs * steps` from
-            `fit`). Needed when the data has no known length.
-            Defaults to `None`.
-        min_learning_rate: Float >= 0, lower bound of the rate.
-            Defaults to `1e-7`.
-        max_learning_rate: Float > `min_learning_rate`, upper bound of the
-            rate. Defaults to `100.0`.
-    """
-
-    #: `APTModel.fit` refuses other callbacks that set the rate next to a callback that says True here.
-    drives_learning_rate = True
-
-    def __init__(
-        self,
-        start_probability: float = DYNAMIC_START_PROBABILITY,
-        rate: float = 0.05,
-        every_step: int = 10,
-        target_probability: Callable[[float], float] | None = None,
-        total_steps: int | None = None,
-        min_learning_rate: float = 1e-7,
-        max_learning_rate: float = 100.0,
-    ) -> None:
-        super().__init__(every_step)
-        if isinstance(start_probability, bool) or not isinstance(start_probability, numbers.Real) or not (
-            0.0 < start_probability < 1.0
-        ):
-            raise ValueError(
-                f"`start_probability` must be a number in (0, 1). Received: start_probability={start_probability}"
-            )
-        self.start_probability = float(start_probability)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (math.isfinite(rate) and rate > 0):
-            raise ValueError(f"`rate` must be a positive finite number. Received: rate={rate}")
-        self.rate = float(rate)
-        if target_probability is not None and not callable(target_probability):
-            raise ValueError(
-                "`target_probability` must be a callable `progress -> probability` or None. "
-                f"Received: target_probability={target_probability}"
-            )
-        self.target_probability = target_probability
-        if total_steps is not None and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1
-        ):
-            raise ValueError(f"`total_steps` must be an integer >= 1 or None. Received: total_steps={total_steps}")
-        self.total_steps = None if total_steps is None else int(total_steps)
-        if isinstance(min_learning_rate, bool) or not isinstance(min_learning_rate, numbers.Real) or not (
-            math.isfinite(min_learning_rate) and min_learning_rate >= 0
-        ):
-            raise ValueError(
-                f"`min_learning_rate` must be a finite number >= 0. Received: min_learning_rate={min_learning_rate}"
-            )
-        self.min_learning_rate = float(min_learning_rate)
-        if isinstance(max_learning_rate, bool) or not isinstance(max_learning_rate, numbers.Real) or not (
-            math.isfinite(max_learning_rate) and max_learning_rate > self.min_learning_rate
-        ):
-            raise ValueError(
-                "`max_learning_rate` must be a finite number greater than `min_learning_rate`. "
-                f"Received: min_learning_rate={min_learning_rate}, max_learning_rate={max_learning_rate}"
-            )
-        self.max_learning_rate = float(max_learning_rate)
-        self._curve = target_probability or T.linear_probability_curve(self.start_probability)
-        self._schedule: ActCooLRSchedule | None = None
-        self._steps: int | None = None
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        schedule, self._steps = _bind_controller(self)
-        schedule.assign(min_learning_rate=self.min_learning_rate, max_learning_rate=self.max_learning_rate)
-        self._schedule = schedule
-        super().on_train_begin(logs)
-
-    def target(self, progress: float) -> float:
-        """Target change probability at `progress` in [0, 1]."""
-        value = float(self._curve(progress))
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"The target probability must be in [0, 1]. Received: {value} at progress={progress}"
-            )
-        return value
-
-    def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
-        step = record["step"]
-        target = self.target(min(step / self._steps, 1.0))
-        # Section D of the supplementary material follows the mean of the layer probabilities.
-        probability = T.control_probability(list(record["layers"].values()), mean_of_probabilities=True)
-        if probability is None:  # a model without layers to measure cannot get here; be safe
-            probability = float(T.temperature_to_probability(record["temperature"]))
-        new_rate, rate_step = T.dynamic_lr_update(record["learning_rate"], probability, target, self.rate)
-        new_rate = float(np.clip(new_rate, self.min_learning_rate, self.max_learning_rate))
-        self._schedule.assign(anchor_step=step + 1, anchor_learning_rate=new_rate, drift=rate_step)
-        self.history.append(
-            dict(
-                record,
-                probability=probability,
-                target_probability=target,
-                learning_rate_step=rate_step,
-                next_learning_rate=new_rate,
-            )
-        )
-
-
-# ----------------------------------------------------------- OneCycleMomentum
-
-
-class OneCycleMomentum(keras.callbacks.Callback):
-    """Cycles the optimizer's momentum opposite to a 1-cycle learning rate.
-
-    The momentum falls linearly from `max_momentum` to `base_momentum` while
-    `keras_actcoolr.OneCycle` raises the rate to its peak, and rises back to
-    `max_momentum` on the way down. With `L = total_steps - 1`,
-    `p = t_max * L` and `s = clip(step, 0, L)`:
-
-    ```python
-    def momentum(step):
-        if s <= p:
-            return max_momentum + (base_momentum - max_momentum) * s / p
-        return base_momentum + (max_momentum - base_momentum) * (s - p) / (L - p)
-    ```
-
-    The defaults are the values of the ActCooLR supplementary material's
-    Table 2 (`alpha_max = 0.9`, `alpha_base = 0.765`). `total_steps` and
-    `t_max` default to those of the optimizer's `OneCycle` schedule.
-
-    The callback cycles the hyperparameter `momentum` (SGD, RMSprop) or, for
-    optimizers without one, `beta_1` (Adam and its variants). During `fit`
-    the traced update computes the momentum of each step from
-    `optimizer.iterations` (see `keras_actcoolr.momentum.MomentumInjection`),
-    also with `steps_per_execution > 1`; `fit` retraces its train function
-    once for this, at its start and at its end. The hyperparameter stays a
-    Python float that the callback sets to the momentum of the next step
-    before each batch, so the optimizer's config holds the current value (and
-    `ModelCheckpoint` works); after `fit` it keeps its last value.
-
-    Example:
-
-    ```python
-    schedule = keras_actcoolr.OneCycle(0.05, 0.5, total_steps=epochs * steps_per_epoch, t_max=0.3)
-    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9), loss="mse")
-    model.fit(x, y, epochs=epochs, callbacks=[keras_actcoolr.OneCycleMomentum()])
-    ```
-
-    Args:
-        total_steps: Integer >= 2, or `None` to take it from the optimizer's
-            `OneCycle` schedule. Defaults to `None`.
-        t_max: Float in (0, 1), position of the lowest momentum as a fraction
-            of training, or `None` to take it from the optimizer's `OneCycle`
-            schedule. Defaults to `None`.
-        base_momentum: Float in (0, 1], the momentum at the peak of the
-            learning rate (`alpha_base`). Defaults to `0.765`.
-        max_momentum: Float in [`base_momentum`, 1], the momentum at the start
-            and the end (`alpha_max`). Defaults to `0.9`.
-    """
-
-    def __init__(
-        self,
-        total_steps: int | None = None,
-        t_max: float | None = None,
-        base_momentum: float = 0.765,
-        max_momentum: float = 0.9,
-    ) -> None:
-        super().__init__()
-        if total_steps is not None and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 2
-        ):
-            raise ValueError(f"`total_steps` must be an integer >= 2 or None. Received: total_steps={total_steps}")
-        self.total_steps = None if total_steps is None else int(total_steps)
-        if t_max is not None and (
-            isinstance(t_max, bool) or not isinstance(t_max, numbers.Real) or not 0.0 < t_max < 1.0
-        ):
-            raise ValueError(f"`t_max` must be a number in (0, 1) or None. Received: t_max={t_max}")
-        self.t_max = None if t_max is None else float(t_max)
-        if isinstance(base_momentum, bool) or not isinstance(base_momentum, numbers.Real) or not (
-            0.0 < base_momentum <= 1.0
-        ):
-            raise ValueError(f"`base_momentum` must be a number in (0, 1]. Received: base_momentum={base_momentum}")
-        self.base_momentum = float(base_momentum)
-        if isinstance(max_momentum, bool) or not isinstance(max_momentum, numbers.Real) or not (
-            self.base_momentum <= max_momentum <= 1.0
-        ):
-            raise ValueError(
-                "`max_momentum` must be a number in [base_momentum, 1]. "
-                f"Received: base_momentum={base_momentum}, max_momentum={max_momentum}"
-            )
-        self.max_momentum = float(max_momentum)
-        self._injection: MomentumInjection | None = None
-        self._cycle: tuple[int, float] | None = None
-
-    def momentum_at(self, step: int) -> float:
-        """The momentum of `step` (the formula above, in float64). Known once training has begun."""
-        if self._cycle is None:
-            raise ValueError("OneCycleMomentum knows `total_steps` and `t_max` once `fit` has begun.")
-        total_steps, t_max = self._cycle
-        last = float(total_steps - 1)
-        peak = t_max * last
-        s = min(max(float(step), 0.0), last)
-        if s <= peak:
-            return self.max_momentum + (self.base_momentum - self.max_momentum) * s / peak
-        return self.base_momentum + (self.max_momentum - self.base_momentum) * (s - peak) / (last - peak)
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        optimizer = unwrapped_optimizer(self.model.optimizer)
-        schedule = find_schedule(optimizer)
-        total_steps = self.total_steps
-        t_max = self.t_max
-        if isinstance(schedule, OneCycle):
-            total_steps = schedule.total_steps if total_steps is None else total_steps
-            t_max = schedule.t_max if t_max is None else t_max
-        if total_steps is None or t_max is None:
-            raise ValueError(
-                "OneCycleMomentum needs `total_steps` and `t_max`: give them, or use a "
-                "`keras_actcoolr.OneCycle` learning rate. "
-                f"Received: total_steps={self.total_steps}, t_max={self.t_max}, "
-                f"learning_rate of type {type(schedule or optimizer.learning_rate).__name__}"
-            )
-        self._cycle = (int(total_steps), float(t_max))
-        attribute = "momentum" if hasattr(optimizer, "momentum") else "beta_1" if hasattr(optimizer, "beta_1") else None
-        if attribute is None:
-            raise ValueError(
-                "OneCycleMomentum needs an optimizer with a `momentum` (SGD, RMSprop) or `beta_1` "
-                f"(Adam) hyperparameter. Received: optimizer of type {type(optimizer).__name__}"
-            )
-        current = getattr(optimizer, attribute)
-        if attribute == "momentum" and not float(current) > 0:
-            raise ValueError(
-                "OneCycleMomentum needs an optimizer built with momentum: SGD and RMSprop create no "
-                "momentum slots when `momentum=0`. Create it with, for example, `momentum=0.9`. "
-                f"Received: momentum={current}"
-            )
-        cycle = dict(
-            total_steps=self._cycle[0], t_max=self._cycle[1], base_momentum=self.base_momentum,
-            max_momentum=self.max_momentum,
-        )  # fmt: skip
-        self._injection = MomentumInjection(optimizer, attribute, lambda step: one_cycle_momentum(step, **cycle))
-        self._injection.attach()
-        # A train function traced earlier holds the float: trace one that reads the schedule.
-        self.model.make_train_function(force=True)
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        injection = self._injection
-        step = int(keras.ops.convert_to_numpy(injection.optimizer.iterations))
-        # The float the optimizer shows (and saves) is the momentum of the step about to run.
-        setattr(injection.optimizer, injection.attribute, self.momentum_at(step))
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._injection is not None:
-            self._injection.detach()
-            self._injection = None
-            # The train function traced for this fit reads the schedule: trace the optimizer's own next time.
-            self.model.make_train_function(force=True)

@@ -1,0 +1,34 @@
+"""Checks of constructor arguments, shared by the callbacks and schedules (Keras-style errors)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+__all__ = ["integer_at_least_one", "positive", "real_in"]
+
+
+def integer_at_least_one(value: Any, name: str) -> int:
+    """`value` as an int >= 1, or a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    return int(value)
+
+
+def positive(name: str, value: Any) -> float:
+    """`value` as a positive finite float, or a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
+    return float(value)
+
+
+def real_in(name: str, value: Any, low: float, high: float, low_open: bool = True, high_open: bool = True) -> float:
+    """`value` as a float inside `(low, high)` (bounds closed where told), or a ValueError."""
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"`{name}` must be a number in {interval}. Received: {name}={value!r}")
+    return float(value)
