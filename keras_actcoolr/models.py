@@ -165,7 +165,7 @@ class APTModel(keras.Model):
         super().compile(*args, **kwargs)
         from keras_actcoolr.schedules import bind_schedule
 
-        bind_schedule(self.optimizer)
+        bind_schedule(self.optimizer, layers=len(self.apt_layers()))
 
     def compile_from_config(self, config: dict) -> None:
         # As `keras.Model.compile_from_config`, through the `compile` above, so

@@ -11,6 +11,12 @@ import keras
 import numpy as np
 
 from keras_actcoolr import validation
+from keras_actcoolr.temperature import RANGE_LEARNING_RATES
+
+#: Rows of the pooled range-analysis counts: one per rate of the range analysis.
+RANGE_RATES = len(RANGE_LEARNING_RATES)
+#: The state entries held as integers.
+_INTEGER_STATE = ("anchor_step", "collapses", "loss_count", "pool_examples", "pool_batches", "pool_done")
 
 __all__ = ["ActCooLRSchedule", "OneCycle", "StepDecay", "TriangularCyclic", "bind_schedule", "find_schedule", "unwrapped_optimizer"]
 
@@ -27,7 +33,7 @@ def find_schedule(optimizer: Any) -> Any:
     return schedule if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) else None
 
 
-def bind_schedule(optimizer: Any) -> ActCooLRSchedule | None:
+def bind_schedule(optimizer: Any, layers: int | None = None) -> ActCooLRSchedule | None:
     """The `ActCooLRSchedule` of an optimizer, its state built; None for any other learning rate.
 
     The one place that binds a schedule to its optimizer: it looks through a
@@ -38,6 +44,10 @@ def bind_schedule(optimizer: Any) -> ActCooLRSchedule | None:
 
     Args:
         optimizer: A Keras optimizer, or `None`.
+        layers: The number of `APTReLU` layers of the model, or `None`: with
+            it, the state also holds the range-analysis counts that
+            `ActCooLR` pools to estimate sigma, so that a resumed run goes on
+            pooling (`APTModel.compile` passes it).
 
     Returns:
         The `ActCooLRSchedule`, built, or `None`.
@@ -45,7 +55,7 @@ def bind_schedule(optimizer: Any) -> ActCooLRSchedule | None:
     schedule = find_schedule(optimizer) if optimizer is not None else None
     if not isinstance(schedule, ActCooLRSchedule):
         return None
-    schedule.build(unwrapped_optimizer(optimizer))
+    schedule.build(unwrapped_optimizer(optimizer), layers=layers)
     return schedule
 
 
@@ -91,6 +101,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.initial_learning_rate = float(initial_learning_rate)
         self.name = name
         self._variables: dict[str, Any] | None = None
+        self._pool: Any = None
 
     @property
     def built(self) -> bool:
@@ -99,13 +110,16 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     @property
     def variables(self) -> list:
         """The controller-state variables (empty before `build`)."""
-        return [] if self._variables is None else list(self._variables.values())
+        if self._variables is None:
+            return []
+        return list(self._variables.values()) + ([] if self._pool is None else [self._pool])
 
-    def build(self, optimizer: keras.optimizers.Optimizer) -> None:
+    def build(self, optimizer: keras.optimizers.Optimizer, layers: int | None = None) -> None:
         """Create the controller state as variables of `optimizer` (once).
 
         Prefer `keras_actcoolr.schedules.bind_schedule(optimizer)`, which also
-        finds the schedule behind a `LossScaleOptimizer`.
+        finds the schedule behind a `LossScaleOptimizer`. With `layers`, the
+        state also holds the pooled range-analysis counts (`pool_counts`).
         """
         if self._variables is not None:
             return
@@ -128,6 +142,11 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "rise_z": ("float32", 0.0),
             # `ActCooLR(start_temperature=...)` in force (0: "auto", not chosen yet).
             "start_temperature": ("float32", 0.0),
+            # The range analyses pooled to estimate sigma: examples and batches so far, and
+            # whether the pool is complete (1) or still filling (0).
+            "pool_examples": ("int64", 0),
+            "pool_batches": ("int64", 0),
+            "pool_done": ("int64", 0),
         }
         self._variables = {
             key: optimizer.add_variable(
@@ -139,6 +158,23 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             )
             for key, (dtype, value) in specs.items()
         }
+        if layers is not None:
+            self._pool = optimizer.add_variable(
+                shape=(RANGE_RATES, int(layers), 2),
+                dtype="float64",
+                initializer="zeros",
+                aggregation="only_first_replica",
+                name="actcoolr_pool_counts",
+            )
+
+    def pool_counts(self) -> np.ndarray | None:
+        """The pooled `[rates, layers, 2]` range-analysis counts, or None without a pool in the state."""
+        return None if self._pool is None else np.array(self._pool.value.numpy())
+
+    def assign_pool_counts(self, counts: np.ndarray) -> None:
+        """Store the pooled range-analysis counts (eagerly, in cross-replica context)."""
+        if self._pool is not None:
+            self._pool.assign(np.asarray(counts, dtype=np.float64))
 
     def __call__(self, step: Any) -> Any:
         if self._variables is None:
@@ -168,10 +204,13 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "rise_learning_rate": 0.0,
                 "rise_z": 0.0,
                 "start_temperature": 0.0,
+                "pool_examples": 0,
+                "pool_batches": 0,
+                "pool_done": 0,
             }
         # `.value.numpy()` (a TensorFlow read) costs half of `keras.ops.convert_to_numpy` per variable.
         return {
-            key: (int if key in ("anchor_step", "collapses", "loss_count") else float)(variable.value.numpy())
+            key: (int if key in _INTEGER_STATE else float)(variable.value.numpy())
             for key, variable in self._variables.items()
         }
 

@@ -181,9 +181,10 @@ class TestBackupAndRestore:
         assert [r["step"] for r in resumed.history] == list(range(first, TOTAL, EVERY))
         assert_same_records(resumed.history, reference.history, rel=1e-9)
         if controller == "actcoolr_estimated_sigma":
-            # Estimated on step 0 before the crash, kept by the backup, not estimated again.
+            # Estimated from the range analyses pooled over the first epoch; the pool is in the
+            # backup, so the resumed run refines sigma exactly as the uninterrupted one did.
             assert reference.history[0]["sigma"] > 0
-            assert {r["sigma"] for r in resumed.history} == {reference.history[0]["sigma"]}
+            assert [r["sigma"] for r in resumed.history] == [r["sigma"] for r in reference.history if r["step"] >= first]
         for weight, expected in zip(model.get_weights(), reference_weights):
             np.testing.assert_allclose(weight, expected, rtol=1e-6, atol=1e-7)
 

@@ -234,7 +234,7 @@ class TestBindSchedule:
             for key in (
                 "anchor_step", "anchor_learning_rate", "drift", "min_learning_rate", "max_learning_rate", "sigma",
                 "collapses", "loss_average", "loss_count", "loss_reference", "loss_minimum", "rise_learning_rate",
-                "rise_z", "start_temperature",
+                "rise_z", "start_temperature", "pool_examples", "pool_batches", "pool_done",
             )
         )  # fmt: skip
         assert {id(v) for v in schedule.variables} <= {id(v) for v in inner.variables}
@@ -242,6 +242,16 @@ class TestBindSchedule:
         variables = [id(v) for v in schedule.variables]
         assert kac.schedules.bind_schedule(optimizer) is schedule
         assert [id(v) for v in schedule.variables] == variables
+
+    def test_with_the_layer_count_the_state_holds_the_pooled_counts(self):
+        schedule = kac.ActCooLRSchedule(0.2)
+        optimizer = keras.optimizers.SGD(schedule)
+        kac.schedules.bind_schedule(optimizer, layers=3)
+        (pool,) = [v for v in schedule.variables if v.name == "actcoolr_pool_counts"]
+        assert tuple(pool.shape) == (25, 3, 2) and pool.dtype == "float64"
+        counts = np.arange(150, dtype=np.float64).reshape(25, 3, 2)
+        schedule.assign_pool_counts(counts)
+        np.testing.assert_array_equal(schedule.pool_counts(), counts)
 
     @pytest.mark.parametrize(
         "learning_rate", [0.1, kac.StepDecay(0.1, step_size=5)], ids=["float", "other_schedule"]

@@ -278,6 +278,7 @@ class ActCooLR(MeasuringCallback):
         self.sigma_examples = validation.integer_at_least_one(sigma_examples, "sigma_examples")
         self._schedule: ActCooLRSchedule | None = None
         self._start: float | None = None
+        self._synced = False
         self._pooling = False
         self._pool: dict | None = None
         self._anchored = False
@@ -323,12 +324,7 @@ class ActCooLR(MeasuringCallback):
             updates["start_temperature"] = self.start_temperature
         schedule.assign(**updates)
         self._sigma = self.sigma
-        # "auto": chosen by this fit's first range analysis, or by the run this one resumes.
-        self._start = state["start_temperature"] if self.start_temperature == "auto" else self.start_temperature
-        self._start = self._start if self._start > 0 else None
-        # sigma is estimated over the range analyses of the first steps, unless given or resumed.
-        self._pooling = self.sigma is None and state["sigma"] <= 0.0
-        self._pool = None
+        self._synced = False  # the start temperature and the pool are read at the first step
         self._anchored = False
         self._schedule = schedule
         self._snapshots = []
@@ -336,8 +332,38 @@ class ActCooLR(MeasuringCallback):
         self._warned_dead = False
         super().on_train_begin(logs)
 
+    def _sync(self) -> None:
+        """Read the start temperature and the pool of range analyses from the controller state.
+
+        Once per fit, at its first step rather than in `on_train_begin`: a
+        checkpoint that a callback after this one restores there (Keras's
+        `BackupAndRestore`) is then seen. "auto" keeps the start temperature
+        chosen by the run this one resumes; the pool goes on filling where the
+        resumed run left it.
+        """
+        if self._synced or self._schedule is None:
+            return
+        self._synced = True
+        state = self._schedule.state()
+        if self.start_temperature == "auto":
+            self._start = state["start_temperature"] if state["start_temperature"] > 0 else None
+        else:
+            self._start = self.start_temperature
+        # sigma is estimated over the range analyses of the first steps, unless given or estimated.
+        self._pooling = self.sigma is None and not state["pool_done"] and (
+            state["sigma"] <= 0.0 or state["pool_batches"] > 0
+        )
+        self._pool = None
+        if self._pooling and state["pool_batches"] > 0:
+            counts = self._schedule.pool_counts()
+            if counts is None:
+                self._pooling = False  # no counts in the state to go on from: keep the stored sigma
+            else:
+                self._pool = {"counts": counts, "examples": state["pool_examples"], "batches": state["pool_batches"]}
+
     def _analysing(self) -> bool:
         """Whether the steps still need range analyses (for sigma or the start temperature)."""
+        self._sync()
         return self._schedule is not None and (self._pooling or self._start is None)
 
     def steps_to_measurement(self, step: int) -> int:
@@ -352,6 +378,7 @@ class ActCooLR(MeasuringCallback):
         return self._analysing() or self._schedule.state()["sigma"] <= 0.0
 
     def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
+        self._sync()
         self.range_analysis = dict(range_analysis, step_temperature=record["temperature"])
         range_analysis = self._pool_add(record, range_analysis)
         fitted = self._fit(range_analysis)
@@ -390,10 +417,13 @@ class ActCooLR(MeasuringCallback):
                     f"Received: {value!r} at progress={progress!r}"
                 )
             return float(value)
-        start = self._start if self._start is not None else FALLBACK_START_TEMPERATURE
+        start = self._start
+        if start is None:  # "auto" not chosen yet
+            start = FALLBACK_START_TEMPERATURE if self.start_temperature == "auto" else self.start_temperature
         return float(T.target_temperature(progress, start, self.gamma))
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
+        self._sync()
         schedule = self._schedule
         if range_analysis is not None and self._analysing():
             pooled = self._pool_add(record, range_analysis)
@@ -614,6 +644,9 @@ class ActCooLR(MeasuringCallback):
         pool["counts"] = pool["counts"] + counts
         pool["examples"] += int(record.get("examples", 0))
         pool["batches"] += 1
+        # Kept with the controller state, so that a resumed run goes on from here.
+        self._schedule.assign_pool_counts(pool["counts"])
+        self._schedule.assign(pool_examples=pool["examples"], pool_batches=pool["batches"])
         layer_temperatures = T.layer_temperature(pool["counts"][..., 0], pool["counts"][..., 1])
         return {
             "learning_rates": np.asarray(range_analysis["learning_rates"]),
@@ -649,6 +682,7 @@ class ActCooLR(MeasuringCallback):
         if done:
             self._pooling = False
             self._pool = None
+            self._schedule.assign(pool_done=1)
 
     def _choose_start(self, range_analysis: dict) -> None:
         """Resolve `start_temperature="auto"` from a range analysis (see `temperature.auto_start_temperature`)."""
