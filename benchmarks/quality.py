@@ -6,7 +6,7 @@
     python benchmarks/quality.py --controller '{"start_temperature": 1.0}' --methods actcoolr
     python benchmarks/quality.py --summarize results.json paper.json --figure quality.png
 
-The full run (1170 runs) takes about 40 to 45 minutes on a free 2-core CPU
+The full run (1170 runs) takes about an hour on a 2-core CPU
 with `--jobs 2`. Every run trains a fresh model from the initial weights its seed gives, on fixed
 splits of one task (see `benchmarks/_quality_tasks.py` and `docs/quality.md`)
 with one optimizer and one learning-rate method:
