@@ -338,20 +338,12 @@ class APTModel(keras.Model):
         """Steps until the next step that a callback wants measured (`-1`: none)."""
         return min((_steps_to_measurement(o, step) for o in self._apt_observers), default=-1)
 
-    def _apt_record(
-        self,
-        step: int,
-        counts: np.ndarray,
-        range_counts: np.ndarray | None,
-        loss: float | None = None,
-        examples: int | None = None,
-    ) -> Measurement:
-        record, range_analysis = self._apt_make_record(step, counts, range_counts, loss, examples)
+    def _apt_record(self, record: Measurement, range_analysis: RangeCounts | None) -> None:
+        """Keep `record` as the last measurement and give it to the observers that measure its step."""
         self._apt_last = record
         for observer in list(self._apt_observers):
-            if _steps_to_measurement(observer, step) == 0:
+            if _steps_to_measurement(observer, record.step) == 0:
                 observer.on_measurement(record, range_analysis)
-        return record
 
     def _apt_make_record(
         self,
@@ -483,7 +475,7 @@ class _MeasuringTrainFunction:
                 )
                 model._apt_warned_divergence = True
             return logs, True
-        model._apt_record(step, counts, range_counts, loss, examples)
+        model._apt_record(*model._apt_make_record(step, counts, range_counts, loss, examples))
         return logs, True
 
     def __call__(self, iterator: Any) -> dict:
