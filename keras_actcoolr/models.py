@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras_actcoolr import engine
 from keras_actcoolr import temperature as T
 from keras_actcoolr.layers import APTReLU, measuring
+from keras_actcoolr.measurement import Measurement, RangeCounts
 
 __all__ = ["APTModel", "convert"]
 
@@ -39,7 +40,9 @@ class MeasurementObserver(Protocol):
     """What `APTModel` asks of an object registered with `add_measurement_observer`.
 
     `keras_actcoolr.callbacks.MeasuringCallback` implements it (and registers
-    itself for the length of `fit`); a new controller subclasses that.
+    itself for the length of `fit`); a new controller subclasses that. The
+    records are `keras_actcoolr.measurement.Measurement` and `RangeCounts`
+    (typed, read like dicts).
 
     - `steps_to_measurement(step)`: steps from `step` to the next one to
       measure (0: measure `step`).
@@ -63,9 +66,9 @@ class MeasurementObserver(Protocol):
 
     def wants_range_analysis(self, step: int) -> bool | str: ...
 
-    def on_measurement(self, record: dict, range_analysis: dict | None) -> None: ...
+    def on_measurement(self, record: Measurement, range_analysis: RangeCounts | None) -> None: ...
 
-    def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None: ...
+    def on_range_analysis_before_step(self, record: Measurement, range_analysis: RangeCounts) -> None: ...
 
 
 @keras.saving.register_keras_serializable(package="keras_actcoolr")
@@ -139,7 +142,7 @@ class APTModel(keras.Model):
         else:
             keras.Model.__init__(self, *args, **kwargs)
         self._apt_observers: list = []
-        self._apt_last: dict | None = None
+        self._apt_last: Measurement | None = None
         self._apt_step: int | None = None
         self._apt_trace_mode: str | None = None
         self._apt_learning_rate: float | None = None
@@ -159,7 +162,7 @@ class APTModel(keras.Model):
     @property
     def last_measurement(self) -> dict | None:
         """The record of the last measurement, as `TemperatureLogger.history` holds them."""
-        return self._apt_last
+        return None if self._apt_last is None else self._apt_last.as_dict()
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         super().compile(*args, **kwargs)
@@ -335,20 +338,12 @@ class APTModel(keras.Model):
         """Steps until the next step that a callback wants measured (`-1`: none)."""
         return min((_steps_to_measurement(o, step) for o in self._apt_observers), default=-1)
 
-    def _apt_record(
-        self,
-        step: int,
-        counts: np.ndarray,
-        range_counts: np.ndarray | None,
-        loss: float | None = None,
-        examples: int | None = None,
-    ) -> dict:
-        record, range_analysis = self._apt_make_record(step, counts, range_counts, loss, examples)
+    def _apt_record(self, record: Measurement, range_analysis: RangeCounts | None) -> None:
+        """Keep `record` as the last measurement and give it to the observers that measure its step."""
         self._apt_last = record
         for observer in list(self._apt_observers):
-            if _steps_to_measurement(observer, step) == 0:
+            if _steps_to_measurement(observer, record.step) == 0:
                 observer.on_measurement(record, range_analysis)
-        return record
 
     def _apt_make_record(
         self,
@@ -357,34 +352,13 @@ class APTModel(keras.Model):
         range_counts: np.ndarray | None,
         loss: float | None = None,
         examples: int | None = None,
-    ) -> tuple[dict, dict | None]:
-        layers = self.apt_layers()
-        temperatures = T.layer_temperature(counts[:, 0], counts[:, 1])
-        names = engine.unique_names(layer.name for layer in layers)
-        dead = np.where(counts[:, 3] > 0, counts[:, 2] / np.maximum(counts[:, 3], 1.0), 0.0)
-        record = {
-            "step": int(step),
-            "learning_rate": float(self._apt_learning_rate_at(step, refresh=True)),
-            "temperature": float(np.mean(temperatures)) if len(layers) else 0.0,
-            "layers": {name: float(t) for name, t in zip(names, temperatures)},
-            "dead": {name: float(d) for name, d in zip(names, dead)},
-            "positions": {name: float(c[1]) for name, c in zip(names, counts)},
-            "saturated": [name for name, c in zip(names, counts) if T.is_saturated(c[0], c[1])],
-        }
-        if loss is not None:
-            record["loss"] = float(loss)
-        if examples:
-            record["examples"] = int(examples)
+    ) -> tuple[Measurement, RangeCounts | None]:
+        names = engine.unique_names(layer.name for layer in self.apt_layers())
+        rate = self._apt_learning_rate_at(step, refresh=True)
+        record = Measurement.from_counts(step, rate, names, counts, loss, examples)
         range_analysis = None
         if range_counts is not None:
-            layer_temps = T.layer_temperature(range_counts[..., 0], range_counts[..., 1])
-            range_analysis = {
-                "learning_rates": np.array(T.RANGE_LEARNING_RATES),
-                "temperatures": layer_temps.mean(axis=1),
-                "layer_temperatures": layer_temps,
-                # `[rates, layers, 2]` (unchanged, positions): analyses of several batches add up.
-                "counts": range_counts,
-            }
+            range_analysis = RangeCounts(np.array(T.RANGE_LEARNING_RATES), np.asarray(range_counts, np.float64))
         return record, range_analysis
 
     def _apt_learning_rate_at(self, step: int, refresh: bool = False) -> float:
@@ -501,7 +475,7 @@ class _MeasuringTrainFunction:
                 )
                 model._apt_warned_divergence = True
             return logs, True
-        model._apt_record(step, counts, range_counts, loss, examples)
+        model._apt_record(*model._apt_make_record(step, counts, range_counts, loss, examples))
         return logs, True
 
     def __call__(self, iterator: Any) -> dict:

@@ -87,4 +87,4 @@ class MeasuringCallback(keras.callbacks.Callback):
         self.model.remove_measurement_observer(self)
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
-        self.history.append(record)
+        self.history.append(dict(record))
