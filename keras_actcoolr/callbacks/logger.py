@@ -19,15 +19,18 @@ class TemperatureLogger(MeasuringCallback):
     """Measures activation pattern temperatures under any learning-rate schedule.
 
     It does not change the learning rate. Every `every_step` optimizer steps
-    the `APTModel` measures, and `history` gets a record:
+    the `APTModel` measures, and `history` gets a record (the dict of a
+    `keras_actcoolr.measurement.Measurement`):
 
     ```python
     {"step": int, "learning_rate": float, "temperature": float,
-     "layers": {layer name: float}}
+     "layers": {layer name: float}, "dead": {layer name: float},
+     "positions": {layer name: float}, "saturated": [layer name, ...],
+     "loss": float, "examples": int}      # the last two when Keras tracks the loss
     ```
 
     With `csv_path`, every record is also a CSV row (`step`, `learning_rate`,
-    `temperature`, then one column per layer). With `log_dir`, TensorBoard gets
+    `temperature`, then one column per layer, then `dead/<layer>` columns). With `log_dir`, TensorBoard gets
     the scalars `learning_rate`, `temperature/network` and
     `temperature/<layer>` at every measurement, and at each epoch end the
     image `temperature/heat_map` of all records so far (layers top to bottom,
