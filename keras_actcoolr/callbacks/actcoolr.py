@@ -14,6 +14,7 @@ from scipy import special
 from keras_actcoolr import temperature as T
 from keras_actcoolr import validation
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
+from keras_actcoolr.measurement import RangeCounts
 from keras_actcoolr.schedules import ActCooLRSchedule
 
 __all__ = ["ActCooLR"]
@@ -345,6 +346,8 @@ class ActCooLR(MeasuringCallback):
             return
         self._synced = True
         state = self._schedule.state()
+        # A sigma already in the state (given, or estimated by the run this one resumes) came with its ceiling.
+        self._anchored = state["sigma"] > 0.0
         if self.start_temperature == "auto":
             self._start = state["start_temperature"] if state["start_temperature"] > 0 else None
         else:
@@ -394,9 +397,7 @@ class ActCooLR(MeasuringCallback):
             return
         sigma, mu = fitted
         if self.sigma is None:
-            self._schedule.assign(sigma=sigma)
-            # The stored (float32) value, which a run resumed from a checkpoint reads.
-            self._sigma = self._schedule.state()["sigma"]
+            self._adopt_sigma(sigma, None, record["step"])
         rate = self._predicted_rate(mu, self._sigma)
         self._set_auto_ceiling(rate)
         self._anchored = True
@@ -438,14 +439,7 @@ class ActCooLR(MeasuringCallback):
             self._sigma = schedule.state()["sigma"]
         if self._sigma <= 0.0 and not self._pooling:
             fitted = self._fit(range_analysis)
-            sigma = FALLBACK_SIGMA if fitted is None else fitted[0]
-            schedule.assign(sigma=sigma)
-            # The stored (float32) value, which a run resumed from a checkpoint reads.
-            self._sigma = schedule.state()["sigma"]
-            if fitted is not None and not self._anchored:
-                target = T.temperature_to_probability(self.target(min(record["step"] / self._steps, 1.0)))
-                self._set_auto_ceiling(self._predicted_rate(fitted[1], self._sigma, target))
-                self._anchored = True
+            self._adopt_sigma(*(fitted or (FALLBACK_SIGMA, None)), record["step"])
         # While the first batches' analyses cannot be fitted yet: the fallback, not stored.
         sigma = self._sigma if self._sigma > 0.0 else FALLBACK_SIGMA
         step = record["step"]
@@ -647,15 +641,8 @@ class ActCooLR(MeasuringCallback):
         # Kept with the controller state, so that a resumed run goes on from here.
         self._schedule.assign_pool_counts(pool["counts"])
         self._schedule.assign(pool_examples=pool["examples"], pool_batches=pool["batches"])
-        layer_temperatures = T.layer_temperature(pool["counts"][..., 0], pool["counts"][..., 1])
-        return {
-            "learning_rates": np.asarray(range_analysis["learning_rates"]),
-            "temperatures": layer_temperatures.mean(axis=1),
-            "layer_temperatures": layer_temperatures,
-            "counts": pool["counts"],
-            "examples": pool["examples"],
-            "batches": pool["batches"],
-        }
+        pooled = RangeCounts(np.asarray(range_analysis["learning_rates"]), pool["counts"])
+        return dict(pooled, examples=pool["examples"], batches=pool["batches"])
 
     def _estimate_sigma(self, record: dict, pooled: dict) -> None:
         """Refit sigma to the pooled analysis; stop pooling at `sigma_examples` examples or one epoch."""
@@ -667,22 +654,28 @@ class ActCooLR(MeasuringCallback):
             done = True  # no example count and no epoch length: one batch, as without pooling
         fitted = self._fit(pooled, warn=done and self._schedule.state()["sigma"] <= 0.0)
         if fitted is not None:
-            first = self._schedule.state()["sigma"] <= 0.0
-            self._schedule.assign(sigma=fitted[0])
-            # The stored (float32) value, which a run resumed from a checkpoint reads.
-            self._sigma = self._schedule.state()["sigma"]
-            if first and not self._anchored:
-                target = T.temperature_to_probability(self.target(min(record["step"] / self._steps, 1.0)))
-                self._set_auto_ceiling(self._predicted_rate(fitted[1], self._sigma, target))
-                self._anchored = True
+            self._adopt_sigma(*fitted, record["step"])
             self.sigma_analysis = dict(pooled, sigma=fitted[0], mu=fitted[1])
         elif done and self._schedule.state()["sigma"] <= 0.0:
-            self._schedule.assign(sigma=FALLBACK_SIGMA)
-            self._sigma = self._schedule.state()["sigma"]
+            self._adopt_sigma(FALLBACK_SIGMA, None, record["step"])
         if done:
             self._pooling = False
             self._pool = None
             self._schedule.assign(pool_done=1)
+
+    def _adopt_sigma(self, sigma: float, mu: float | None, step: int) -> None:
+        """Store `sigma`; the first fit of this fit (with its `mu`) also sets the "auto" ceiling.
+
+        `self._sigma` is the stored float32 value, the one a run resumed from
+        a checkpoint reads. The ceiling comes from the rate the erf model
+        `(sigma, mu)` gives for the target at `step`.
+        """
+        self._schedule.assign(sigma=sigma)
+        self._sigma = self._schedule.state()["sigma"]
+        if mu is not None and not self._anchored:
+            target = T.temperature_to_probability(self.target(min(step / self._steps, 1.0)))
+            self._set_auto_ceiling(self._predicted_rate(mu, self._sigma, target))
+            self._anchored = True
 
     def _choose_start(self, range_analysis: dict) -> None:
         """Resolve `start_temperature="auto"` from a range analysis (see `temperature.auto_start_temperature`)."""
