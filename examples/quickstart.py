@@ -288,6 +288,9 @@ def summarize(result: dict) -> dict:
         "min_learning_rate": min(rates),
         "max_learning_rate": max(rates),
         "final_learning_rate": rates[-1],
+        # The highest rate of the last tenth of the steps over the rate at its first step (<= 1: it
+        # never rose above it; ActCooLR's final-anneal guard keeps it so).
+        "final_tenth_rise": last_tenth_rise(rates),
         "measurements": len(records),
         "seconds": result["seconds"],
     }
@@ -301,6 +304,13 @@ def summarize(result: dict) -> dict:
             final_learning_rate=last["next_learning_rate"],
         )
     return summary
+
+
+def last_tenth_rise(rates: list[float]) -> float:
+    """`max(rates over the last tenth of the steps) / rate at the first step of that tenth`."""
+    start = int(np.ceil(0.9 * len(rates)))
+    start = min(start, len(rates) - 1)
+    return float(max(rates[start:]) / rates[start]) if rates[start] > 0 else float("inf")
 
 
 def run_single(args: argparse.Namespace, data: tuple) -> dict:
@@ -318,6 +328,7 @@ def run_single(args: argparse.Namespace, data: tuple) -> dict:
     rows += [
         ("learning rate min / max", f"{summary['min_learning_rate']:.4g} / {summary['max_learning_rate']:.4g}"),
         ("final learning rate", f"{summary['final_learning_rate']:.4g}"),
+        ("last tenth: max rate / its first", f"{summary['final_tenth_rise']:.3f}"),
         ("measurements", str(summary["measurements"])),
         ("training time", f"{summary['seconds']:.1f} s"),
     ]
@@ -327,6 +338,7 @@ def run_single(args: argparse.Namespace, data: tuple) -> dict:
     if paths:
         print("Figures: " + ", ".join(paths))
     summary["figures"] = paths
+    summary["rates"] = result["rates"]
     return summary
 
 

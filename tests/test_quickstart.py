@@ -84,6 +84,7 @@ def test_default_run_prints_the_actcoolr_table(tmp_path, capsys):
         "sigma (estimated)",
         "learning rate min / max",
         "final learning rate",
+        "last tenth: max rate / its first",
         "measurements",
         "training time",
     ):
@@ -96,3 +97,17 @@ def test_bad_compare_is_refused():
     module = quickstart()
     with pytest.raises(SystemExit):
         module.parse_args(["--compare", "actcoolr,adam"])
+
+
+@pytest.mark.slow
+def test_full_quickstart_reaches_97_percent_and_its_rate_falls_over_the_last_tenth(tmp_path, capsys):
+    module = quickstart()
+    (x_train, _), _ = module.load_digits(0)
+    result = module.main(["--verbose", "0", "--output-dir", str(tmp_path)])  # the defaults: 30 epochs
+    assert result["test_accuracy"] >= 0.97
+    steps = int(np.ceil(len(x_train) / 64)) * 30  # the example's batch of 64, 30 epochs
+    rates = np.array(result["rates"])
+    assert len(rates) == steps
+    tail = int(np.ceil(0.9 * steps))
+    assert rates[tail:].max() <= rates[tail] * (1 + 1e-6)
+    assert result["final_tenth_rise"] == pytest.approx(rates[tail:].max() / rates[tail])

@@ -40,6 +40,10 @@ LOSS_AVERAGE_WEIGHT = 0.25
 #: Measurements the moving average takes in before the collapse guard compares it.
 LOSS_AVERAGE_WARMUP = 4
 
+#: `ActCooLR(final_anneal_share=...)` default: the share of training at its end over which the
+#: final-anneal guard lets the rate only fall, to 0 at the last step.
+FINAL_ANNEAL_SHARE = 0.1
+
 
 def _smoothed(average: float, loss: float) -> float:
     """The exponential moving average of the measured batch losses after `loss` (NaN: none yet)."""
@@ -79,9 +83,11 @@ class ActCooLR(MeasuringCallback):
     **Guards.** The paper's controller runs away on networks that cool
     faster than the target (with batch normalization and momentum the weight
     norms grow, the effective step falls, and the rate climbs to its clamp),
-    and reads dead ReLUs as cold. Three guards, on by default, keep the
-    update above as their core (`guards=False` turns all of them off and
-    gives the paper's controller exactly):
+    and reads dead ReLUs as cold; and a network that cools faster than the
+    target near the end of training makes it raise the rate just when every
+    tuned schedule anneals. Four guards, on by default, keep the update above
+    as their core (`guards=False` turns all of them off and gives the paper's
+    controller exactly):
 
     - `layer_filter`: layers whose every channel is dead on the measured
       batch (they read `T = 0`, frozen, not cold) and layers whose
@@ -109,6 +115,13 @@ class ActCooLR(MeasuringCallback):
       count in the logs, and a warning. The good state is copied every
       `snapshot_every` healthy measurements (two copies are kept; the older
       one is restored), in memory: it costs twice the weights and slots.
+    - `final_anneal`: over the last `final_anneal_share` of training the
+      rate may only fall: each update is capped by the line from the rate of
+      the measured step down to 0 at the last step, so the rate ends near 0
+      as a tuned one-cycle or cosine schedule does (the controller may still
+      lower it faster). An update whose interval reaches into that share may
+      not raise the rate. It needs no state: it depends on the step and
+      `total_steps` only.
 
     With `max_learning_rate="auto"` the ceiling comes from the range
     analysis that estimates `sigma` (or picks the first rate): ten times the
@@ -181,6 +194,10 @@ class ActCooLR(MeasuringCallback):
             highest rate before a collapse. Defaults to `0.5`.
         snapshot_every: Integer >= 1, healthy measurements between two copies
             of the good state. Defaults to `5`.
+        final_anneal: Boolean, the final-anneal guard. Defaults to `True`.
+        final_anneal_share: Float in (0, 1), the share of training at its
+            end over which the final-anneal guard lets the rate only fall.
+            Defaults to `0.1`.
         sigma_examples: Integer >= 1, examples whose range analyses are
             pooled to estimate `sigma` (supplementary section C's 4096; at
             most one epoch is analysed). Unused when `sigma` is given.
@@ -211,6 +228,8 @@ class ActCooLR(MeasuringCallback):
         collapse_backoff: float = 0.5,
         snapshot_every: int = 5,
         sigma_examples: int = SIGMA_EXAMPLES,
+        final_anneal: bool = True,
+        final_anneal_share: float = FINAL_ANNEAL_SHARE,
     ) -> None:
         super().__init__(every_step)
         if initial_learning_rate not in (None, "auto"):
@@ -265,6 +284,7 @@ class ActCooLR(MeasuringCallback):
             ("collapse_guard", collapse_guard),
             ("runaway_guard", runaway_guard),
             ("layer_filter", layer_filter),
+            ("final_anneal", final_anneal),
         ):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
@@ -272,6 +292,8 @@ class ActCooLR(MeasuringCallback):
         self.collapse_guard = collapse_guard
         self.runaway_guard = runaway_guard
         self.layer_filter = layer_filter
+        self.final_anneal = final_anneal
+        self.final_anneal_share = validation.real_in("final_anneal_share", final_anneal_share, 0.0, 1.0)
         self.loss_tolerance = validation.positive("loss_tolerance", loss_tolerance)
         self.runaway_factor = validation.real_in("runaway_factor", runaway_factor, 1.0, math.inf)
         self.collapse_backoff = validation.real_in("collapse_backoff", collapse_backoff, 0.0, 1.0)
@@ -488,6 +510,8 @@ class ActCooLR(MeasuringCallback):
             )
             if self._on("runaway_guard"):
                 new_rate, drift, runaway = self._limit_runaway(rate, probability, sigma, new_rate, drift, state)
+        if self._on("final_anneal"):
+            new_rate, drift = self._anneal(step, rate, new_rate, drift)
         ceiling = state["max_learning_rate"]
         new_rate = float(np.clip(new_rate, self.min_learning_rate, ceiling))
         schedule.assign(anchor_step=step + 1, anchor_learning_rate=new_rate, drift=drift)
@@ -560,6 +584,21 @@ class ActCooLR(MeasuringCallback):
         if T.runaway_limited(rate, anchor, z, state["rise_z"], sigma, self.runaway_factor):
             return rate, 0.0, True
         return new_rate, drift, False
+
+    def _anneal(self, step: int, rate: float, new_rate: float, drift: float) -> tuple[float, float]:
+        """The final-anneal guard: near the end of training the rate may only fall, to 0 at the end.
+
+        From the start of the last `final_anneal_share` of the steps, the new
+        rate and its drift are capped by the line from `rate` (the measured
+        step's) to 0 at the last step; just before it, by `rate` (no rise).
+        """
+        tail_start = (1.0 - self.final_anneal_share) * self._steps
+        if step + self.every_step < tail_start:
+            return new_rate, drift
+        if step < tail_start:
+            return min(new_rate, rate), min(drift, 0.0)
+        remaining = max(self._steps - step, 1)
+        return min(new_rate, rate * (remaining - 1) / remaining), min(drift, -rate / remaining)
 
     def _keep_state(self, step: int, rate: float, new_rate: float, dead: set) -> None:
         """Copy weights and optimizer slots every `snapshot_every` healthy measurements (keep two).
