@@ -483,8 +483,16 @@ class ActCooLR(MeasuringCallback):
             control = None
         else:
             control = float(T.probability_to_temperature(probability))
+            # The target rate is clipped to the bounds before the drift is formed (no overflow at any sigma).
             new_rate, drift = T.static_lr_update(
-                rate, probability, T.temperature_to_probability(target), sigma, self.every_step, self.epsilon
+                rate,
+                probability,
+                T.temperature_to_probability(target),
+                sigma,
+                self.every_step,
+                self.epsilon,
+                min_learning_rate=self.min_learning_rate,
+                max_learning_rate=state["max_learning_rate"],
             )
             if self._on("runaway_guard"):
                 new_rate, drift, runaway = self._limit_runaway(rate, probability, sigma, new_rate, drift, state)
