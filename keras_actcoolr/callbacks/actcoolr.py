@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from typing import Callable
 
 import numpy as np
@@ -12,7 +11,7 @@ import tensorflow as tf
 from scipy import special
 
 from keras_actcoolr import temperature as T
-from keras_actcoolr import validation
+from keras_actcoolr import _messages, validation
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
 from keras_actcoolr.measurement import RangeCounts
 from keras_actcoolr.schedules import ActCooLRSchedule
@@ -388,7 +387,7 @@ class ActCooLR(MeasuringCallback):
         if self._start is None:
             self._choose_start(range_analysis)
         if fitted is None:
-            warnings.warn(
+            _messages.warn(
                 "The range analysis before the first step could not be fitted; ActCooLR starts at "
                 "the schedule's initial learning rate.",
                 stacklevel=2,
@@ -457,7 +456,7 @@ class ActCooLR(MeasuringCallback):
         dead = record.get("dead", {})
         if names and all(dead.get(n, 0.0) >= 1.0 for n in names) and not self._warned_dead:
             self._warned_dead = True
-            warnings.warn(
+            _messages.warn(
                 f"Every APTReLU layer of model {self.model.name!r} is dead at step {step}: no channel is on "
                 "at any position of the measured batch, so the network cannot learn and its temperature "
                 "reads 0. Check the initialization, the input scaling and the learning rate.",
@@ -625,7 +624,7 @@ class ActCooLR(MeasuringCallback):
             "next_learning_rate": restart,
         }
         self.history.append(event)
-        warnings.warn(
+        _messages.warn(
             f"ActCooLR: {reason} at step {step}. Restored the state of step {snapshot['step']}, "
             f"lowered the maximum learning rate to {ceiling:.4g} and restarted at {restart:.4g}.",
             stacklevel=2,
@@ -690,7 +689,7 @@ class ActCooLR(MeasuringCallback):
         try:
             start = T.auto_start_temperature(range_analysis["learning_rates"], range_analysis["layer_temperatures"])
         except ValueError as error:
-            warnings.warn(f"{error} ActCooLR starts at temperature {FALLBACK_START_TEMPERATURE}.", stacklevel=3)
+            _messages.warn(f"{error} ActCooLR starts at temperature {FALLBACK_START_TEMPERATURE}.", stacklevel=3)
             start = FALLBACK_START_TEMPERATURE
         self._schedule.assign(start_temperature=start)
         self._start = self._schedule.state()["start_temperature"]
@@ -699,13 +698,13 @@ class ActCooLR(MeasuringCallback):
         """`(sigma, mu)` of the erf model fitted to a range analysis, or None (with a warning if `warn`)."""
         if range_analysis is None:
             if warn:
-                warnings.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=3)
+                _messages.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=3)
             return None
         try:
             return T.fit_erf_model(range_analysis["learning_rates"], range_analysis["temperatures"])
         except ValueError as error:
             if warn:
-                warnings.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=3)
+                _messages.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=3)
             return None
 
     def _predicted_rate(self, mu: float, sigma: float, probability: float | None = None) -> float:
