@@ -9,10 +9,13 @@ from typing import Any
 __all__ = ["integer_at_least_one", "positive", "real_in"]
 
 
-def integer_at_least_one(value: Any, name: str) -> int:
-    """`value` as an int >= 1, or a ValueError naming `name`."""
+def integer_at_least_one(value: Any, name: str, allow_none: bool = False) -> int | None:
+    """`value` as an int >= 1 (or None when `allow_none`), or a ValueError naming `name`."""
+    if allow_none and value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+        none = " or None" if allow_none else ""
+        raise ValueError(f"`{name}` must be an integer >= 1{none}. Received: {name}={value!r}")
     return int(value)
 
 

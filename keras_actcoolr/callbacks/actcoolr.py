@@ -152,8 +152,11 @@ class ActCooLR(MeasuringCallback):
         target_temperature: Callable `progress -> temperature` replacing the
             power curve, or `None`. It must return a finite number >= 0.
             Defaults to `None`.
-        min_learning_rate: Float >= 0, lower bound of the rate.
-            Defaults to `1e-7`.
+        min_learning_rate: Float >= 0, lower bound of the rate; below
+            `100` (the top of the range analysis) with
+            `max_learning_rate="auto"`. If the automatic ceiling computed at
+            run time is not above it, a warning says so and the ceiling is
+            not applied (the minimum wins). Defaults to `1e-7`.
         max_learning_rate: Float > `min_learning_rate`, upper bound of the
             rate, or `"auto"` (see above). Defaults to `"auto"`.
         epsilon: Float in (0, 0.5), clamp of the probabilities.
@@ -164,7 +167,8 @@ class ActCooLR(MeasuringCallback):
             model predicts for the start temperature,
             `exp(mu + sigma * PhiInv(P*(0)))`, whatever the schedule's initial
             rate (supplementary section B). The analysed step is undone; its
-            batch is not trained on. Defaults to `"auto"`.
+            batch is not trained on (with a single batch per epoch, a warning:
+            the first epoch then trains nothing). Defaults to `"auto"`.
         guards: Boolean, `False` turns every guard off (the paper's
             controller). Defaults to `True`.
         collapse_guard: Boolean, the collapse guard. Defaults to `True`.
@@ -252,6 +256,13 @@ class ActCooLR(MeasuringCallback):
         self.min_learning_rate = validation.real_in("min_learning_rate", min_learning_rate, 0.0, math.inf, low_open=False)
         if max_learning_rate == "auto":
             self.max_learning_rate: float | str = "auto"
+            top = float(T.RANGE_LEARNING_RATES[-1])
+            if self.min_learning_rate >= top:
+                raise ValueError(
+                    f'`min_learning_rate` must be below {top:g}, the highest rate of the range analysis and the '
+                    'largest ceiling that `max_learning_rate="auto"` can set; pass a number greater than '
+                    f"`min_learning_rate` as `max_learning_rate`. Received: min_learning_rate={min_learning_rate!r}"
+                )
         else:
             self.max_learning_rate = validation.positive("max_learning_rate", max_learning_rate)
             if self.max_learning_rate <= self.min_learning_rate:
@@ -287,6 +298,7 @@ class ActCooLR(MeasuringCallback):
         self._snapshots: list[dict] = []
         self._healthy = 0
         self._warned_dead = False
+        self._warned_single_batch = False
 
     @property
     def measurements(self) -> list[dict]:
@@ -376,6 +388,15 @@ class ActCooLR(MeasuringCallback):
         if self._schedule is None:
             return False
         if self.initial_learning_rate == "auto" and self.auto_learning_rate is None and step == 0:
+            if self.params and self.params.get("steps") == 1 and not self._warned_single_batch:
+                self._warned_single_batch = True
+                _messages.warn(
+                    "ActCooLR: the training data has a single batch per epoch, and the range analysis that "
+                    '`initial_learning_rate="auto"` runs before the first step uses that batch up without '
+                    "training on it: the first epoch trains nothing (its loss reads 0). Use more data than one "
+                    'batch (or a smaller `batch_size`), or pass `initial_learning_rate=None`.',
+                    stacklevel=3,
+                )
             return "before_step"
         return self._analysing() or self._schedule.state()["sigma"] <= 0.0
 
@@ -720,3 +741,12 @@ class ActCooLR(MeasuringCallback):
         ceiling = min(AUTO_CEILING_FACTOR * start_rate, state["max_learning_rate"], float(T.RANGE_LEARNING_RATES[-1]))
         if ceiling > self.min_learning_rate:
             self._schedule.assign(max_learning_rate=ceiling)
+        else:
+            _messages.warn(
+                f'ActCooLR: the automatic `max_learning_rate` ({ceiling:.4g}, {AUTO_CEILING_FACTOR:g} times the rate '
+                f"{start_rate:.4g} that the fitted erf model gives for the target) is not above "
+                f"`min_learning_rate` ({self.min_learning_rate:.4g}). `min_learning_rate` wins: the automatic "
+                f"ceiling is not applied and the rate stays within [{self.min_learning_rate:.4g}, "
+                f'{state["max_learning_rate"]:.4g}]. Lower `min_learning_rate` or pass a number as `max_learning_rate`.',
+                stacklevel=3,
+            )
