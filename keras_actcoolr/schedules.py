@@ -222,7 +222,8 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self._require_built()
         for key in ("anchor_learning_rate", "drift", "min_learning_rate", "max_learning_rate"):
             if key in values:
-                value = np.float32(values[key])
+                with np.errstate(over="ignore"):
+                    value = np.float32(values[key])
                 bound = key.endswith("_learning_rate") and key != "anchor_learning_rate"
                 if np.isnan(value) or not (bound or np.isfinite(value)):
                     raise ValueError(
