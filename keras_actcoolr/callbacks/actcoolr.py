@@ -61,13 +61,17 @@ class ActCooLR(MeasuringCallback):
 
     ```python
     lr_target = lr * exp(sigma * (PhiInv(P*) - PhiInv(P)))
+    lr_target = clip(lr_target, min_learning_rate, max_learning_rate)
     d = (lr_target - lr) / every_step
     lr <- lr + d                    # the step after the measurement
     lr <- lr + d / every_step       # each following step until the next one
     ```
 
     `P` and `P*` are clamped to `[epsilon, 1 - epsilon]`, and the rate to
-    `[min_learning_rate, max_learning_rate]`. When `sigma` is not given, it
+    `[min_learning_rate, max_learning_rate]`. The target is computed in log
+    space and clipped before the drift is formed
+    (`keras_actcoolr.temperature.static_lr_update`), so that no `sigma`, `P`
+    or `P*` makes the rate NaN or infinite. When `sigma` is not given, it
     is estimated by learning-rate range analyses (the Table-1 rates, fitted
     with the erf model) of the first training steps, pooled until
     `sigma_examples` examples (or one epoch of a smaller training set) were
