@@ -248,7 +248,7 @@ def _checked_rates(learning_rates: Any) -> np.ndarray:
         rates = None
     if rates is None or rates.size == 0 or np.any(~np.isfinite(rates)) or np.any(rates < 0):
         raise ValueError(
-            "`learning_rates` must be a non-empty sequence of finite numbers >= 0. "
+            "`learning_rates` must be finite and >= 0, and not empty. "
             f"Received: learning_rates={learning_rates!r}"
         )
     positive = np.unique(rates[rates > 0]).size
