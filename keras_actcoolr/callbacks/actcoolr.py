@@ -84,7 +84,7 @@ class ActCooLR(MeasuringCallback):
     norms grow, the effective step falls, and the rate climbs to its clamp),
     and reads dead ReLUs as cold. Three guards, on by default, keep the
     update above as their core (`guards=False` turns all of them off and
-    gives the paper's controller exactly):
+    gives the update above exactly, the paper's controller with its target clipped to the bounds):
 
     - `layer_filter`: layers whose every channel is dead on the measured
       batch (they read `T = 0`, frozen, not cold) and layers whose
