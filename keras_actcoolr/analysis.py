@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_actcoolr import temperature as T
-from keras_actcoolr import _messages, engine, validation
+from keras_actcoolr import engine, validation
 from keras_actcoolr.layers import PatternCounter, measuring
 from keras_actcoolr.models import APTModel
 
@@ -232,40 +232,10 @@ def _layer_names(model: keras.Model) -> tuple[str, ...]:
     return tuple(engine.unique_names(layer.name for layer in model.apt_layers()))
 
 
-def _checked_batching(batch_size: Any, batches: Any) -> tuple[int, int | None]:
-    """`(batch_size, batches)` of the analyses, validated (ValueErrors naming the argument)."""
-    return (
-        validation.integer_at_least_one(batch_size, "batch_size"),
-        validation.integer_at_least_one(batches, "batches", allow_none=True),
-    )
-
-
-def _checked_rates(learning_rates: Any) -> np.ndarray:
-    """The rates of a range analysis as a 1-D float64 array; a warning when the erf model cannot be fitted."""
-    try:
-        rates = np.asarray(learning_rates, dtype=np.float64).ravel()
-    except (TypeError, ValueError):
-        rates = None
-    if rates is None or rates.size == 0 or np.any(~np.isfinite(rates)) or np.any(rates < 0):
-        raise ValueError(
-            "`learning_rates` must be finite and >= 0, and not empty. "
-            f"Received: learning_rates={learning_rates!r}"
-        )
-    positive = np.unique(rates[rates > 0]).size
-    if positive < 2:
-        _messages.warn(
-            f"`learning_rates` holds {positive} distinct positive rate(s): fitting the erf model needs at least 2, "
-            "so the analysis' `sigma`, `mu` and `residual` are None. Use `measure_temperature` for a single "
-            f"rate. Received: learning_rates={learning_rates!r}",
-            stacklevel=3,
-        )
-    return rates
-
-
 def _step_and_measure_batches(
     data: Any, step_data: Any, batch_size: int, batches: int | None
 ) -> tuple[tuple[Any, Any, Any], Iterable[tuple[Any, Any, Any]]]:
-    batch_size, batches = _checked_batching(batch_size, batches)
+    batch_size, batches = validation.batching(batch_size, batches)
     measure_batches = list(_iterate(data, batch_size, batches))
     if not measure_batches:
         raise ValueError("`data` has no batch to measure on.")
@@ -322,7 +292,7 @@ def lr_range_analysis(
             `batch_size` or `batches` that is not an integer >= 1, or `data`
             without a batch (the message names the argument).
     """
-    learning_rates = _checked_rates(learning_rates)
+    learning_rates = validation.range_learning_rates(learning_rates)
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
     counts, examples = _runner(model).counts(learning_rates, step_batch, measure_batches)
     layer_temperatures = T.layer_temperature(counts[..., 0], counts[..., 1])

@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.datasets import load_digits
 
 import keras_actcoolr as kac
-from keras_actcoolr import _messages, temperature
+from keras_actcoolr import messages, temperature
 
 from controller_helpers import LOSS, converted, data
 
@@ -325,33 +325,33 @@ class TestAnalysisArguments:
 class TestWarningsAndTheProgressBar:
     @pytest.fixture(autouse=True)
     def closed_line(self):
-        _messages.progress_line(False)
+        messages.progress_line(False)
         yield
-        _messages.progress_line(False)
+        messages.progress_line(False)
         keras.config.enable_interactive_logging()
 
     def test_an_open_bar_line_is_ended_before_the_warning(self, capsys):
-        _messages.progress_line(True)
+        messages.progress_line(True)
         with pytest.warns(UserWarning, match="the message"):
-            _messages.warn("the message")
+            messages.warn("the message")
         assert capsys.readouterr().out == "\n"
         # The line is closed now: a second warning of the same step writes no blank line.
         with pytest.warns(UserWarning, match="again"):
-            _messages.warn("again")
+            messages.warn("again")
         assert capsys.readouterr().out == ""
 
     def test_nothing_is_written_without_an_open_line_or_with_logging(self, capsys):
         with pytest.warns(UserWarning):
-            _messages.warn("no bar")
+            messages.warn("no bar")
         keras.config.disable_interactive_logging()
-        _messages.progress_line(True)
+        messages.progress_line(True)
         with pytest.warns(UserWarning):
-            _messages.warn("absl logging")
+            messages.warn("absl logging")
         assert capsys.readouterr().out == ""
 
     def test_the_category_is_kept(self):
         with pytest.warns(DeprecationWarning, match="old"):
-            _messages.warn("old", DeprecationWarning)
+            messages.warn("old", DeprecationWarning)
 
     @pytest.mark.parametrize(
         "verbose, batch, is_open",
@@ -362,7 +362,7 @@ class TestWarningsAndTheProgressBar:
         logger = kac.TemperatureLogger()
         logger.set_params({"verbose": verbose, "epochs": 1, "steps": 4})
         logger.on_train_batch_begin(batch)
-        assert _messages._line_open is is_open
+        assert messages._line_open is is_open
 
     def test_a_warning_in_the_middle_of_an_epoch_ends_the_bar_line(self, capsys):
         # One epoch of 4 batches with a progress bar: Keras ends its line once, at the end of the epoch
@@ -374,7 +374,7 @@ class TestWarningsAndTheProgressBar:
             def on_measurement(self, record, range_analysis):
                 super().on_measurement(record, range_analysis)
                 if record["step"] == self.warn_at:
-                    _messages.warn("mid-epoch warning")
+                    messages.warn("mid-epoch warning")
 
         x, y = data(n=64)
         model = converted()

@@ -11,7 +11,7 @@ import tensorflow as tf
 from scipy import special
 
 from keras_actcoolr import temperature as T
-from keras_actcoolr import _messages, validation
+from keras_actcoolr import messages, validation
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
 from keras_actcoolr.measurement import RangeCounts
 from keras_actcoolr.schedules import ActCooLRSchedule
@@ -394,7 +394,7 @@ class ActCooLR(MeasuringCallback):
         if self.initial_learning_rate == "auto" and self.auto_learning_rate is None and step == 0:
             if self.params and self.params.get("steps") == 1 and not self._warned_single_batch:
                 self._warned_single_batch = True
-                _messages.warn(
+                messages.warn(
                     "ActCooLR: the training data has a single batch per epoch, and the range analysis that "
                     '`initial_learning_rate="auto"` runs before the first step uses that batch up without '
                     "training on it: the first epoch trains nothing (its loss reads 0). Use more data than one "
@@ -412,7 +412,7 @@ class ActCooLR(MeasuringCallback):
         if self._start is None:
             self._choose_start(range_analysis)
         if fitted is None:
-            _messages.warn(
+            messages.warn(
                 "The range analysis before the first step could not be fitted; ActCooLR starts at "
                 "the schedule's initial learning rate.",
                 stacklevel=2,
@@ -481,7 +481,7 @@ class ActCooLR(MeasuringCallback):
         dead = record.get("dead", {})
         if names and all(dead.get(n, 0.0) >= 1.0 for n in names) and not self._warned_dead:
             self._warned_dead = True
-            _messages.warn(
+            messages.warn(
                 f"Every APTReLU layer of model {self.model.name!r} is dead at step {step}: no channel is on "
                 "at any position of the measured batch, so the network cannot learn and its temperature "
                 "reads 0. Check the initialization, the input scaling and the learning rate.",
@@ -649,7 +649,7 @@ class ActCooLR(MeasuringCallback):
             "next_learning_rate": restart,
         }
         self.history.append(event)
-        _messages.warn(
+        messages.warn(
             f"ActCooLR: {reason} at step {step}. Restored the state of step {snapshot['step']}, "
             f"lowered the maximum learning rate to {ceiling:.4g} and restarted at {restart:.4g}.",
             stacklevel=2,
@@ -714,7 +714,7 @@ class ActCooLR(MeasuringCallback):
         try:
             start = T.auto_start_temperature(range_analysis["learning_rates"], range_analysis["layer_temperatures"])
         except ValueError as error:
-            _messages.warn(f"{error} ActCooLR starts at temperature {FALLBACK_START_TEMPERATURE}.", stacklevel=3)
+            messages.warn(f"{error} ActCooLR starts at temperature {FALLBACK_START_TEMPERATURE}.", stacklevel=3)
             start = FALLBACK_START_TEMPERATURE
         self._schedule.assign(start_temperature=start)
         self._start = self._schedule.state()["start_temperature"]
@@ -723,13 +723,13 @@ class ActCooLR(MeasuringCallback):
         """`(sigma, mu)` of the erf model fitted to a range analysis, or None (with a warning if `warn`)."""
         if range_analysis is None:
             if warn:
-                _messages.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=3)
+                messages.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=3)
             return None
         try:
             return T.fit_erf_model(range_analysis["learning_rates"], range_analysis["temperatures"])
         except ValueError as error:
             if warn:
-                _messages.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=3)
+                messages.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=3)
             return None
 
     def _predicted_rate(self, mu: float, sigma: float, probability: float | None = None) -> float:
@@ -746,7 +746,7 @@ class ActCooLR(MeasuringCallback):
         if ceiling > self.min_learning_rate:
             self._schedule.assign(max_learning_rate=ceiling)
         else:
-            _messages.warn(
+            messages.warn(
                 f'ActCooLR: the automatic `max_learning_rate` ({ceiling:.4g}, {AUTO_CEILING_FACTOR:g} times the rate '
                 f"{start_rate:.4g} that the fitted erf model gives for the target) is not above "
                 f"`min_learning_rate` ({self.min_learning_rate:.4g}). `min_learning_rate` wins: the automatic "

@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from keras_actcoolr import temperature as T
+from keras_actcoolr import validation
 
 __all__ = ["RangeAnalysisLogger"]
 
@@ -57,8 +58,6 @@ class RangeAnalysisLogger(keras.callbacks.Callback):
         batch_size: int = 32,
         batches: int | None = 1,
     ) -> None:
-        from keras_actcoolr.analysis import _checked_batching, _checked_rates
-
         super().__init__()
         if isinstance(every_epochs, bool) or not isinstance(every_epochs, numbers.Integral) or every_epochs < 1:
             raise ValueError(f"`every_epochs` must be an integer >= 1. Received: every_epochs={every_epochs}")
@@ -68,8 +67,8 @@ class RangeAnalysisLogger(keras.callbacks.Callback):
         self.every_epochs = int(every_epochs)
         self.at_train_begin = at_train_begin
         # Checked now rather than at the first analysis, in the middle of `fit`.
-        self.learning_rates = _checked_rates(learning_rates)
-        self.batch_size, self.batches = _checked_batching(batch_size, batches)
+        self.learning_rates = validation.range_learning_rates(learning_rates)
+        self.batch_size, self.batches = validation.batching(batch_size, batches)
         self.history: list[dict] = []
 
     def _analyse(self, epoch: int) -> None:
