@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import weakref
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -17,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_actcoolr import temperature as T
-from keras_actcoolr import engine
+from keras_actcoolr import engine, validation
 from keras_actcoolr.layers import PatternCounter, measuring
 from keras_actcoolr.models import APTModel
 
@@ -108,8 +109,6 @@ def _iterate(data: Any, batch_size: int, batches: int | None) -> Iterator[tuple[
             f"`(x, y, sample_weight)` of arrays. Received: data of type {type(data).__name__}"
         )
     if batches is not None:
-        if batches < 1:
-            raise ValueError(f"`batches` must be >= 1 or None. Received: batches={batches!r}")
         dataset = dataset.take(batches)
     for batch in dataset:
         yield _unpack(batch)
@@ -236,6 +235,7 @@ def _layer_names(model: keras.Model) -> tuple[str, ...]:
 def _step_and_measure_batches(
     data: Any, step_data: Any, batch_size: int, batches: int | None
 ) -> tuple[tuple[Any, Any, Any], Iterable[tuple[Any, Any, Any]]]:
+    batch_size, batches = validation.batching(batch_size, batches)
     measure_batches = list(_iterate(data, batch_size, batches))
     if not measure_batches:
         raise ValueError("`data` has no batch to measure on.")
@@ -273,19 +273,26 @@ def lr_range_analysis(
     Args:
         model: A compiled `keras_actcoolr.APTModel`.
         data: Batched `tf.data.Dataset` of `(x, y)`, or arrays `(x, y)`.
-        learning_rates: Rates to try. Defaults to `RANGE_LEARNING_RATES` (Table 1).
+        learning_rates: Rates to try: finite numbers >= 0. The erf model is
+            fitted to the positive ones and needs at least 2 distinct
+            positive rates; with fewer, a warning, and `sigma`, `mu` and
+            `residual` are None (use `measure_temperature` for one rate).
+            Defaults to `RANGE_LEARNING_RATES` (Table 1).
         step_data: Data whose first batch is the step's batch. Defaults to `None`
             (the first batch of `data`).
-        batch_size: Batch size for arrays. Defaults to `32`.
-        batches: Number of batches of `data` to measure on, `None` for all.
-            Defaults to `1`.
+        batch_size: Integer >= 1, batch size for arrays. Defaults to `32`.
+        batches: Integer >= 1, number of batches of `data` to measure on, or
+            `None` for all. Defaults to `1`.
 
     Returns:
         A `RangeAnalysis`.
+
+    Raises:
+        ValueError: for empty or non-finite or negative `learning_rates`, a
+            `batch_size` or `batches` that is not an integer >= 1, or `data`
+            without a batch (the message names the argument).
     """
-    learning_rates = np.asarray(learning_rates, dtype=np.float64).ravel()
-    if learning_rates.size == 0 or np.any(~np.isfinite(learning_rates)) or np.any(learning_rates < 0):
-        raise ValueError(f"`learning_rates` must be finite and >= 0. Received: learning_rates={learning_rates!r}")
+    learning_rates = validation.range_learning_rates(learning_rates)
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
     counts, examples = _runner(model).counts(learning_rates, step_batch, measure_batches)
     layer_temperatures = T.layer_temperature(counts[..., 0], counts[..., 1])
@@ -325,21 +332,30 @@ def measure_temperature(
         model: A compiled `keras_actcoolr.APTModel`.
         data: Batched `tf.data.Dataset`, arrays `x`, or `(x, y)`; keep the
             batch size constant (batch-norm uses batch statistics).
-        learning_rate: Rate of the step. Defaults to `None` (the optimizer's).
+        learning_rate: Finite number >= 0 (Python or NumPy scalar), the rate
+            of the step. Defaults to `None` (the optimizer's).
         step_data: Data whose first batch is the step's batch. Defaults to `None`.
-        batch_size: Batch size for arrays. Defaults to `32`.
-        batches: Number of batches of `data`, `None` for all. Defaults to `None`.
+        batch_size: Integer >= 1, batch size for arrays. Defaults to `32`.
+        batches: Integer >= 1, number of batches of `data`, or `None` for all.
+            Defaults to `None`.
 
     Returns:
         `{"learning_rate", "temperature", "layers", "unchanged", "positions", "examples"}`
         with per-layer dictionaries for the last three.
+
+    Raises:
+        ValueError: for a `learning_rate` that is not a finite number >= 0,
+            a `batch_size` or `batches` that is not an integer >= 1, or `data`
+            without a batch (the message names the argument).
     """
     if learning_rate is None:
         optimizer = getattr(model, "optimizer", None)
         if optimizer is None:
             raise ValueError("measure_temperature takes an optimizer step: compile the model first.")
         learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate >= 0):
+    if isinstance(learning_rate, bool) or not (
+        isinstance(learning_rate, numbers.Real) and math.isfinite(learning_rate) and learning_rate >= 0
+    ):
         raise ValueError(f"`learning_rate` must be a finite number >= 0. Received: learning_rate={learning_rate!r}")
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
     counts, examples = _runner(model).counts([float(learning_rate)], step_batch, measure_batches)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import warnings
 import weakref
 from typing import Any, Callable, Protocol
 
@@ -12,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_actcoolr import engine
+from keras_actcoolr import engine, messages
 from keras_actcoolr import temperature as T
 from keras_actcoolr.layers import APTReLU, measuring
 from keras_actcoolr.measurement import Measurement, RangeCounts
@@ -468,7 +467,7 @@ class _MeasuringTrainFunction:
             if handled:
                 return logs, True
             if not model._apt_warned_divergence:
-                warnings.warn(
+                messages.warn(
                     f"The loss is not finite at step {step}: the callbacks receive no temperature "
                     "measurements from now on. Use `keras.callbacks.TerminateOnNaN()` to stop such a run.",
                     stacklevel=2,

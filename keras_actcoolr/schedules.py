@@ -84,21 +84,18 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     ```
 
     Args:
-        initial_learning_rate: Positive float, the rate before the first
-            measurement. Defaults to `0.1`.
+        initial_learning_rate: Positive finite number (a Python or NumPy
+            scalar, not a boolean), the rate before the first measurement.
+            Defaults to `0.1`.
         name: String, name of the schedule. Defaults to `"ActCooLRSchedule"`.
+
+    Raises:
+        ValueError: if `initial_learning_rate` is not a positive finite number.
     """
 
     def __init__(self, initial_learning_rate: float = 0.1, name: str = "ActCooLRSchedule") -> None:
         super().__init__()
-        if not isinstance(initial_learning_rate, (int, float)) or not (
-            math.isfinite(initial_learning_rate) and initial_learning_rate > 0
-        ):
-            raise ValueError(
-                "`initial_learning_rate` must be a positive finite number. "
-                f"Received: initial_learning_rate={initial_learning_rate!r}"
-            )
-        self.initial_learning_rate = float(initial_learning_rate)
+        self.initial_learning_rate = validation.positive("initial_learning_rate", initial_learning_rate)
         self.name = name
         self._variables: dict[str, Any] | None = None
         self._pool: Any = None
@@ -181,8 +178,9 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             return keras.ops.convert_to_tensor(self.initial_learning_rate, "float32")
         v = self._variables
         elapsed = keras.ops.maximum(keras.ops.cast(step, "int64") - v["anchor_step"], 0)
-        rate = v["anchor_learning_rate"] + v["drift"] * keras.ops.cast(elapsed, "float32")
-        return keras.ops.clip(rate, v["min_learning_rate"], v["max_learning_rate"])
+        # No drift on the anchor step itself (no `drift * 0`, NaN for an infinite drift).
+        offset = keras.ops.where(elapsed > 0, v["drift"] * keras.ops.cast(elapsed, "float32"), 0.0)
+        return keras.ops.clip(v["anchor_learning_rate"] + offset, v["min_learning_rate"], v["max_learning_rate"])
 
     # ----------------------------------------------- controller side (eager)
 
@@ -215,8 +213,23 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
     def assign(self, **values: float) -> None:
-        """Set parts of the controller state (eagerly, in cross-replica context)."""
+        """Set parts of the controller state (eagerly, in cross-replica context).
+
+        Raises:
+            ValueError: if `anchor_learning_rate` or `drift` is not finite in
+                float32, or a bound is NaN: the rate would be NaN or infinite.
+        """
         self._require_built()
+        for key in ("anchor_learning_rate", "drift", "min_learning_rate", "max_learning_rate"):
+            if key in values:
+                with np.errstate(over="ignore"):
+                    value = np.float32(values[key])
+                bound = key.endswith("_learning_rate") and key != "anchor_learning_rate"
+                if np.isnan(value) or not (bound or np.isfinite(value)):
+                    raise ValueError(
+                        f"`{key}` of the ActCooLR state must be {'a number' if bound else 'finite in float32'}. "
+                        f"Received: {key}={values[key]!r}"
+                    )
         for key, value in values.items():
             self._variables[key].assign(value)
 
@@ -235,7 +248,8 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         `state` is a `state()` already read, or `None` to read it.
         """
         s = self.state() if state is None else state
-        rate = s["anchor_learning_rate"] + s["drift"] * max(step - s["anchor_step"], 0)
+        elapsed = max(step - s["anchor_step"], 0)
+        rate = s["anchor_learning_rate"] + (s["drift"] * elapsed if elapsed > 0 else 0.0)
         return float(min(max(rate, s["min_learning_rate"]), s["max_learning_rate"]))
 
     def _require_built(self) -> None:

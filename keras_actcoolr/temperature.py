@@ -40,6 +40,7 @@ SATURATION_COUNT = 8
 __all__ = [
     "AUTO_START_BOUNDS",
     "EPSILON",
+    "FLOAT32_MAX",
     "auto_start_temperature",
     "RANGE_LEARNING_RATES",
     "dynamic_lr_update",
@@ -225,6 +226,11 @@ def _clamp(probability: ArrayLike, epsilon: float) -> ArrayLike:
     return np.clip(np.asarray(probability, dtype=np.float64), epsilon, 1.0 - epsilon)
 
 
+#: The largest float32: `static_lr_update` keeps its target rate below it, so that the rate and its drift
+#: stay finite in the float32 variables of `ActCooLRSchedule`.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def static_lr_update(
     learning_rate: float,
     probability: float,
@@ -232,24 +238,80 @@ def static_lr_update(
     sigma: float,
     every_step: int,
     epsilon: float = EPSILON,
+    min_learning_rate: float = 0.0,
+    max_learning_rate: float = math.inf,
 ) -> tuple[float, float]:
     """One update of the static ActCooLR controller.
 
     ```python
     lr_target = lr * exp(sigma * (PhiInv(P*) - PhiInv(P)))
+    lr_target = clip(lr_target, min_learning_rate, max_learning_rate)
     d = (lr_target - lr) / every_step
     new_lr = lr + d                 # used from the step after the measurement
     drift_per_step = d / every_step # added on each following step
     ```
 
-    `P` and `P*` are clamped to `[epsilon, 1 - epsilon]`, so the result is
-    finite and positive for any measurement.
+    `P` and `P*` are clamped to `[epsilon, 1 - epsilon]`. The target rate is
+    computed in log space, `ln(lr) + sigma * (PhiInv(P*) - PhiInv(P))`, and
+    clipped to the bounds (and to the largest float32) *before* the drift is
+    formed, so that no `sigma`, `P` or `P*` overflows it: the result is
+    finite for any measurement and any `sigma`, and finite in float32 too.
+    With `lr` within the bounds, `new_lr` is within them as well (it lies
+    between `lr` and the clipped target).
+
+    Example:
+
+    ```python
+    new_lr, drift = static_lr_update(0.1, 0.2, 0.5, sigma=1.0, every_step=10)
+    # P < P*: the network is colder than the target, the rate rises
+    ```
+
+    Args:
+        learning_rate: Float >= 0, the rate of the measured step.
+        probability: The measured change probability `P`.
+        target_probability: The target change probability `P*`.
+        sigma: Float > 0, the erf model's sigma.
+        every_step: Integer >= 1, steps between two measurements.
+        epsilon: Clamp of the probabilities. Defaults to `1e-6`.
+        min_learning_rate: Float >= 0, lower bound of the target rate.
+            Defaults to `0`.
+        max_learning_rate: Upper bound of the target rate (at most the
+            largest float32 is used). Defaults to `inf`.
 
     Returns:
-        `(new_learning_rate, drift_per_step)`.
+        `(new_learning_rate, drift_per_step)`, finite floats.
+
+    Raises:
+        ValueError: if `probability` or `target_probability` is NaN, `sigma`
+            is not a positive finite number or `learning_rate` not a finite
+            number >= 0.
     """
-    shift = sigma * (special.ndtri(_clamp(target_probability, epsilon)) - special.ndtri(_clamp(probability, epsilon)))
-    lr_target = learning_rate * np.exp(shift)
+    if math.isnan(probability) or math.isnan(target_probability):
+        raise ValueError(
+            "The probabilities of `static_lr_update` must not be NaN. "
+            f"Received: probability={probability!r}, target_probability={target_probability!r}"
+        )
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"`sigma` must be a positive finite number. Received: sigma={sigma!r}")
+    if not (math.isfinite(learning_rate) and learning_rate >= 0):
+        raise ValueError(f"`learning_rate` must be a finite number >= 0. Received: learning_rate={learning_rate!r}")
+    high = min(float(max_learning_rate), FLOAT32_MAX)
+    low = min(max(float(min_learning_rate), 0.0), high)
+    learning_rate = float(learning_rate)
+    z_gap = float(special.ndtri(_clamp(target_probability, epsilon)) - special.ndtri(_clamp(probability, epsilon)))
+    if learning_rate > 0 and high > 0:
+        # |z_gap| <= 2 * PhiInv(1 - epsilon), but `sigma * z_gap` may still be huge (even +-inf): it is
+        # compared with the log-distance to the ceiling before any `exp`, which then cannot overflow.
+        shift = sigma * z_gap
+        if shift >= math.log(high) - math.log(learning_rate):
+            lr_target = high
+        elif shift < 700.0:
+            lr_target = learning_rate * math.exp(shift)  # exactly `lr` when on target
+        else:  # below the ceiling, so finite, but `exp(shift)` alone would overflow
+            lr_target = math.exp(math.log(learning_rate) + shift)
+    else:
+        lr_target = 0.0  # the multiplicative update cannot leave a rate of 0 (but the bounds can)
+    lr_target = min(max(lr_target, low), high)
     step = (lr_target - learning_rate) / every_step
     return float(learning_rate + step), float(step / every_step)
 

@@ -40,12 +40,15 @@ def mlp(dead_second_layer=False, initial_learning_rate=0.05, momentum=0.9, seed=
     return model
 
 
-def paper_rate(rate, temperature, target, sigma, every):
-    """The paper's update of the rate for one measurement, from SciPy (no library code)."""
+def paper_rate(rate, temperature, target, sigma, every, low=0.0, high=math.inf):
+    """The paper's update of the rate for one measurement, from SciPy (no library code).
+
+    The target rate is clipped to `[low, high]` before the step towards it is taken.
+    """
     p = np.clip(1 - 2.0**-temperature, 1e-6, 1 - 1e-6)
     p_target = np.clip(1 - 2.0**-target, 1e-6, 1 - 1e-6)
     lr_target = rate * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
-    return rate + (lr_target - rate) / every
+    return rate + (min(max(lr_target, low), high) - rate) / every
 
 
 class Snapshots(keras.callbacks.Callback):
@@ -260,8 +263,9 @@ class TestGuardsOff:
         assert [r["next_learning_rate"] for r in first] == [r["next_learning_rate"] for r in second]
         for record in first:
             rate, temperature = record["learning_rate"], record["temperature"]
-            expected = paper_rate(rate, temperature, record["target_temperature"], record["sigma"], 3)
-            assert record["next_learning_rate"] == pytest.approx(min(max(expected, 1e-7), 100.0), rel=1e-6)
+            # The target rate is clipped to the bounds [1e-7, 100] before the step towards it.
+            expected = paper_rate(rate, temperature, record["target_temperature"], record["sigma"], 3, 1e-7, 100.0)
+            assert record["next_learning_rate"] == pytest.approx(expected, rel=1e-6)
 
 
 class TestBadInput:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from typing import Callable
 
 import numpy as np
@@ -12,7 +11,7 @@ import tensorflow as tf
 from scipy import special
 
 from keras_actcoolr import temperature as T
-from keras_actcoolr import validation
+from keras_actcoolr import messages, validation
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
 from keras_actcoolr.measurement import RangeCounts
 from keras_actcoolr.schedules import ActCooLRSchedule
@@ -66,13 +65,17 @@ class ActCooLR(MeasuringCallback):
 
     ```python
     lr_target = lr * exp(sigma * (PhiInv(P*) - PhiInv(P)))
+    lr_target = clip(lr_target, min_learning_rate, max_learning_rate)
     d = (lr_target - lr) / every_step
     lr <- lr + d                    # the step after the measurement
     lr <- lr + d / every_step       # each following step until the next one
     ```
 
     `P` and `P*` are clamped to `[epsilon, 1 - epsilon]`, and the rate to
-    `[min_learning_rate, max_learning_rate]`. When `sigma` is not given, it
+    `[min_learning_rate, max_learning_rate]`. The target is computed in log
+    space and clipped before the drift is formed
+    (`keras_actcoolr.temperature.static_lr_update`), so that no `sigma`, `P`
+    or `P*` makes the rate NaN or infinite. When `sigma` is not given, it
     is estimated by learning-rate range analyses (the Table-1 rates, fitted
     with the erf model) of the first training steps, pooled until
     `sigma_examples` examples (or one epoch of a smaller training set) were
@@ -86,8 +89,9 @@ class ActCooLR(MeasuringCallback):
     and reads dead ReLUs as cold; and a network that cools faster than the
     target near the end of training makes it raise the rate just when every
     tuned schedule anneals. Four guards, on by default, keep the update above
-    as their core (`guards=False` turns all of them off and gives the paper's
-    controller exactly):
+    as their core (`guards=False` turns all of them off and gives the update
+    above exactly, the paper's controller with its target clipped to the
+    bounds):
 
     - `layer_filter`: layers whose every channel is dead on the measured
       batch (they read `T = 0`, frozen, not cold) and layers whose
@@ -166,8 +170,11 @@ class ActCooLR(MeasuringCallback):
         target_temperature: Callable `progress -> temperature` replacing the
             power curve, or `None`. It must return a finite number >= 0.
             Defaults to `None`.
-        min_learning_rate: Float >= 0, lower bound of the rate.
-            Defaults to `1e-7`.
+        min_learning_rate: Float >= 0, lower bound of the rate; below
+            `100` (the top of the range analysis) with
+            `max_learning_rate="auto"`. If the automatic ceiling computed at
+            run time is not above it, a warning says so and the ceiling is
+            not applied (the minimum wins). Defaults to `1e-7`.
         max_learning_rate: Float > `min_learning_rate`, upper bound of the
             rate, or `"auto"` (see above). Defaults to `"auto"`.
         epsilon: Float in (0, 0.5), clamp of the probabilities.
@@ -178,7 +185,8 @@ class ActCooLR(MeasuringCallback):
             model predicts for the start temperature,
             `exp(mu + sigma * PhiInv(P*(0)))`, whatever the schedule's initial
             rate (supplementary section B). The analysed step is undone; its
-            batch is not trained on. Defaults to `"auto"`.
+            batch is not trained on (with a single batch per epoch, a warning:
+            the first epoch then trains nothing). Defaults to `"auto"`.
         guards: Boolean, `False` turns every guard off (the paper's
             controller). Defaults to `True`.
         collapse_guard: Boolean, the collapse guard. Defaults to `True`.
@@ -272,6 +280,13 @@ class ActCooLR(MeasuringCallback):
         self.min_learning_rate = validation.real_in("min_learning_rate", min_learning_rate, 0.0, math.inf, low_open=False)
         if max_learning_rate == "auto":
             self.max_learning_rate: float | str = "auto"
+            top = float(T.RANGE_LEARNING_RATES[-1])
+            if self.min_learning_rate >= top:
+                raise ValueError(
+                    f'`min_learning_rate` must be below {top:g}, the highest rate of the range analysis and the '
+                    'largest ceiling that `max_learning_rate="auto"` can set; pass a number greater than '
+                    f"`min_learning_rate` as `max_learning_rate`. Received: min_learning_rate={min_learning_rate!r}"
+                )
         else:
             self.max_learning_rate = validation.positive("max_learning_rate", max_learning_rate)
             if self.max_learning_rate <= self.min_learning_rate:
@@ -310,6 +325,7 @@ class ActCooLR(MeasuringCallback):
         self._snapshots: list[dict] = []
         self._healthy = 0
         self._warned_dead = False
+        self._warned_single_batch = False
 
     @property
     def measurements(self) -> list[dict]:
@@ -399,6 +415,15 @@ class ActCooLR(MeasuringCallback):
         if self._schedule is None:
             return False
         if self.initial_learning_rate == "auto" and self.auto_learning_rate is None and step == 0:
+            if self.params and self.params.get("steps") == 1 and not self._warned_single_batch:
+                self._warned_single_batch = True
+                messages.warn(
+                    "ActCooLR: the training data has a single batch per epoch, and the range analysis that "
+                    '`initial_learning_rate="auto"` runs before the first step uses that batch up without '
+                    "training on it: the first epoch trains nothing (its loss reads 0). Use more data than one "
+                    'batch (or a smaller `batch_size`), or pass `initial_learning_rate=None`.',
+                    stacklevel=3,
+                )
             return "before_step"
         return self._analysing() or self._schedule.state()["sigma"] <= 0.0
 
@@ -410,7 +435,7 @@ class ActCooLR(MeasuringCallback):
         if self._start is None:
             self._choose_start(range_analysis)
         if fitted is None:
-            warnings.warn(
+            messages.warn(
                 "The range analysis before the first step could not be fitted; ActCooLR starts at "
                 "the schedule's initial learning rate.",
                 stacklevel=2,
@@ -479,7 +504,7 @@ class ActCooLR(MeasuringCallback):
         dead = record.get("dead", {})
         if names and all(dead.get(n, 0.0) >= 1.0 for n in names) and not self._warned_dead:
             self._warned_dead = True
-            warnings.warn(
+            messages.warn(
                 f"Every APTReLU layer of model {self.model.name!r} is dead at step {step}: no channel is on "
                 "at any position of the measured batch, so the network cannot learn and its temperature "
                 "reads 0. Check the initialization, the input scaling and the learning rate.",
@@ -505,8 +530,16 @@ class ActCooLR(MeasuringCallback):
             control = None
         else:
             control = float(T.probability_to_temperature(probability))
+            # The target rate is clipped to the bounds before the drift is formed (no overflow at any sigma).
             new_rate, drift = T.static_lr_update(
-                rate, probability, T.temperature_to_probability(target), sigma, self.every_step, self.epsilon
+                rate,
+                probability,
+                T.temperature_to_probability(target),
+                sigma,
+                self.every_step,
+                self.epsilon,
+                min_learning_rate=self.min_learning_rate,
+                max_learning_rate=state["max_learning_rate"],
             )
             if self._on("runaway_guard"):
                 new_rate, drift, runaway = self._limit_runaway(rate, probability, sigma, new_rate, drift, state)
@@ -656,7 +689,7 @@ class ActCooLR(MeasuringCallback):
             "next_learning_rate": restart,
         }
         self.history.append(event)
-        warnings.warn(
+        messages.warn(
             f"ActCooLR: {reason} at step {step}. Restored the state of step {snapshot['step']}, "
             f"lowered the maximum learning rate to {ceiling:.4g} and restarted at {restart:.4g}.",
             stacklevel=2,
@@ -721,7 +754,7 @@ class ActCooLR(MeasuringCallback):
         try:
             start = T.auto_start_temperature(range_analysis["learning_rates"], range_analysis["layer_temperatures"])
         except ValueError as error:
-            warnings.warn(f"{error} ActCooLR starts at temperature {FALLBACK_START_TEMPERATURE}.", stacklevel=3)
+            messages.warn(f"{error} ActCooLR starts at temperature {FALLBACK_START_TEMPERATURE}.", stacklevel=3)
             start = FALLBACK_START_TEMPERATURE
         self._schedule.assign(start_temperature=start)
         self._start = self._schedule.state()["start_temperature"]
@@ -730,13 +763,13 @@ class ActCooLR(MeasuringCallback):
         """`(sigma, mu)` of the erf model fitted to a range analysis, or None (with a warning if `warn`)."""
         if range_analysis is None:
             if warn:
-                warnings.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=3)
+                messages.warn(f"No range analysis for sigma; using sigma={FALLBACK_SIGMA}.", stacklevel=3)
             return None
         try:
             return T.fit_erf_model(range_analysis["learning_rates"], range_analysis["temperatures"])
         except ValueError as error:
             if warn:
-                warnings.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=3)
+                messages.warn(f"{error} ActCooLR uses sigma={FALLBACK_SIGMA}.", stacklevel=3)
             return None
 
     def _predicted_rate(self, mu: float, sigma: float, probability: float | None = None) -> float:
@@ -752,3 +785,12 @@ class ActCooLR(MeasuringCallback):
         ceiling = min(AUTO_CEILING_FACTOR * start_rate, state["max_learning_rate"], float(T.RANGE_LEARNING_RATES[-1]))
         if ceiling > self.min_learning_rate:
             self._schedule.assign(max_learning_rate=ceiling)
+        else:
+            messages.warn(
+                f'ActCooLR: the automatic `max_learning_rate` ({ceiling:.4g}, {AUTO_CEILING_FACTOR:g} times the rate '
+                f"{start_rate:.4g} that the fitted erf model gives for the target) is not above "
+                f"`min_learning_rate` ({self.min_learning_rate:.4g}). `min_learning_rate` wins: the automatic "
+                f"ceiling is not applied and the rate stays within [{self.min_learning_rate:.4g}, "
+                f'{state["max_learning_rate"]:.4g}]. Lower `min_learning_rate` or pass a number as `max_learning_rate`.',
+                stacklevel=3,
+            )

@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from keras_actcoolr import validation
+from keras_actcoolr import messages, validation
 from keras_actcoolr.models import APTModel
 from keras_actcoolr.schedules import ActCooLRSchedule, bind_schedule, find_schedule
 
@@ -82,8 +82,12 @@ class MeasuringCallback(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         steps = self.params.get("steps") if self.params else None
         self.remaining_steps = steps - batch if steps else None
+        # After the epoch's first batch, Keras' progress bar (verbose=1) holds an open line of stdout.
+        verbose = self.params.get("verbose") if self.params else None
+        messages.progress_line(batch > 0 and verbose in (1, "auto"))
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        messages.progress_line(False)
         self.model.remove_measurement_observer(self)
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:

@@ -158,6 +158,9 @@ class DynamicActCooLR(MeasuringCallback):
             probability = float(T.temperature_to_probability(record["temperature"]))
         new_rate, rate_step = T.dynamic_lr_update(record["learning_rate"], probability, target, self.rate)
         new_rate = float(np.clip(new_rate, self.min_learning_rate, self.max_learning_rate))
+        # A step longer than the whole range only pins the rate to a bound; kept finite in float32.
+        reach = min(self.max_learning_rate, T.FLOAT32_MAX) - self.min_learning_rate
+        rate_step = float(np.clip(rate_step, -reach, reach))
         self._schedule.assign(anchor_step=step + 1, anchor_learning_rate=new_rate, drift=rate_step)
         self.history.append(
             dict(

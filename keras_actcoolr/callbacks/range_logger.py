@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from keras_actcoolr import temperature as T
+from keras_actcoolr import validation
 
 __all__ = ["RangeAnalysisLogger"]
 
@@ -36,9 +37,16 @@ class RangeAnalysisLogger(keras.callbacks.Callback):
             Defaults to `1`.
         at_train_begin: Boolean, also run before the first epoch.
             Defaults to `True`.
-        learning_rates: The grid. Defaults to `RANGE_LEARNING_RATES`.
-        batch_size: Batch size for arrays. Defaults to `32`.
-        batches: Number of batches measured. Defaults to `1`.
+        learning_rates: The grid: finite rates >= 0, at least 2 of them
+            positive for the erf fit (with fewer, a warning, and the
+            analyses' `sigma` is None). Defaults to `RANGE_LEARNING_RATES`.
+        batch_size: Integer >= 1, batch size for arrays. Defaults to `32`.
+        batches: Integer >= 1 or `None` (all), number of batches measured.
+            Defaults to `1`.
+
+    Raises:
+        ValueError: for an argument out of its range (the message names it
+            and the received value).
     """
 
     def __init__(
@@ -53,12 +61,14 @@ class RangeAnalysisLogger(keras.callbacks.Callback):
         super().__init__()
         if isinstance(every_epochs, bool) or not isinstance(every_epochs, numbers.Integral) or every_epochs < 1:
             raise ValueError(f"`every_epochs` must be an integer >= 1. Received: every_epochs={every_epochs}")
+        if not isinstance(at_train_begin, bool):
+            raise ValueError(f"`at_train_begin` must be True or False. Received: at_train_begin={at_train_begin!r}")
         self.data = data
         self.every_epochs = int(every_epochs)
-        self.at_train_begin = bool(at_train_begin)
-        self.learning_rates = learning_rates
-        self.batch_size = batch_size
-        self.batches = batches
+        self.at_train_begin = at_train_begin
+        # Checked now rather than at the first analysis, in the middle of `fit`.
+        self.learning_rates = validation.range_learning_rates(learning_rates)
+        self.batch_size, self.batches = validation.batching(batch_size, batches)
         self.history: list[dict] = []
 
     def _analyse(self, epoch: int) -> None:
