@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+
 import numpy as np
 
 from keras_actcoolr.data._spec import DatasetNotFoundError
