@@ -259,6 +259,13 @@ class EpochRecorder(keras.callbacks.Callback):
         )
 
 
+def _record_sigma(record: Any) -> float | None:
+    try:
+        return record["sigma"]
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
 def never_rises_in_last_tenth(rates: list[float]) -> bool | None:
     """Whether the rate over the last tenth of the steps never exceeds its value at the start of that tenth."""
     if not rates:
@@ -397,7 +404,15 @@ def train_run(spec: RunSpec, path: str | None) -> dict[str, Any]:
     )
     if controller is not None:
         result.update(rates=recorder.rates, never_rises_last_tenth=never_rises_in_last_tenth(recorder.rates))
-        result.update(sigma=getattr(controller, "sigma", None))
+        # The sigma the controller used: given, or fitted (its records carry it when they have the key).
+        fitted = [value for value in map(_record_sigma, getattr(controller, "history", [])) if value]
+        result.update(sigma=controller.sigma if controller.sigma is not None else (fitted[-1] if fitted else None))
+        keys = ("step", "learning_rate", "temperature", "target_temperature", "sigma")
+        history = list(getattr(controller, "history", []))
+        result.update(
+            records=[{k: r.get(k) for k in keys} for r in history if isinstance(r, dict) and "event" not in r],
+            events=[r for r in history if isinstance(r, dict) and "event" in r],
+        )
     return Q.plain(result)
 
 
