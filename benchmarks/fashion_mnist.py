@@ -49,12 +49,19 @@ Methods (`--methods`; `METHODS` below), each with seeds 0, 1, 2:
 Per network: 8 untuned methods x 3 seeds + 3 tuned methods x 5 runs = 39
 runs; 78 for both networks.
 
-Default epochs: measured on this project's 2-core machine (shared with other
-jobs, so an upper bound): one epoch of the full training set took about
-{CONVNET4_EPOCH} s for `convnet4` and {RESNET8_EPOCH} s for `resnet8` with
-Adam (ActCooLR runs cost about 10% more, plus the test evaluation of every
-epoch, a few seconds). 78 runs in about 2 hours leave about 90 s a run:
-`DEFAULT_EPOCHS = 3` (see `DEFAULT_EPOCHS` below; `--epochs` changes it).
+Default epochs, `DEFAULT_EPOCHS = 2`: one epoch of the full training set
+(929 steps), measured once per network with `--epochs 1 --seeds 0` on this
+project's 2-core machine while other jobs ran (load average 9 to 11, so about
+4 times slower than a free machine): `convnet4` with Adam 141 s (123 s of
+training, the rest the test evaluation and set-up), with ActCooLR 279 s
+(248 s of training: the converted model's measured steps and the range
+analyses that estimate sigma over the first 4096 examples); `resnet8` with
+Adam 124 s, with ActCooLR {RESNET8_ACTCOOLR} s. The docs' earlier figure for
+`convnet4` on the free machine is about 31 s an epoch. Taking 30 s an epoch
+for a plain run and 60 s for an ActCooLR run on a free machine, one epoch of
+the 78 runs costs about 52 minutes (9 ActCooLR and 30 other runs a network)
+plus about 15 minutes of set-up and evaluation in all: 2 epochs make about 2
+hours. Each further epoch adds about 50 minutes (`--epochs`).
 
 `--quick` (about 10 minutes): `convnet4` only, the first 6,000 training
 images, 2 epochs, seed 0, the methods `actcoolr`, `paper`, `paper_constant`,
@@ -117,8 +124,8 @@ from keras_actcoolr.presets import get_preset  # noqa: E402
 
 SEEDS = (0, 1, 2)
 NETWORKS = ("convnet4", "resnet8")
-#: See the module docstring: 78 runs of 3 epochs take about 2 hours on 2 cores.
-DEFAULT_EPOCHS = 3
+#: See the module docstring: 78 runs of 2 epochs take about 2 hours on a free 2-core machine.
+DEFAULT_EPOCHS = 2
 CHANCE = 0.1
 
 PAPER = get_preset("fashion_mnist-convnet4-actcoolr")

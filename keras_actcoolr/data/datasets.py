@@ -228,7 +228,8 @@ def load(
       (`$KERAS_HOME/datasets/fashion-mnist`), else from
       `/usr/share/datasets/fashion-mnist`, where the Debian package
       `dataset-fashion-mnist` installs them; tensorflow-datasets is not
-      needed), `"cifar10"` (tensorflow-datasets): random horizontal flips when
+      needed; `data_dir` and `download` do not apply: nothing is downloaded),
+      `"cifar10"` (tensorflow-datasets): random horizontal flips when
       training; batch sizes 64 and 256.
     - `"imagenet"` (tensorflow-datasets `imagenet2012`, from the manual
       download directory `manual_dir`): random resized crops to 224x224 and
