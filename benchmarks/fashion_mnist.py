@@ -50,18 +50,21 @@ Per network: 8 untuned methods x 3 seeds + 3 tuned methods x 5 runs = 39
 runs; 78 for both networks.
 
 Default epochs, `DEFAULT_EPOCHS = 2`: one epoch of the full training set
-(929 steps), measured once per network with `--epochs 1 --seeds 0` on this
-project's 2-core machine while other jobs ran (load average 9 to 11, so about
-4 times slower than a free machine): `convnet4` with Adam 141 s (123 s of
-training, the rest the test evaluation and set-up), with ActCooLR 279 s
-(248 s of training: the converted model's measured steps and the range
-analyses that estimate sigma over the first 4096 examples); `resnet8` with
-Adam 124 s, with ActCooLR {RESNET8_ACTCOOLR} s. The docs' earlier figure for
-`convnet4` on the free machine is about 31 s an epoch. Taking 30 s an epoch
-for a plain run and 60 s for an ActCooLR run on a free machine, one epoch of
-the 78 runs costs about 52 minutes (9 ActCooLR and 30 other runs a network)
-plus about 15 minutes of set-up and evaluation in all: 2 epochs make about 2
-hours. Each further epoch adds about 50 minutes (`--epochs`).
+(929 steps), measured once per network with `--epochs 1 --seeds 0 --methods
+adam,actcoolr` on this project's 2-core machine while other jobs ran (load
+average 6 to 11, so several times slower than a free machine), as training
+seconds (evaluation and set-up excluded) and whole-run seconds: `convnet4`
+with Adam 123 s (141 s), with ActCooLR 248 s (279 s); `resnet8` with Adam
+93 s (124 s), with ActCooLR 309 s (358 s). An ActCooLR epoch costs 2 to 3.3
+plain ones here (the measured steps, and in the first epoch the range
+analyses that estimate sigma over the first 4096 examples; later epochs were
+not measured). Scaled to a free machine by the docs' earlier 31 s an epoch
+for `convnet4` (a factor of 4): about 31 and 62 s for `convnet4`, 23 and
+77 s for `resnet8`; one epoch of the 78 runs (30 plain and 9 ActCooLR runs a
+network) then costs about 48 minutes, plus about 15 minutes of set-up and
+test evaluations in all: 2 epochs make about 2 hours. Each further epoch adds
+about 50 minutes (`--epochs`). These are extrapolations from loaded
+measurements, not a measured full run.
 
 `--quick` (about 10 minutes): `convnet4` only, the first 6,000 training
 images, 2 epochs, seed 0, the methods `actcoolr`, `paper`, `paper_constant`,
