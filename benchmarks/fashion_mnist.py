@@ -522,9 +522,9 @@ def run_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- report
 
 
-def select(runs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[list, int]]:
-    """The final runs of each (network, method): every seed of an untuned method, every seed at a tuned method's
-    chosen point (the grid's other points are its tuning cost)."""
+def select(runs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[list, list]]:
+    """`(final runs, all runs)` of each (network, method): the final runs are every seed of an untuned method,
+    every seed at a tuned method's chosen point; all runs add the grid's other points (its tuning cost)."""
     groups: dict[tuple[str, str], list] = {}
     for run in runs:
         groups.setdefault((run["network"], run["method"]), []).append(run)
@@ -534,10 +534,9 @@ def select(runs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[list, int]
             first = min(r["seed"] for r in group)
             grid = sorted({r["rate"] for r in group if r["seed"] == first})
             best = best_grid_point([r for r in group if r["seed"] == first], grid)
-            chosen[(network, method)] = ([r for r in group if r["rate"] == best], len(group))
-            chosen[(network, method)][0].sort(key=lambda r: r["seed"])
+            chosen[(network, method)] = (sorted((r for r in group if r["rate"] == best), key=lambda r: r["seed"]), group)
         else:
-            chosen[(network, method)] = (group, len(group))
+            chosen[(network, method)] = (group, group)
     return chosen
 
 
@@ -553,16 +552,17 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per network and method: accuracy over seeds, cost, time to the tuned one-cycle's median, rate check, collapses."""
     chosen = select(runs)
     summary: dict[str, dict[str, Any]] = {}
-    for (network, method), (group, cost) in chosen.items():
+    for (network, method), (group, every) in chosen.items():
         accuracies = [Q.accuracy_of(r) for r in group]
         summary.setdefault(network, {})[method] = {
             "rate": group[0]["rate"],
             "seeds": len(group),
             "median": Q.median(accuracies),
             "spread": Q.spread(accuracies),
-            "runs": cost,
-            "collapsed": sum(bool(r["collapsed"]) for r in group),
-            "nan": sum(bool(r.get("nan_loss")) for r in group),
+            "runs": len(every),
+            # Over every run the method cost, grid points included.
+            "collapsed": sum(bool(r["collapsed"]) for r in every),
+            "nan": sum(bool(r.get("nan_loss")) for r in every),
             "never_rises": (
                 [r.get("never_rises_last_tenth") for r in group] if method in CONTROLLED else None
             ),
@@ -619,14 +619,16 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
                     seconds,
                     steps,
                     rises,
-                    f"{e['collapsed']}/{seeds}",
-                    f"{e['nan']}/{seeds}",
+                    f"{e['collapsed']}/{e['runs']}",
+                    f"{e['nan']}/{e['runs']}",
                 ]
             )
         out.append(Q.markdown_table(header, rows) + "\n")
     out.append(
         "Median and spread (max - min) over seeds of the final test accuracy. Runs: what the method cost (a tuned "
-        "method: its grid on the first seed plus the other seeds at the chosen point). Time and steps to target: "
+        "method: its grid on the first seed plus the other seeds at the chosen point); collapsed and NaN count all "
+        "of them (a collapse: non-finite loss or outputs, an error, or test accuracy within 2 points of chance). "
+        "Time and steps to target: "
         "median over the seeds that reached it, training time without evaluation, at the end of an epoch."
     )
     return "\n".join(out) + "\n"

@@ -145,6 +145,10 @@ def test_summary_time_to_target(bench):
     text = bench.render(bench.summarize(runs))
     row = next(line for line in text.splitlines() if line.startswith("| actcoolr |"))
     assert row == "| actcoolr | 0.1 | 91.00 | 3.00 | 3 | 19 (2/3) | 150 | 2/3 yes | 0/3 | 0/3 |"
+    # The one-cycle grid point that diverged counts among the method's 5 runs.
+    runs.append(run("onecycle", 0, 0.10, val=0.1, rate=1.0, collapsed=True, nan_loss=True))
+    row = next(line for line in bench.render(bench.summarize(runs)).splitlines() if line.startswith("| onecycle |"))
+    assert row.endswith("| 1/5 | 1/5 |") and "| 0.3 (tuned) | 90.00 |" in row
 
 
 def test_bad_arguments(bench, capsys):
