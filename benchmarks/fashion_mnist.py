@@ -682,7 +682,7 @@ def sigma_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     steps_per_epoch = int(train.cardinality())
     # Keras "epochs" of `every` steps, so that the logger (which runs at epoch ends) analyses `per_epoch` times an epoch.
     every = max(1, steps_per_epoch // args.sigma_per_epoch)
-    rounds = -(-steps_per_epoch * args.epochs // every)
+    rounds = max(1, round(steps_per_epoch * args.epochs / every))
     probe = next(iter(kdata.load("fashion_mnist", "train", path=args.fashion_mnist_dir, seed=123, augment=False)))
     model = build("convnet4", True)
     controller = kac.ActCooLR(**controller_kwargs("paper"))
