@@ -6,7 +6,7 @@
     python benchmarks/quality.py --controller '{"start_temperature": 1.0}' --methods actcoolr
     python benchmarks/quality.py --summarize results.json paper.json --figure quality.png
 
-The full run (1170 runs) takes about an hour on a 2-core CPU
+The full run (1215 runs) takes about an hour on a 2-core CPU
 with `--jobs 2`. Every run trains a fresh model from the initial weights its seed gives, on fixed
 splits of one task (see `benchmarks/_quality_tasks.py` and `docs/quality.md`)
 with one optimizer and one learning-rate method:
@@ -22,14 +22,21 @@ with one optimizer and one learning-rate method:
   with `OneCycleMomentum` for SGD with momentum), `cosine`
   (`keras.optimizers.schedules.CosineDecay` to 0): the baselines, each over a
   grid of rates. The grid point with the best median validation accuracy
-  over seeds is the tuned baseline; the grid's runs are its cost.
+  over seeds is the tuned baseline; the grid's runs are its cost;
+- `peer`: the untuned peers, one run per seed and task at their default (or
+  customary) rate, no schedule, whatever the task's optimizers (`PEERS`):
+  `keras.optimizers.Adam(1e-3)`, `keras.optimizers.ScheduleFreeAdamW()` (all
+  its defaults, rate 0.0025; left out when the installed Keras lacks it) and
+  `keras.optimizers.SGD(0.01, momentum=0.9)` (Keras' default rate).
 
 Everything is reported on test accuracy. A run *collapsed* if its last
 training loss is not finite, it raised an error, or its test accuracy is
 within 2 points of chance. The output is a Markdown table per task, the
 checks of the targets (ActCooLR within 1 point of the tuned constant rate and
 1.5 points of the tuned one-cycle, spread over initial rates at most 2
-points, no collapsed ActCooLR run), a JSON file of every run, and a figure
+points, no collapsed ActCooLR run, ActCooLR's median at most 0.3 points below
+the best untuned peer's, and ActCooLR driving Adam at most 1 point below Adam
+at 1e-3), an overview table in the format of docs/quality.md, a JSON file of every run, and a figure
 (with matplotlib). A progress line per run goes to stderr.
 """
 
@@ -64,8 +71,8 @@ from _quality_tasks import DEVELOPMENT, HELD_OUT, TASKS, Data, Task  # noqa: E40
 
 INITIAL_RATES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 SEEDS = (0, 1, 2)
-METHODS = ("actcoolr", "paper", "constant", "onecycle", "cosine")
-DEFAULT_METHODS = ("actcoolr", "constant", "onecycle", "cosine")
+METHODS = ("actcoolr", "paper", "constant", "onecycle", "cosine", "peer")
+DEFAULT_METHODS = ("actcoolr", "constant", "onecycle", "cosine", "peer")
 BASELINES = ("constant", "onecycle", "cosine")
 CONTROLLED = ("actcoolr", "paper")
 #: The paper's start temperature (ResNet-32 on CIFAR-10).
@@ -73,7 +80,7 @@ PAPER_START_TEMPERATURE = 3.03
 #: A run is collapsed if its test accuracy is at most chance plus this.
 COLLAPSE_MARGIN = 0.02
 #: Targets of the checks, in points of accuracy.
-TARGETS = {"constant": 1.0, "onecycle": 1.5, "rate_spread": 2.0}
+TARGETS = {"constant": 1.0, "onecycle": 1.5, "rate_spread": 2.0, "best_peer": 0.3, "adam_peer": 1.0}
 
 OPTIMIZERS: dict[str, dict[str, Any]] = {
     "sgdm": {"label": "SGD m=0.9", "kind": "sgd", "momentum": 0.9, "weight_decay": None},
@@ -81,6 +88,30 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     "sgd": {"label": "SGD m=0", "kind": "sgd", "momentum": 0.0, "weight_decay": None},
     "adam": {"label": "Adam", "kind": "adam", "weight_decay": None},
 }
+
+
+def _schedule_free_default_rate() -> float | None:
+    """`keras.optimizers.ScheduleFreeAdamW`'s default rate, or None when the installed Keras lacks it."""
+    optimizer = getattr(keras.optimizers, "ScheduleFreeAdamW", None)
+    if optimizer is None:
+        return None
+    return float(inspect.signature(optimizer).parameters["learning_rate"].default)
+
+
+#: Untuned peers (method `peer`): an optimizer at its default (or customary) rate, no schedule, no grid,
+#: one run per seed and task, whatever the task's optimizers. `rate` is the rate they run at.
+PEERS: dict[str, dict[str, Any]] = {
+    "adam_1e-3": {"label": "Adam 1e-3", "kind": "adam", "rate": 1e-3},
+    "sgdm_0.01": {"label": "SGD m=0.9, 0.01", "kind": "sgd", "rate": 0.01},
+}
+if _schedule_free_default_rate() is not None:
+    PEERS["schedule_free_adamw"] = {
+        "label": "ScheduleFreeAdamW (defaults)",
+        "kind": "schedule_free_adamw",
+        "rate": _schedule_free_default_rate(),
+    }
+#: The peer that ActCooLR driving Adam is checked against.
+ADAM_PEER = "adam_1e-3"
 
 # Grids of 7 rates over three decades in steps of about half a decade (1, 3, 10, 30, ...), around the
 # usual range of each optimizer, chosen before any run. One-cycle's grid (of its peak rate) is one
@@ -161,6 +192,13 @@ def controller_kwargs(spec: RunSpec) -> dict[str, Any]:
 
 
 def make_optimizer(name: str, learning_rate: Any) -> keras.optimizers.Optimizer:
+    if name in PEERS:
+        kind = PEERS[name]["kind"]
+        if kind == "schedule_free_adamw":
+            return keras.optimizers.ScheduleFreeAdamW()  # every argument at its default
+        if kind == "adam":
+            return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
     config = OPTIMIZERS[name]
     if config["kind"] == "adam":
         return keras.optimizers.Adam(learning_rate, weight_decay=config["weight_decay"])
@@ -176,7 +214,7 @@ def learning_rate_and_callbacks(spec: RunSpec, total_steps: int) -> tuple[Any, l
     if spec.method in CONTROLLED:
         controller = kac.ActCooLR(**controller_kwargs(spec))
         return kac.ActCooLRSchedule(spec.rate), [controller], controller
-    if spec.method == "constant":
+    if spec.method in ("constant", "peer"):
         return spec.rate, [], None
     if spec.method == "cosine":
         return keras.optimizers.schedules.CosineDecay(spec.rate, decay_steps=total_steps, alpha=0.0), [], None
@@ -319,8 +357,14 @@ def plan_runs(
     frozen = tuple(sorted(controller.items()))
     for task_name in tasks:
         task = TASKS[task_name]
+        if "peer" in methods:
+            for peer, config in PEERS.items():
+                for seed in seeds:
+                    specs.append(
+                        RunSpec(task_name, peer, "peer", float(config["rate"]), int(seed), epochs or task.epochs)
+                    )
         for optimizer in plan[task_name]:
-            for method in methods:
+            for method in (m for m in methods if m != "peer"):
                 points = rates if method in CONTROLLED else grid_of(optimizer, method, quick)
                 for rate in points:
                     for seed in seeds:
@@ -483,10 +527,39 @@ def summarize_baseline(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def check(controlled: dict[str, Any] | None, baselines: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def summarize_peer(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """An untuned peer: median and spread of test accuracy over seeds at its one rate (no tuning)."""
+    return {
+        "rate": float(runs[0]["rate"]),
+        "median": median(accuracy_of(r) for r in runs),
+        "seed_spread": spread(accuracy_of(r) for r in runs),
+        "collapsed": sum(bool(r["collapsed"]) for r in runs),
+        "runs": len(runs),
+        "runs_to_tune": 0,
+    }
+
+
+def best_peer(peers: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """`(name, summary)` of the peer with the highest median test accuracy (ties: the first in `PEERS` order)."""
+    if not peers:
+        return None
+    order = {name: i for i, name in enumerate(PEERS)}
+    name = max(peers, key=lambda n: (peers[n]["median"], -order.get(n, len(order))))
+    return name, peers[name]
+
+
+def check(
+    controlled: dict[str, Any] | None,
+    baselines: dict[str, dict[str, Any]],
+    peers: dict[str, dict[str, Any]] | None = None,
+    optimizer: str | None = None,
+) -> dict[str, dict[str, Any]]:
     """The targets of one task and optimizer: each `{"pass": bool or None, "value": float or None}`.
 
     Points are accuracy x 100. `pass` is None when the runs it needs are missing.
+    `best_peer`: ActCooLR's median minus the best untuned peer's (`peers`, by
+    name) at least -0.3; `adam_peer`: for `optimizer="adam"` only, ActCooLR's
+    median minus Adam at 1e-3's at least -1.
     """
     checks: dict[str, dict[str, Any]] = {}
     for method in ("constant", "onecycle"):
@@ -501,6 +574,14 @@ def check(controlled: dict[str, Any] | None, baselines: dict[str, dict[str, Any]
         rate_spread = 100.0 * controlled["rate_spread"]
         checks["rate_spread"] = {"pass": rate_spread <= TARGETS["rate_spread"] + 1e-9, "value": rate_spread}
         checks["no_collapse"] = {"pass": controlled["collapsed"] == 0, "value": controlled["collapsed"]}
+    best = best_peer(peers or {})
+    checks["best_peer"] = checks["adam_peer"] = {"pass": None, "value": None}
+    if controlled is not None and best is not None:
+        gap = 100.0 * (controlled["median"] - best[1]["median"])
+        checks["best_peer"] = {"pass": gap >= -TARGETS["best_peer"] - 1e-9, "value": gap}
+    if controlled is not None and optimizer == "adam" and peers and ADAM_PEER in peers:
+        gap = 100.0 * (controlled["median"] - peers[ADAM_PEER]["median"])
+        checks["adam_peer"] = {"pass": gap >= -TARGETS["adam_peer"] - 1e-9, "value": gap}
     return checks
 
 
@@ -518,12 +599,24 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 f"them separately. Received: controllers={controllers}"
             )
         entry = summary.setdefault(task, {}).setdefault(optimizer, {"methods": {}})
-        entry["methods"][method] = (summarize_controlled if method in CONTROLLED else summarize_baseline)(group)
+        if method == "peer":
+            entry["methods"][method] = summarize_peer(group)
+        else:
+            entry["methods"][method] = (summarize_controlled if method in CONTROLLED else summarize_baseline)(group)
     for task, optimizers in summary.items():
+        peers = task_peers(optimizers)
         for optimizer, entry in optimizers.items():
+            if optimizer in PEERS:
+                continue
             methods = entry["methods"]
-            entry["checks"] = check(methods.get("actcoolr"), {m: methods[m] for m in BASELINES if m in methods})
+            baselines = {m: methods[m] for m in BASELINES if m in methods}
+            entry["checks"] = check(methods.get("actcoolr"), baselines, peers, optimizer)
     return summary
+
+
+def task_peers(optimizers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The peer summaries of one task of `summarize`'s result, by peer name."""
+    return {name: entry["methods"]["peer"] for name, entry in optimizers.items() if "peer" in entry["methods"]}
 
 
 # ---------------------------------------------------------------- output
@@ -534,12 +627,24 @@ METHOD_LABELS = {
     "constant": "constant",
     "onecycle": "one-cycle",
     "cosine": "cosine",
+    "peer": "untuned peer",
 }
 CHECK_LABELS = {
     "constant": "vs constant (>= -1)",
     "onecycle": "vs one-cycle (>= -1.5)",
     "rate_spread": "rate spread (<= 2)",
     "no_collapse": "no collapse",
+    "best_peer": "vs best untuned peer (>= -0.3)",
+    "adam_peer": "Adam: vs Adam 1e-3 (>= -1)",
+}
+#: Names of the checks in the overview's "checks" column.
+CHECK_SHORT = {
+    "constant": "constant",
+    "onecycle": "one-cycle",
+    "rate_spread": "spread",
+    "no_collapse": "collapse",
+    "best_peer": "best peer",
+    "adam_peer": "Adam 1e-3",
 }
 
 
@@ -555,8 +660,26 @@ def verdict(entry: dict[str, Any], digits: int = 1) -> str:
     return f"{'pass' if entry['pass'] else 'FAIL'} ({shown})"
 
 
+def label_of(optimizer: str) -> str:
+    """The table label of an optimizer or of an untuned peer."""
+    if optimizer in OPTIMIZERS:
+        return OPTIMIZERS[optimizer]["label"]
+    return PEERS[optimizer]["label"] if optimizer in PEERS else optimizer
+
+
 def method_row(optimizer: str, method: str, s: dict[str, Any]) -> list[str]:
-    label = OPTIMIZERS[optimizer]["label"] if optimizer in OPTIMIZERS else optimizer
+    label = label_of(optimizer)
+    if method == "peer":
+        return [
+            label,
+            METHOD_LABELS[method],
+            f"{s['rate']:g} (default, not tuned)",
+            points(s["median"]),
+            points(s["seed_spread"]),
+            "",
+            f"{s['collapsed']}/{s['runs']}",
+            "0",
+        ]
     if method in CONTROLLED:
         rates = ", ".join(f"{r:g}" for r in s["per_rate"])
         setting = f"any of {rates} (worst {s['worst_rate']:g}: {points(s['worst_median'])})"
@@ -586,9 +709,45 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def overview_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """One row per task and optimizer (the format of docs/quality.md's results): ActCooLR, the tuned
+    baselines, the best untuned peer of the task, and the checks that fail."""
+    rows = []
+    for task_name, optimizers in summary.items():
+        role = TASKS[task_name].role if task_name in TASKS else "?"
+        best = best_peer(task_peers(optimizers))
+        peer_cell = f"{points(best[1]['median'])} ({label_of(best[0])})" if best else "-"
+        for optimizer, entry in optimizers.items():
+            if optimizer in PEERS:
+                continue
+            methods = entry["methods"]
+            controlled = methods.get("actcoolr")
+            cells = [f"{task_name} ({role})", label_of(optimizer)]
+            cells.append(f"{points(controlled['median'])} ({points(controlled['rate_spread'])})" if controlled else "-")
+            cells += [points(methods[m]["median"]) if m in methods else "-" for m in BASELINES]
+            cells.append(peer_cell)
+            misses = [CHECK_SHORT[name] for name, value in entry["checks"].items() if value["pass"] is False]
+            known = [value for value in entry["checks"].values() if value["pass"] is not None]
+            cells.append(("misses: " + ", ".join(misses)) if misses else ("all pass" if known else "n/a"))
+            rows.append(cells)
+    return rows
+
+
+OVERVIEW_HEADER = [
+    "task (role)",
+    "optimizer",
+    "ActCooLR (spread over initial rates)",
+    "tuned constant",
+    "tuned one-cycle",
+    "tuned cosine",
+    "best untuned peer",
+    "checks",
+]
+
+
 def render_markdown(summary: dict[str, Any], runs: list[dict[str, Any]], epochs: dict[str, int] | None = None) -> str:
-    """Markdown: one table per task, then the checks and a count of passes by role."""
-    out = []
+    """Markdown: an overview, one table per task, then the checks and a count of passes by role."""
+    out = ["### Overview (median test accuracy %)\n", markdown_table(OVERVIEW_HEADER, overview_rows(summary)) + "\n"]
     header = [
         "optimizer",
         "method",
@@ -608,7 +767,8 @@ def render_markdown(summary: dict[str, Any], runs: list[dict[str, Any]], epochs:
         out.append(f"### {task_name} ({role})\n")
         out.append(f"{description}{epoch_note}; chance {points(chance[task_name])} %.\n")
         rows = []
-        for optimizer, entry in optimizers.items():
+        # The task's optimizers first, then its untuned peers.
+        for optimizer, entry in sorted(optimizers.items(), key=lambda item: item[0] in PEERS):
             for method in METHODS:
                 if method in entry["methods"]:
                     rows.append(method_row(optimizer, method, entry["methods"][method]))
@@ -619,6 +779,8 @@ def render_markdown(summary: dict[str, Any], runs: list[dict[str, Any]], epochs:
     for task_name, optimizers in summary.items():
         role = TASKS[task_name].role if task_name in TASKS else "?"
         for optimizer, entry in optimizers.items():
+            if optimizer in PEERS:
+                continue
             checks = entry["checks"]
             rows.append(
                 [task_name, role, OPTIMIZERS.get(optimizer, {}).get("label", optimizer)]
@@ -636,13 +798,16 @@ def render_markdown(summary: dict[str, Any], runs: list[dict[str, Any]], epochs:
         "\nMedians and spreads (max - min) are over seeds. ActCooLR's median is the median over initial rates "
         "of the per-rate medians; its seed spread is the largest of any initial rate. A baseline's rate is the "
         "grid point with the best median validation accuracy; 'grid edge' means the grid may be too narrow. "
+        "An untuned peer runs at its default rate (no grid); the best untuned peer is the one of the task with "
+        "the highest median. "
         "Collapsed: non-finite loss or outputs, an error, or test accuracy within 2 points of chance."
     )
     return "\n".join(out) + "\n"
 
 
 def save_figure(summary: dict[str, Any], path: str) -> bool:
-    """Test accuracy against initial rate (ActCooLR) with the tuned baselines as lines; False without matplotlib."""
+    """Test accuracy against initial rate (ActCooLR) with the tuned baselines and the best untuned peer as
+    lines; False without matplotlib."""
     if importlib.util.find_spec("matplotlib") is None:
         print("Figure skipped: matplotlib is not installed (pip install matplotlib).", file=sys.stderr)
         return False
@@ -688,6 +853,10 @@ def save_figure(summary: dict[str, Any], path: str) -> bool:
                     label = f"{METHOD_LABELS[method]} (tuned)"
                     ax.axhline(100 * s["median"], color=colour, linestyle=style, label=label)
                     values.append(100 * s["median"])
+            best = best_peer(task_peers(summary[task]))
+            if best is not None:
+                ax.axhline(100 * best[1]["median"], color="black", linestyle="-.", label="best untuned peer")
+                values.append(100 * best[1]["median"])
             ax.set_xscale("log")
             if values:
                 top = max(values)
@@ -733,7 +902,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: per task)")
     parser.add_argument("--controller", default="{}", help="JSON keyword arguments of the `actcoolr` runs' ActCooLR")
     parser.add_argument(
-        "--quick", action="store_true", help="one seed, three tasks, SGD with momentum, 3 initial rates, 3-point grids"
+        "--quick", action="store_true", help="one seed, three tasks, SGD with momentum, 3 initial rates, 3-point grids, the peers"
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (2 on a free 2-core machine)")
     parser.add_argument("--output", default=None, help="JSON file of every run and the summary")
@@ -835,6 +1004,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": seconds,
         "grids": {opt: {m: list(g) for m, g in grids.items()} for opt, grids in GRIDS.items()},
         "initial_rates": list(args.rates),
+        "peers": plain(PEERS),
         "runs": runs,
         "summary": plain(summary),
     }

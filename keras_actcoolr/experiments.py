@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="tensorflow-datasets data directory (default: its own)")
     parser.add_argument("--manual-dir", help="ImageNet: directory holding ILSVRC2012_img_{train,val}.tar")
     parser.add_argument("--tiny-imagenet-dir", help="Tiny ImageNet: the tiny-imagenet-200 directory")
+    parser.add_argument(
+        "--fashion-mnist-dir",
+        help="Fashion-MNIST: directory of its IDX files (default: Keras' cache, then /usr/share/datasets/fashion-mnist)",
+    )
     parser.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing data set")
     parser.add_argument("--smoke", action="store_true", help="a few steps on mock data (checks the wiring)")
     parser.add_argument("--steps-per-epoch", type=int, help="limit the steps of an epoch (default: the whole split)")
@@ -219,6 +223,7 @@ def run(
     data_dir: str | None = None,
     manual_dir: str | None = None,
     tiny_imagenet_dir: str | None = None,
+    fashion_mnist_dir: str | None = None,
     download: bool = True,
     smoke: bool = False,
     steps_per_epoch: int | None = None,
@@ -250,13 +255,15 @@ def run(
                 tiny_imagenet_dir = data.write_fake_tiny_imagenet(
                     os.path.join(output_dir, "smoke-data"), per_class=34, size=16
                 )
+            if preset.dataset == "fashion_mnist":
+                fashion_mnist_dir = data.write_fake_fashion_mnist(os.path.join(output_dir, "smoke-data"), 200, 20)
         splits = data.load_splits(
             preset.dataset,
             batch_size=batch_size,
             image_size=image_size,
             data_dir=data_dir,
             manual_dir=manual_dir,
-            path=tiny_imagenet_dir,
+            path=fashion_mnist_dir if preset.dataset == "fashion_mnist" else tiny_imagenet_dir,
             download=download,
             seed=seed,
         )
@@ -357,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir=args.data_dir,
             manual_dir=args.manual_dir,
             tiny_imagenet_dir=args.tiny_imagenet_dir,
+            fashion_mnist_dir=args.fashion_mnist_dir,
             download=not args.no_download,
             smoke=args.smoke,
             steps_per_epoch=args.steps_per_epoch,

@@ -203,6 +203,39 @@ class TestSummary:
         assert checks["no_collapse"]["pass"] is True
         assert quality.check(dict(controlled, collapsed=2), {})["no_collapse"]["pass"] is False
         assert quality.check(None, baselines)["constant"]["pass"] is None
+        # Without peers the two peer checks are not made.
+        assert checks["best_peer"]["pass"] is None and checks["adam_peer"]["pass"] is None
+
+    def test_peer_checks(self, quality):
+        controlled = {"median": 0.950, "rate_spread": 0.0, "collapsed": 0}
+        peers = {
+            "adam_1e-3": {"median": 0.962},
+            "sgdm_0.01": {"median": 0.953},
+            "schedule_free_adamw": {"median": 0.940},
+        }
+        sgdm = quality.check(controlled, {}, peers, "sgdm")
+        # Best peer: Adam 1e-3 at 96.2; 95.0 - 96.2 = -1.2 < -0.3. The Adam check is for ActCooLR driving Adam only.
+        assert sgdm["best_peer"]["pass"] is False and sgdm["best_peer"]["value"] == pytest.approx(-1.2)
+        assert sgdm["adam_peer"]["pass"] is None
+        adam = quality.check(controlled, {}, peers, "adam")
+        # 95.0 - 96.2 = -1.2 < -1.
+        assert adam["adam_peer"]["pass"] is False and adam["adam_peer"]["value"] == pytest.approx(-1.2)
+        close = quality.check(dict(controlled, median=0.955), {}, peers, "adam")
+        # 95.5 - 96.2 = -0.7: within 1 point of Adam, but more than 0.3 below the best peer.
+        assert close["adam_peer"]["pass"] is True and close["best_peer"]["pass"] is False
+        edge = quality.check(dict(controlled, median=0.959), {}, peers, "adam")
+        # 95.9 - 96.2 = -0.3: exactly the margin passes.
+        assert edge["best_peer"]["pass"] is True and edge["best_peer"]["value"] == pytest.approx(-0.3)
+        above = quality.check(dict(controlled, median=0.97), {}, {"sgdm_0.01": {"median": 0.953}}, "adam")
+        # No Adam peer: n/a; 97.0 - 95.3 = +1.7 against the best (only) peer.
+        assert above["adam_peer"]["pass"] is None and above["best_peer"]["value"] == pytest.approx(1.7)
+
+    def test_peer_summary(self, quality):
+        runs = [run_record("peer", 1e-3, seed, acc, optimizer="adam_1e-3") for seed, acc in enumerate((0.9, 0.8, 0.95))]
+        runs[1]["collapsed"] = True
+        s = quality.summarize_peer(runs)
+        assert s["median"] == pytest.approx(0.9) and s["seed_spread"] == pytest.approx(0.15)
+        assert (s["rate"], s["collapsed"], s["runs"], s["runs_to_tune"]) == (1e-3, 1, 3, 0)
 
 
     def test_mixed_controllers_refused(self, quality):
@@ -212,13 +245,16 @@ class TestSummary:
             quality.summarize(runs)
 
 
-def hand_made_runs():
+def hand_made_runs(peers=False):
     runs = []
     for seed, accuracy in enumerate((0.97, 0.98, 0.96)):
         for rate in (1e-4, 1.0):
             runs.append(run_record("actcoolr", rate, seed, accuracy))
         runs.append(run_record("constant", 0.1, seed, accuracy + 0.01))
         runs.append(run_record("onecycle", 0.3, seed, accuracy + 0.02))
+        if peers:
+            runs.append(run_record("peer", 1e-3, seed, accuracy - 0.005, optimizer="adam_1e-3"))
+            runs.append(run_record("peer", 0.01, seed, accuracy + 0.002, optimizer="sgdm_0.01"))
     return runs
 
 
@@ -228,9 +264,10 @@ class TestOutput:
         text = quality.render_markdown(quality.summarize(runs), runs, {"digits_cnn_bn": 3})
         assert "### digits_cnn_bn (development)" in text
         tables = [line for line in text.splitlines() if line.startswith("|")]
-        # Header, separator, ActCooLR, constant, one-cycle; header, separator, one row of checks.
-        assert len(tables) == 8
-        assert all(line.count("|") == tables[0].count("|") for line in tables[:5])
+        # Overview: header, separator, one row; per task: header, separator, ActCooLR, constant, one-cycle;
+        # checks: header, separator, one row.
+        assert len(tables) == 3 + 5 + 3
+        assert all(line.count("|") == tables[3].count("|") for line in tables[3:8])
         actcoolr = next(line for line in tables if "| ActCooLR |" in line)
         # Median 97.0 (both rates), seed spread 2.0, spread over rates 0.0, nothing collapsed, no tuning.
         assert "| 97.0 | 2.0 | 0.0 | 0/6 | 0 |" in actcoolr
@@ -238,16 +275,39 @@ class TestOutput:
         # 97.0 - 98.0 = -1.0 passes; 97.0 - 99.0 = -2.0 fails.
         assert "pass (-1.0)" in checks and "FAIL (-2.0)" in checks
         assert "development tasks: 3 of 4 checks pass." in text
+        # Overview: ActCooLR 97.0 (spread 0.0), constant 98.0, one-cycle 99.0, no cosine, no peers.
+        assert tables[2] == "| digits_cnn_bn (development) | SGD m=0.9 | 97.0 (0.0) | 98.0 | 99.0 | - | - | misses: one-cycle |"
 
+    def test_markdown_with_peers(self, quality):
+        runs = hand_made_runs(peers=True)
+        summary = quality.summarize(runs)
+        text = quality.render_markdown(summary, runs)
+        tables = [line for line in text.splitlines() if line.startswith("|")]
+        # Peers: Adam 1e-3 medians 96.5, SGD m=0.9 at 0.01 97.2 (97 + 0.2): the best; ActCooLR 97.0 is 0.2 below.
+        assert tables[2] == (
+            "| digits_cnn_bn (development) | SGD m=0.9 | 97.0 (0.0) | 98.0 | 99.0 | - | 97.2 (SGD m=0.9, 0.01) "
+            "| misses: one-cycle |"
+        )
+        adam_row = next(line for line in tables if line.startswith("| Adam 1e-3 | untuned peer |"))
+        # Median 96.5, seed spread 2.0, 0 of 3 collapsed, no tuning.
+        assert adam_row == "| Adam 1e-3 | untuned peer | 0.001 (default, not tuned) | 96.5 | 2.0 |  | 0/3 | 0 |"
+        checks = tables[-1]
+        assert "| pass (-0.2) | n/a |" in checks  # best peer, then the Adam check (not an Adam row)
+        # Two peer entries but still one checks row (peers have no checks of their own).
+        assert sum(line.startswith("| digits_cnn_bn | development |") for line in tables) == 1
+        assert "development tasks: 4 of 5 checks pass." in text
     def test_plan_sizes(self, quality):
         q = quality
         full = q.plan_runs(q.FULL_PLAN, q.FULL_PLAN, q.DEFAULT_METHODS, q.SEEDS, q.INITIAL_RATES, None, {})
-        # 15 task-optimizer pairs x (5 initial rates + 3 grids of 7) x 3 seeds.
+        # 15 task-optimizer pairs x (5 initial rates + 3 grids of 7) x 3 seeds, plus 5 tasks x 3 peers x 3 seeds.
         assert sum(len(v) for v in quality.FULL_PLAN.values()) == 15
-        assert len(full) == 15 * (5 + 21) * 3
+        assert len(quality.PEERS) == 3  # ScheduleFreeAdamW is in the installed Keras
+        assert len(full) == 15 * (5 + 21) * 3 + 5 * 3 * 3
         quick = q.plan_runs(q.QUICK_PLAN, q.QUICK_PLAN, q.DEFAULT_METHODS, (0,), q.QUICK_RATES, None, {}, quick=True)
-        # 3 tasks x (3 initial rates + 3 grids of 3) x 1 seed.
-        assert len(quick) == 3 * (3 + 9)
+        # 3 tasks x (3 initial rates + 3 grids of 3 + 3 peers) x 1 seed.
+        assert len(quick) == 3 * (3 + 9 + 3)
+        peers = {(s.optimizer, s.rate) for s in quick if s.method == "peer"}
+        assert peers == {("adam_1e-3", 1e-3), ("sgdm_0.01", 0.01), ("schedule_free_adamw", 0.0025)}
         assert {s.rate for s in quick if s.method == "constant" and s.optimizer == "sgdm"} == {3e-3, 3e-2, 0.3}
 
     @pytest.mark.parametrize(
@@ -300,9 +360,19 @@ class TestOutput:
             quality.parse_args(argv)
         assert message in capsys.readouterr().err
 
+    def test_peer_optimizers(self, quality):
+        adam = quality.make_optimizer("adam_1e-3", 1e-3)
+        assert isinstance(adam, keras.optimizers.Adam) and float(adam.learning_rate) == pytest.approx(1e-3)
+        sgd = quality.make_optimizer("sgdm_0.01", 0.01)
+        assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9
+        assert float(sgd.learning_rate) == pytest.approx(0.01)
+        free = quality.make_optimizer("schedule_free_adamw", 0.0025)
+        assert isinstance(free, keras.optimizers.ScheduleFreeAdamW)
+        assert float(free.learning_rate) == pytest.approx(0.0025) and free.weight_decay is None
+
     def test_figure(self, quality, tmp_path):
         pytest.importorskip("matplotlib")
-        runs = hand_made_runs()
+        runs = hand_made_runs(peers=True)
         path = tmp_path / "quality.png"
         assert quality.save_figure(quality.summarize(runs), str(path)) is True
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -310,8 +380,9 @@ class TestOutput:
 
 @pytest.mark.slow
 def test_one_run_of_each_kind(quality):
-    for method in ("constant", "onecycle", "cosine", "actcoolr"):
-        spec = quality.RunSpec("breast_cancer_mlp", "sgdm", method, 0.01, 0, 1)
+    for method in ("constant", "onecycle", "cosine", "actcoolr", "peer"):
+        optimizer = "schedule_free_adamw" if method == "peer" else "sgdm"
+        spec = quality.RunSpec("breast_cancer_mlp", optimizer, method, 0.01, 0, 1)
         result = quality.train_run(spec)
         assert result["error"] is None, result["error"]
         assert result["epochs_run"] == 1 and 0.0 <= result["test_accuracy"] <= 1.0

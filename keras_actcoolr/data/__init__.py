@@ -1,7 +1,9 @@
 """Input pipelines of the ActCooLR paper's data sets (supplementary section E), on tf.data.
 
-FashionMNIST, CIFAR-10 and ImageNet come through tensorflow-datasets (the
-`datasets` extra; imported when a data set is loaded, not with this package),
+CIFAR-10 and ImageNet come through tensorflow-datasets (the `datasets`
+extra; imported when a data set is loaded, not with this package),
+FashionMNIST from its original IDX files (Keras' dataset cache, the Debian
+package `dataset-fashion-mnist`, or a directory: `load_fashion_mnist_arrays`),
 Tiny ImageNet from a local directory. See `load` and `DATASETS`.
 
 | data set | `load(name, ...)` | batch | augmentation | validation |
@@ -26,6 +28,13 @@ from keras_actcoolr.data.datasets import (
     load_splits,
     split_names,
 )
+from keras_actcoolr.data.fashion_mnist import (
+    find_fashion_mnist,
+    load_fashion_mnist_arrays,
+    read_idx,
+    write_fake_fashion_mnist,
+    write_idx,
+)
 from keras_actcoolr.data.tiny_imagenet import write_fake_tiny_imagenet
 
 __all__ = [
@@ -33,9 +42,14 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSpec",
     "channel_statistics",
+    "find_fashion_mnist",
+    "load_fashion_mnist_arrays",
+    "read_idx",
+    "write_idx",
     "load",
     "load_splits",
     "split_names",
+    "write_fake_fashion_mnist",
     "write_fake_tiny_imagenet",
 ]
 

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from keras_actcoolr.data import _pipeline as P
 from keras_actcoolr.data._spec import DatasetNotFoundError, DatasetSpec
+from keras_actcoolr.data.fashion_mnist import fashion_mnist_split
+from keras_actcoolr.data.fashion_mnist import how_to_get as _fashion_mnist_how_to_get
 from keras_actcoolr.data.tiny_imagenet import tiny_imagenet_examples
 
 __all__ = ["DATASETS", "DatasetNotFoundError", "DatasetSpec", "load", "load_splits", "split_names"]
@@ -25,7 +27,7 @@ _TFDS_DOWNLOAD = (
 DATASETS: dict[str, DatasetSpec] = {
     "fashion_mnist": DatasetSpec(
         name="fashion_mnist",
-        tfds_name="fashion_mnist",
+        tfds_name=None,
         num_classes=10,
         image_size=28,
         channels=1,
@@ -38,7 +40,7 @@ DATASETS: dict[str, DatasetSpec] = {
         batch_size=64,
         validation_percent=1,
         train_examples=60_000,
-        how_to_get=_TFDS_DOWNLOAD.format(tfds_name="fashion_mnist"),
+        how_to_get=_fashion_mnist_how_to_get(),
     ),
     "cifar10": DatasetSpec(
         name="cifar10",
@@ -221,8 +223,14 @@ def load(
     image = (image / 255 - mean) / std          # float32
     ```
 
-    - `"fashion_mnist"`, `"cifar10"` (tensorflow-datasets): random horizontal
-      flips when training; batch sizes 64 and 256.
+    - `"fashion_mnist"` (its four original IDX files, read with NumPy from
+      `path`, else from Keras' dataset cache `~/.keras/datasets/fashion-mnist`
+      (`$KERAS_HOME/datasets/fashion-mnist`), else from
+      `/usr/share/datasets/fashion-mnist`, where the Debian package
+      `dataset-fashion-mnist` installs them; tensorflow-datasets is not
+      needed; `data_dir` and `download` do not apply: nothing is downloaded),
+      `"cifar10"` (tensorflow-datasets): random horizontal flips when
+      training; batch sizes 64 and 256.
     - `"imagenet"` (tensorflow-datasets `imagenet2012`, from the manual
       download directory `manual_dir`): random resized crops to 224x224 and
       flips when training, and label smoothing 0.1 (one-hot labels,
@@ -263,7 +271,9 @@ def load(
         manual_dir: ImageNet's manual download directory (holding
             ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar).
             Defaults to `None`.
-        path: Tiny ImageNet's `tiny-imagenet-200` directory. Defaults to `None`.
+        path: Tiny ImageNet's `tiny-imagenet-200` directory, or the directory
+            of Fashion-MNIST's IDX files (`None`: search Keras' cache and the
+            Debian package's directory). Defaults to `None`.
         image_size: Side of the output images, or `None` for the data set's
             (`DATASETS[name].image_size`): the crop size where there are
             crops, otherwise images are resized. Defaults to `None`.
@@ -282,6 +292,7 @@ def load(
 
     Raises:
         DatasetNotFoundError: when the data set is not available, with how to get it.
+        ValueError: for a bad argument, or a corrupt Fashion-MNIST IDX file.
     """
     spec = _spec(name)
     if split not in SPLITS:
@@ -297,7 +308,11 @@ def load(
     cache = spec.cache if cache is None else cache
     source = split_names(name, validation_percent)[split]
 
-    if spec.tfds_name is None:
+    if spec.name == "fashion_mnist":
+        percent = spec.validation_percent if validation_percent is None else validation_percent
+        images, labels = fashion_mnist_split(split, percent, path)
+        examples = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+    elif spec.tfds_name is None:
         if path is None:
             raise _missing(spec, "path=None")
         examples = tiny_imagenet_examples(path, split, spec, validation_percent=validation_percent)

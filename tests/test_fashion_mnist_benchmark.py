@@ -1,0 +1,169 @@
+"""`benchmarks/fashion_mnist.py`: its smallest run in-process on a tiny synthetic IDX directory, resume, and its report logic."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from keras_actcoolr import data
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("fashion_mnist_benchmark", BENCHMARKS / "fashion_mnist.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def curve(*points):
+    """Epoch records `(seconds, step, accuracy)`."""
+    return [{"epoch": i + 1, "seconds": s, "step": n, "test_accuracy": a} for i, (s, n, a) in enumerate(points)]
+
+
+def run(method, seed, test, val=None, rate=0.1, network="convnet4", points=(), **extra):
+    record = {
+        "network": network,
+        "method": method,
+        "rate": rate,
+        "seed": seed,
+        "epochs": 3,
+        "train_examples": None,
+        "test_accuracy": test,
+        "val_accuracy": test if val is None else val,
+        "collapsed": False,
+        "nan_loss": False,
+        "curve": curve(*points),
+        "error": None,
+    }
+    record.update(extra)
+    return record
+
+
+def test_smallest_run_and_resume(bench, tmp_path, monkeypatch):
+    directory = data.write_fake_fashion_mnist(tmp_path / "idx", train=200, test=40)
+    output = tmp_path / "runs.jsonl"
+    argv = ["--fashion-mnist-dir", str(directory), "--networks", "convnet4", "--methods", "adam"]
+    argv += ["--seeds", "0", "--epochs", "1", "--output", str(output)]
+    bench.main(argv)
+    lines = output.read_text().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert (result["network"], result["method"], result["rate"], result["seed"], result["epochs"]) == (
+        "convnet4",
+        "adam",
+        1e-3,
+        0,
+        1,
+    )
+    # 200 images less 1% (2) for validation: 198 in batches of 64 -> 4 steps.
+    assert result["steps_per_epoch"] == 4 and result["total_steps"] == 4
+    assert len(result["curve"]) == 1 and result["curve"][0]["step"] == 4
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and result["error"] is None
+    # The accuracy after the only epoch is the final one (the same weights, evaluated twice).
+    assert result["curve"][0]["test_accuracy"] == pytest.approx(result["test_accuracy"])
+
+    def must_not_train(spec, path):
+        raise AssertionError(f"{spec} was run again")
+
+    monkeypatch.setattr(bench, "train_run", must_not_train)
+    again = bench.main(argv)
+    assert len(output.read_text().splitlines()) == 1
+    assert len(again["runs"]) == 1
+
+    ran = []
+
+    def fake_run(spec, path):
+        ran.append(spec)
+        return dict(result, seed=spec.seed)
+
+    monkeypatch.setattr(bench, "train_run", fake_run)
+    bench.main([a if a != "0" else "0,1" for a in argv])  # seeds 0 and 1
+    # Only the missing seed ran, and the file gained one line.
+    assert [spec.seed for spec in ran] == [1]
+    assert len(output.read_text().splitlines()) == 2
+
+
+def test_half_written_line_and_repeated_runs(bench, tmp_path):
+    path = tmp_path / "r.jsonl"
+    first, second = run("adam", 0, 0.5), run("adam", 0, 0.6)
+    path.write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n" + '{"network": "conv')
+    runs = bench.read_results(str(path))
+    assert len(runs) == 1 and runs[0]["test_accuracy"] == 0.6
+
+
+def test_rate_never_rises_in_last_tenth(bench):
+    # 20 steps: the last tenth is steps 18 and 19.
+    falling = [1.0] * 18 + [0.5, 0.4]
+    assert bench.never_rises_in_last_tenth(falling) is True
+    rising = [1.0] * 18 + [0.5, 0.6]
+    assert bench.never_rises_in_last_tenth(rising) is False
+    flat = [0.1] * 10  # last tenth: step 9 only
+    assert bench.never_rises_in_last_tenth(flat) is True
+    assert bench.never_rises_in_last_tenth([]) is None
+
+
+def test_grid_then_seeds(bench):
+    grids = {"onecycle": (0.1, 0.3)}
+    plan = bench.pending(["convnet4"], ["onecycle"], (0, 1, 2), 3, None, grids, [])
+    # Before the grid has run: only its points on seed 0.
+    assert [(s.rate, s.seed) for s in plan] == [(0.1, 0), (0.3, 0)]
+    done = [run("onecycle", 0, 0.80, val=0.7, rate=0.1), run("onecycle", 0, 0.90, val=0.6, rate=0.3)]
+    plan = bench.pending(["convnet4"], ["onecycle"], (0, 1, 2), 3, None, grids, done)
+    # Chosen on validation (0.7 > 0.6), not test: rate 0.1 on seeds 1 and 2.
+    assert [(s.rate, s.seed) for s in plan] == [(0.1, 1), (0.1, 2)]
+
+
+def test_summary_time_to_target(bench):
+    runs = [
+        # Tuned one-cycle: grid on seed 0 (0.3 wins on validation), then seeds 1 and 2 at 0.3. Median 0.90.
+        run("onecycle", 0, 0.85, val=0.5, rate=0.1, points=[(10, 100, 0.85)]),
+        run("onecycle", 0, 0.90, val=0.8, rate=0.3, points=[(10, 100, 0.7), (20, 200, 0.90)]),
+        run("onecycle", 1, 0.88, rate=0.3, points=[(10, 100, 0.7), (20, 200, 0.88)]),
+        run("onecycle", 2, 0.91, rate=0.3, points=[(10, 100, 0.8), (20, 200, 0.91)]),
+        # ActCooLR reaches 0.90 at epoch 1 on seed 0, epoch 2 on seed 1, never on seed 2.
+        run("actcoolr", 0, 0.92, points=[(12, 100, 0.90), (24, 200, 0.92)], never_rises_last_tenth=True),
+        run("actcoolr", 1, 0.91, points=[(12, 100, 0.85), (26, 200, 0.91)], never_rises_last_tenth=False),
+        run("actcoolr", 2, 0.89, points=[(12, 100, 0.85), (25, 200, 0.89)], never_rises_last_tenth=True),
+    ]
+    summary = bench.summarize(runs)["convnet4"]
+    onecycle, actcoolr = summary["onecycle"], summary["actcoolr"]
+    assert onecycle["rate"] == 0.3 and onecycle["runs"] == 4 and onecycle["seeds"] == 3
+    assert onecycle["median"] == pytest.approx(0.90) and onecycle["spread"] == pytest.approx(0.03)
+    assert actcoolr["target"] == pytest.approx(0.90)
+    # Reached by seeds 0 (12 s, step 100) and 1 (26 s, step 200): medians 19 s and 150 steps.
+    assert actcoolr["reached"] == 2
+    assert actcoolr["seconds_to_target"] == pytest.approx(19.0) and actcoolr["steps_to_target"] == 150
+    # One-cycle: seeds 0 and 2 reach 0.90 at 20 s (seed 1 ends at 0.88).
+    assert onecycle["reached"] == 2 and onecycle["seconds_to_target"] == pytest.approx(20.0)
+    text = bench.render(bench.summarize(runs))
+    row = next(line for line in text.splitlines() if line.startswith("| actcoolr |"))
+    assert row == "| actcoolr | 0.1 | 91.00 | 3.00 | 3 | 19 (2/3) | 150 | 2/3 yes | 0/3 | 0/3 |"
+    # The one-cycle grid point that diverged counts among the method's 5 runs.
+    runs.append(run("onecycle", 0, 0.10, val=0.1, rate=1.0, collapsed=True, nan_loss=True))
+    row = next(line for line in bench.render(bench.summarize(runs)).splitlines() if line.startswith("| onecycle |"))
+    assert row.endswith("| 1/5 | 1/5 |") and "| 0.3 (tuned) | 90.00 |" in row
+
+
+def test_bad_arguments(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--methods", "adam,bogus"])
+    assert "--methods takes names" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--epochs", "0"])
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_quick_plan(bench):
+    args = bench.parse_args(["--quick"])
+    assert args.networks == ("convnet4",) and args.seeds == (0,) and args.epochs == 2
+    assert args.train_examples == 6000
+    plan = bench.pending(args.networks, args.methods, args.seeds, args.epochs, args.train_examples, args.grids, [])
+    # 6 untuned methods x 1 seed + one-cycle's 2 grid points.
+    assert len(plan) == 6 + 2
