@@ -436,6 +436,9 @@ class _MeasuringTrainFunction:
         # then put every variable back (the batch is used up).
         restore = contextlib.nullcontext()
         if before_step:
+            # Every variable the step would create must exist now, to be put back (the
+            # optimizer's slots are otherwise created inside the first step: see `_build_state`).
+            _build_state(model, iterator)
             variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
             restore = engine.restoring(variables)
         # Once the range-analysis function is traced, it measures the steps without an analysis
@@ -526,6 +529,36 @@ class _MeasuringTrainFunction:
             else:
                 logs["learning_rate"] = self.model._apt_learning_rate_at(step)
         return logs
+
+
+def _build_state(model: keras.Model, iterator: Any) -> None:
+    """Create the variables that a first train step would create inside it.
+
+    Without a `tf.distribute` strategy, Keras builds the optimizer (its slots:
+    SGD momentums, Adam moments, a `LossScaleOptimizer`'s scale), the compiled
+    metrics and the layers of a subclassed model lazily, inside the first
+    traced train step; under a strategy, `fit` builds them before (Keras'
+    `_symbolic_build`). A step that is taken and undone must see them all
+    before it: a slot created inside the step is not among the variables put
+    back, and would keep the undone step's update. Here they are built from the
+    shapes of the data (`iterator.element_spec`), as `fit` under a strategy does.
+    """
+    optimizer = model.optimizer
+    compile_metrics = getattr(model, "_compile_metrics", None)
+    compile_loss = getattr(model, "_compile_loss", None)
+    unbuilt = (
+        not all(layer.built for layer in model._flatten_layers())
+        or (compile_metrics is not None and not compile_metrics.built)
+        or (compile_loss is not None and not compile_loss.built)
+    )
+    spec = getattr(iterator, "element_spec", None)
+    if (unbuilt or not optimizer.built) and spec is not None:
+        with model.distribute_strategy.scope():
+            # Keras' own build from symbolic inputs (no public name): model, metrics, loss, optimizer.
+            model._symbolic_build(data_batch=spec)
+    if not optimizer.built and model.built:
+        with model.distribute_strategy.scope():
+            optimizer.build(model.trainable_variables)
 
 
 def _loss_state(model: keras.Model) -> tuple[list, tf.Tensor] | None:
