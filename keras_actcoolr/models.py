@@ -305,14 +305,14 @@ class APTModel(keras.Model):
         """`[1 + K, layers, 2]` counts: the step's own, then those of the range analysis's `K` rates.
 
         Trial 0 is the pass with the weights after the step. Trial `k > 0`
-        interpolates the step to the `k`-th rate of `RANGE_LEARNING_RATES`,
+        is the trial step at the `k`-th rate of `RANGE_LEARNING_RATES`
+        (`engine.trial_weights`, as `lr_range_analysis` takes it):
         `w0 + (lr_k / lr) * (w1 - w0)`. How many of the rates run is read from
         the model's range switch when the step runs (0 or all), so the one
         traced function serves the steps with and without a range analysis;
         rows of the rates that did not run are zeros.
         """
         rates = tf.constant(T.RANGE_LEARNING_RATES, tf.float64)
-        dtype = weights_before[0].dtype if weights_before else tf.float32
         # Few large tensors rather than one per weight: each tensor the loop reads is a loop variable.
         flat_before, _ = _flatten(weights_before)
         flat_after, unflatten = _flatten(weights_after)
@@ -323,8 +323,7 @@ class APTModel(keras.Model):
                 return []
 
             def interpolated() -> list:
-                scale = tf.cast(tf.gather(rates, k - 1) / step_lr, dtype)
-                return [w0 + tf.cast(scale, w0.dtype) * step for w0, step in zip(flat_before, steps)]
+                return engine.trial_weights(flat_before, steps, flat_after, tf.gather(rates, k - 1), step_lr)
 
             return unflatten(tf.cond(tf.equal(k, 0), lambda: list(flat_after), interpolated))
 
