@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import warnings
 import weakref
@@ -445,7 +446,10 @@ class _MeasuringTrainFunction:
         mode = "estimate" if wanting or "estimate" in self._single else "measure"
         if mode == "estimate":
             _range_switch(model).assign(len(T.RANGE_LEARNING_RATES) if wanting else 0)
+        reference = None
         with restore:
+            if before_step:
+                reference = _set_reference_rate(model)
             logs = self._run_single(mode, iterator)
         counts = np.asarray(logs.pop(_COUNTS_KEY), dtype=np.float64)
         total, examples = np.asarray(logs.pop(_LOSS_KEY), dtype=np.float64).reshape(-1, 2)[0]
@@ -455,6 +459,8 @@ class _MeasuringTrainFunction:
         range_counts = np.asarray(range_counts, dtype=np.float64) if wanting else None
         if before_step:
             record, range_analysis = model._apt_make_record(step, counts, range_counts, batch_loss, examples)
+            if reference is not None:
+                record = dataclasses.replace(record, learning_rate=reference)  # the rate the step was taken at
             for observer in before_step:
                 observer.on_range_analysis_before_step(record, range_analysis)
             return logs, False
@@ -528,6 +534,31 @@ class _MeasuringTrainFunction:
             else:
                 logs["learning_rate"] = self.model._apt_learning_rate_at(step)
         return logs
+
+
+#: The rate of the step that `ActCooLR(initial_learning_rate="auto")` takes, analyses and undoes.
+BEFORE_STEP_LEARNING_RATE = 1.0
+
+
+def _set_reference_rate(model: keras.Model) -> float | None:
+    """Set an `ActCooLRSchedule` to `BEFORE_STEP_LEARNING_RATE` for the step taken and undone (or None).
+
+    The trial steps of the analysis are that step scaled to each rate, so its
+    own rate is no choice of the user's: a fixed one makes the analysis, and
+    the first rate it gives, the same whatever the schedule's initial rate,
+    bit for bit (scaling a step taken at a rate of 1e-4 up to 100 would
+    magnify its float32 rounding). Called inside the block that puts the
+    variables back, which undoes this too.
+    """
+    from keras_actcoolr.schedules import ActCooLRSchedule
+
+    schedule = _find_schedule(model.optimizer)
+    if not isinstance(schedule, ActCooLRSchedule) or not schedule.built:
+        return None
+    schedule.assign(
+        anchor_learning_rate=BEFORE_STEP_LEARNING_RATE, drift=0.0, min_learning_rate=0.0, max_learning_rate=np.inf
+    )
+    return BEFORE_STEP_LEARNING_RATE
 
 
 def _build_state(model: keras.Model, iterator: Any) -> None:

@@ -119,14 +119,15 @@ def graph_op_types(model):
 
 class TestStartOfTrainingAnalysis:
     def test_counts_of_every_rate_match_numpy(self):
-        rate = 0.1
+        # The step analysed and undone is taken at a fixed reference rate, whatever the schedule's (0.1 here).
+        rate = kac.models.BEFORE_STEP_LEARNING_RATE
         x, y = data(n=64)
         before, after = first_step_weights(rate, x, y)
         expected = numpy_temperatures(before, interpolated(before, after, rate), x)
         assert expected[0].max() < expected[-1].min()  # the grid spans cold to hot
         assert len(np.unique(expected[:, 1])) > 5
 
-        model = converted_mlp(rate)
+        model = converted_mlp(0.1)
         controller = kac.ActCooLR(every_step=1, initial_learning_rate="auto")
         model.fit(np.concatenate([x, x]), np.concatenate([y, y]), batch_size=64, epochs=1, callbacks=[controller],
                   verbose=0, shuffle=False)

@@ -393,7 +393,7 @@ class ActCooLR(MeasuringCallback):
                 "the schedule's initial learning rate.",
                 stacklevel=2,
             )
-            self.auto_learning_rate = record["learning_rate"]
+            self.auto_learning_rate = self._schedule.value_at(record["step"])  # the step's rate was a reference one
             return
         sigma, mu = fitted
         if self.sigma is None:
