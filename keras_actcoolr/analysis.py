@@ -1,8 +1,11 @@
 """Temperature against learning rate at the current state, and temperature over a whole data set.
 
-Both tools take optimizer steps from the model's current state and put every
-variable back afterwards (weights, optimizer slots and iterations, batch-norm
-statistics, seed states): calling them changes nothing.
+Both tools take one optimizer step from the model's current state, at the
+optimizer's current rate, and measure the trial step at each rate asked for:
+that update scaled by `rate / current rate` (`engine.trial_weights`, the trial
+step of `ActCooLR`'s analyses too; docs/method.md#the-trial-step). They put
+every variable back afterwards (weights, optimizer slots and iterations,
+batch-norm statistics, seed states): calling them changes nothing.
 """
 
 from __future__ import annotations
@@ -251,17 +254,24 @@ def lr_range_analysis(
     batch_size: int = 32,
     batches: int | None = 1,
 ) -> RangeAnalysis:
-    """Temperature of one optimizer step per learning rate, from the model's current state.
+    """Temperature of the trial step at each learning rate, from the model's current state.
 
-    For each rate the model takes one step of its own optimizer (its slots and
-    iterations as they are now) on the step batch, and the patterns before and
-    after the step are compared on the measurement batches, with the
-    batch-norm and dropout state of now. Afterwards every variable of the model
-    and the optimizer is put back, bit for bit. The network is traced once for
-    all the rates: a loop inside the traced function steps and measures one
-    rate after the other (the engine of the start-of-training analysis of
-    `ActCooLR`). Then the erf model is fitted to the network temperatures
-    (supplementary Figure 3).
+    The model takes one step of its own optimizer (its slots and iterations
+    as they are now) on the step batch at the optimizer's current rate `lr`.
+    The trial step at rate `lr_k` is that update scaled by `lr_k / lr`:
+    weights `w0 + (lr_k / lr) * (w1 - w0)` (`w1` itself at `lr_k == lr`), the
+    definition of the analyses inside `fit` too. Where the update is
+    proportional to the rate (PyTorch's SGD with or without momentum, the
+    paper's setting; Adam) this is the optimizer's own step at `lr_k`; Keras'
+    SGD with momentum adds `momentum * velocity` whatever the rate, and the
+    trial step scales that part too (docs/method.md#the-trial-step). The
+    patterns before and after each trial step are compared on the
+    measurement batches, with the batch-norm and dropout state of now.
+    Afterwards every variable of the model and the optimizer is put back, bit
+    for bit. The network is traced once for all the rates: a loop inside the
+    traced function measures one rate after the other (the engine of
+    `ActCooLR`'s range analyses). Then the erf model is fitted to the network
+    temperatures (supplementary Figure 3).
 
     Example:
 
@@ -282,6 +292,10 @@ def lr_range_analysis(
 
     Returns:
         A `RangeAnalysis`.
+
+    Raises:
+        ValueError: if the optimizer's current learning rate is not a
+            positive finite number (the trial steps scale its step).
     """
     learning_rates = np.asarray(learning_rates, dtype=np.float64).ravel()
     if learning_rates.size == 0 or np.any(~np.isfinite(learning_rates)) or np.any(learning_rates < 0):
@@ -314,12 +328,22 @@ def measure_temperature(
 ) -> dict:
     """Temperature of one optimizer step, measured over many batches (a whole data set).
 
-    The model takes one step (at `learning_rate`, or the optimizer's current
-    rate) on the first batch of `step_data` (default: of `data`); then, batch
+    The model takes one step at the optimizer's current rate on the first
+    batch of `step_data` (default: of `data`); the step measured is the trial
+    step at `learning_rate` (that update scaled by `learning_rate / current
+    rate`, as in `lr_range_analysis`; the step itself when `learning_rate` is
+    `None`). Then, batch
     by batch, the patterns with the weights before and after the step are
     computed just in time and compared, so the patterns of the whole data set
     are never held in memory (supplementary section H). Counts are summed over
     the batches. The model and optimizer state is put back afterwards.
+
+    Example:
+
+    ```python
+    result = keras_actcoolr.measure_temperature(model, (x_train, y_train), learning_rate=0.1)
+    result["temperature"], result["layers"]
+    ```
 
     Args:
         model: A compiled `keras_actcoolr.APTModel`.
@@ -333,6 +357,10 @@ def measure_temperature(
     Returns:
         `{"learning_rate", "temperature", "layers", "unchanged", "positions", "examples"}`
         with per-layer dictionaries for the last three.
+
+    Raises:
+        ValueError: if the optimizer's current learning rate is not a
+            positive finite number (the trial step scales its step).
     """
     if learning_rate is None:
         optimizer = getattr(model, "optimizer", None)

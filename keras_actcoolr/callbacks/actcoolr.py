@@ -164,8 +164,13 @@ class ActCooLR(MeasuringCallback):
             batch fits `sigma` and `mu` and the first rate is the one the erf
             model predicts for the start temperature,
             `exp(mu + sigma * PhiInv(P*(0)))`, whatever the schedule's initial
-            rate (supplementary section B). The analysed step is undone; its
-            batch is not trained on. Defaults to `"auto"`.
+            rate (supplementary section B). The analysed step is taken at the
+            reference rate `keras_actcoolr.models.BEFORE_STEP_LEARNING_RATE`
+            (1.0) and undone completely (weights, optimizer slots and
+            `iterations`, a `LossScaleOptimizer`'s state, metrics), under
+            every strategy; its batch is not trained on. The schedule's
+            initial rate is then used only if the analysis cannot be fitted.
+            Defaults to `"auto"`.
         guards: Boolean, `False` turns every guard off (the paper's
             controller). Defaults to `True`.
         collapse_guard: Boolean, the collapse guard. Defaults to `True`.
