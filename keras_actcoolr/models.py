@@ -573,19 +573,13 @@ def _build_state(model: keras.Model, iterator: Any) -> None:
     back, and would keep the undone step's update. Here they are built from the
     shapes of the data (`iterator.element_spec`), as `fit` under a strategy does.
     """
-    optimizer = model.optimizer
-    compile_metrics = getattr(model, "_compile_metrics", None)
-    compile_loss = getattr(model, "_compile_loss", None)
-    unbuilt = (
-        not all(layer.built for layer in model._flatten_layers())
-        or (compile_metrics is not None and not compile_metrics.built)
-        or (compile_loss is not None and not compile_loss.built)
-    )
     spec = getattr(iterator, "element_spec", None)
-    if (unbuilt or not optimizer.built) and spec is not None:
+    if spec is not None:
         with model.distribute_strategy.scope():
-            # Keras' own build from symbolic inputs (no public name): model, metrics, loss, optimizer.
+            # Keras' own build from symbolic inputs (no public name): it builds what is not built yet of
+            # the layers, the compiled metrics and loss, and the optimizer.
             model._symbolic_build(data_batch=spec)
+    optimizer = model.optimizer
     if not optimizer.built and model.built:
         with model.distribute_strategy.scope():
             optimizer.build(model.trainable_variables)
