@@ -113,3 +113,15 @@ def test_both_engines_take_the_trial_step_of_numpy_after_training_with_momentum(
     (in_fit,) = observer.analyses
     np.testing.assert_array_equal(in_fit["counts"][:, 0, 0], expected)
     np.testing.assert_array_equal(in_fit["counts"][:, 0, 1], np.full(len(RATES), BATCH))
+
+
+@pytest.mark.usefixtures("fresh_session")
+def test_a_zero_current_rate_is_refused_by_name():
+    # The trial steps scale the step taken at the current rate: a rate of 0 gives nothing to scale.
+    x, y = data(16, seed=4)
+    model = trained_model()
+    model.optimizer.learning_rate = 0.0
+    with pytest.raises(ValueError, match=r"optimizer.learning_rate=0.0"):
+        kac.lr_range_analysis(model, (x, y), batch_size=16)
+    with pytest.raises(ValueError, match=r"optimizer.learning_rate=0.0"):
+        kac.measure_temperature(model, (x, y), learning_rate=0.1, batch_size=16)
