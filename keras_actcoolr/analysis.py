@@ -1,8 +1,11 @@
 """Temperature against learning rate at the current state, and temperature over a whole data set.
 
-Both tools take optimizer steps from the model's current state and put every
-variable back afterwards (weights, optimizer slots and iterations, batch-norm
-statistics, seed states): calling them changes nothing.
+Both tools take one optimizer step from the model's current state, at the
+optimizer's current rate, and measure the trial step at each rate asked for:
+that update scaled by `rate / current rate` (`engine.trial_weights`, the trial
+step of `ActCooLR`'s analyses too; docs/method.md#the-trial-step). They put
+every variable back afterwards (weights, optimizer slots and iterations,
+batch-norm statistics, seed states): calling them changes nothing.
 """
 
 from __future__ import annotations
@@ -117,10 +120,11 @@ def _iterate(data: Any, batch_size: int, batches: int | None) -> Iterator[tuple[
 class _Runner:
     """The traced functions of the analyses for one model (traced once per input shape).
 
-    `_record` keeps the patterns of a measurement batch before any step;
-    `_trial` then loops over the rates in the graph, each iteration putting the
-    weights and slots back, taking the optimizer's step at its rate and
-    counting the unchanged patterns (`engine.count_trials`).
+    `_step` takes one real step of the model's optimizer from the current
+    state at its current rate; `_record` keeps the patterns of a measurement
+    batch before the step; `_trial` then loops over the rates in the graph,
+    each iteration counting the unchanged patterns of the trial step at its
+    rate (`engine.trial_weights`, `engine.count_trials`).
     """
 
     def __init__(self, model: keras.Model) -> None:
@@ -135,10 +139,8 @@ class _Runner:
             raise ValueError("The analyses take optimizer steps: compile the model first.")
         self.model = model
         self.optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-        # A plain tf.Variable behind a callable: the optimizer does not track it as one of its variables.
-        self.learning_rate = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="analysis_learning_rate")
         self.layers = model.apt_layers()
-        self._gradients = tf.function(self._gradients_fn, reduce_retracing=True)
+        self._step = tf.function(self._step_fn, reduce_retracing=True)
         self._record = tf.function(self._record_fn, reduce_retracing=True)
         self._trial = tf.function(self._trial_fn, reduce_retracing=True)
 
@@ -147,12 +149,17 @@ class _Runner:
     def _training_kwargs(self) -> dict:
         return engine.training_kwargs(self.model, True)
 
-    def _gradients_fn(self, x: Any, y: Any, sample_weight: Any) -> list:
+    def _step_fn(self, x: Any, y: Any, sample_weight: Any) -> tuple:
+        """`(rate, weights after)`: one step of the optimizer at its current rate, from the current state."""
         model = self.model
+        rate = tf.cast(self.optimizer.learning_rate, tf.float64)  # before the step: the rate it takes
         with tf.GradientTape() as tape:
             y_pred = model(x, **self._training_kwargs())
             loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-        return tape.gradient(loss, model.trainable_variables)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        with tf.control_dependencies([rate]):
+            self.optimizer.apply(gradients, model.trainable_variables)
+        return rate, [tf.identity(v.value) for v in model.trainable_variables]
 
     def _record_fn(self, x: Any, weights: list, state: list) -> list:
         with measuring() as measurement:
@@ -160,25 +167,19 @@ class _Runner:
         return [measurement.patterns.get(id(layer), []) for layer in self.layers]
 
     def _trial_fn(
-        self, x: Any, patterns: list, gradients: list, weights: list, slots: list, state: list, rates: tf.Tensor
+        self, x: Any, patterns: list, before: list, after: list, step_rate: tf.Tensor, state: list, rates: tf.Tensor
     ) -> tf.Tensor:
-        """`[K, L, 2]` counts of one step per rate of `rates`, the network traced once for all of them."""
+        """`[K, L, 2]` counts of the trial step at each rate of `rates`, the network traced once for all."""
         model = self.model
+        steps = [w1 - w0 for w0, w1 in zip(before, after)]  # once, not once per rate
 
-        def stepped(k: tf.Tensor) -> list:
-            # The optimizer's own step at rate k, from the saved weights and slots.
-            for variable, value in zip(model.trainable_variables, weights):
-                variable.assign(value)
-            for variable, value in zip(self.optimizer.variables, slots):
-                variable.assign(value)
-            self.learning_rate.assign(tf.cast(rates[k], self.learning_rate.dtype))
-            self.optimizer.apply(gradients, model.trainable_variables)
-            return [tf.identity(v.value) for v in model.trainable_variables]
+        def weights_at(k: tf.Tensor) -> list:
+            return engine.trial_weights(before, steps, after, tf.gather(rates, k), step_rate)
 
         measurement = PatternCounter()
         measurement.patterns = {id(layer): list(calls) for layer, calls in zip(self.layers, patterns)}
         with measuring(measurement):
-            return engine.count_trials(model, measurement, self.layers, tf.shape(rates)[0], stepped, state, x)
+            return engine.count_trials(model, measurement, self.layers, tf.shape(rates)[0], weights_at, state, x)
 
     # -- eager driver
 
@@ -187,34 +188,36 @@ class _Runner:
         learning_rates: Sequence[float],
         step_batch: tuple[Any, Any, Any],
         measure_batches: Iterable[tuple[Any, Any, Any]],
-    ) -> tuple[np.ndarray, int]:
-        """`(K, L, 2)` counts summed over the measurement batches, and their number of examples."""
+    ) -> tuple[np.ndarray, int, float]:
+        """`(K, L, 2)` counts summed over the measurement batches, their number of examples, the step's rate."""
         model, optimizer = self.model, self.optimizer
         x, y, sample_weight = step_batch
         if y is None:
             raise ValueError("The batch of the optimizer step needs targets: give `(x, y)` batches.")
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
-        saved_optimizer = [tf.identity(v.value) for v in optimizer.variables]
-        weights = [tf.identity(v.value) for v in model.trainable_variables]
+        before = [tf.identity(v.value) for v in model.trainable_variables]
         state = [tf.identity(v.value) for v in model.non_trainable_variables]
-        # Keras optimizers read their rate from this attribute; the analysis steps use a variable of its own.
-        saved_rate, optimizer._learning_rate = optimizer._learning_rate, self.learning_rate.read_value
         counts = np.zeros((len(learning_rates), len(self.layers), 2))
         rates = tf.constant(np.asarray(learning_rates, dtype=np.float64))
         examples = 0
-        try:
-            with engine.restoring(list(model.variables) + list(optimizer.variables)):
-                gradients = self._gradients(x, y, sample_weight)
-                for mx, _, _ in measure_batches:
-                    patterns = self._record(mx, weights, state)
-                    examples += int(tf.shape(tf.nest.flatten(mx)[0])[0])
-                    counts += np.asarray(
-                        self._trial(mx, patterns, gradients, weights, saved_optimizer, state, rates), dtype=np.float64
-                    )
-        finally:
-            optimizer._learning_rate = saved_rate
-        return counts, examples
+        with engine.restoring(list(model.variables) + list(optimizer.variables)):
+            step_rate, after = self._step(x, y, sample_weight)
+            step_rate = float(step_rate)
+            if not (math.isfinite(step_rate) and step_rate > 0):
+                raise ValueError(
+                    "The trial steps are the optimizer's step at its current learning rate, scaled to each "
+                    "rate, and the current rate must be a positive finite number to scale it. Compile the "
+                    f"model with a positive learning rate. Received: optimizer.learning_rate={step_rate!r}"
+                )
+            for mx, _, _ in measure_batches:
+                patterns = self._record(mx, before, state)
+                examples += int(tf.shape(tf.nest.flatten(mx)[0])[0])
+                counts += np.asarray(
+                    self._trial(mx, patterns, before, after, tf.constant(step_rate, tf.float64), state, rates),
+                    dtype=np.float64,
+                )
+        return counts, examples, step_rate
 
 
 #: One runner (its traced functions) per model, dropped with the model.
@@ -251,17 +254,24 @@ def lr_range_analysis(
     batch_size: int = 32,
     batches: int | None = 1,
 ) -> RangeAnalysis:
-    """Temperature of one optimizer step per learning rate, from the model's current state.
+    """Temperature of the trial step at each learning rate, from the model's current state.
 
-    For each rate the model takes one step of its own optimizer (its slots and
-    iterations as they are now) on the step batch, and the patterns before and
-    after the step are compared on the measurement batches, with the
-    batch-norm and dropout state of now. Afterwards every variable of the model
-    and the optimizer is put back, bit for bit. The network is traced once for
-    all the rates: a loop inside the traced function steps and measures one
-    rate after the other (the engine of the start-of-training analysis of
-    `ActCooLR`). Then the erf model is fitted to the network temperatures
-    (supplementary Figure 3).
+    The model takes one step of its own optimizer (its slots and iterations
+    as they are now) on the step batch at the optimizer's current rate `lr`.
+    The trial step at rate `lr_k` is that update scaled by `lr_k / lr`:
+    weights `w0 + (lr_k / lr) * (w1 - w0)` (`w1` itself at `lr_k == lr`), the
+    definition of the analyses inside `fit` too. Where the update is
+    proportional to the rate (PyTorch's SGD with or without momentum, the
+    paper's setting; Adam) this is the optimizer's own step at `lr_k`; Keras'
+    SGD with momentum adds `momentum * velocity` whatever the rate, and the
+    trial step scales that part too (docs/method.md#the-trial-step). The
+    patterns before and after each trial step are compared on the
+    measurement batches, with the batch-norm and dropout state of now.
+    Afterwards every variable of the model and the optimizer is put back, bit
+    for bit. The network is traced once for all the rates: a loop inside the
+    traced function measures one rate after the other (the engine of
+    `ActCooLR`'s range analyses). Then the erf model is fitted to the network
+    temperatures (supplementary Figure 3).
 
     Example:
 
@@ -289,12 +299,14 @@ def lr_range_analysis(
 
     Raises:
         ValueError: for empty or non-finite or negative `learning_rates`, a
-            `batch_size` or `batches` that is not an integer >= 1, or `data`
-            without a batch (the message names the argument).
+            `batch_size` or `batches` that is not an integer >= 1, `data`
+            without a batch (the message names the argument), or an optimizer
+            whose current learning rate is not a positive finite number (the
+            trial steps scale its step).
     """
     learning_rates = validation.range_learning_rates(learning_rates)
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
-    counts, examples = _runner(model).counts(learning_rates, step_batch, measure_batches)
+    counts, examples, _ = _runner(model).counts(learning_rates, step_batch, measure_batches)
     layer_temperatures = T.layer_temperature(counts[..., 0], counts[..., 1])
     temperatures = layer_temperatures.mean(axis=1)
     positive = learning_rates > 0
@@ -321,12 +333,22 @@ def measure_temperature(
 ) -> dict:
     """Temperature of one optimizer step, measured over many batches (a whole data set).
 
-    The model takes one step (at `learning_rate`, or the optimizer's current
-    rate) on the first batch of `step_data` (default: of `data`); then, batch
+    The model takes one step at the optimizer's current rate on the first
+    batch of `step_data` (default: of `data`); the step measured is the trial
+    step at `learning_rate` (that update scaled by `learning_rate / current
+    rate`, as in `lr_range_analysis`; the step itself when `learning_rate` is
+    `None`). Then, batch
     by batch, the patterns with the weights before and after the step are
     computed just in time and compared, so the patterns of the whole data set
     are never held in memory (supplementary section H). Counts are summed over
     the batches. The model and optimizer state is put back afterwards.
+
+    Example:
+
+    ```python
+    result = keras_actcoolr.measure_temperature(model, (x_train, y_train), learning_rate=0.1)
+    result["temperature"], result["layers"]
+    ```
 
     Args:
         model: A compiled `keras_actcoolr.APTModel`.
@@ -345,8 +367,10 @@ def measure_temperature(
 
     Raises:
         ValueError: for a `learning_rate` that is not a finite number >= 0,
-            a `batch_size` or `batches` that is not an integer >= 1, or `data`
-            without a batch (the message names the argument).
+            a `batch_size` or `batches` that is not an integer >= 1, `data`
+            without a batch (the message names the argument), or an optimizer
+            whose current learning rate is not a positive finite number (the
+            trial step scales its step).
     """
     if learning_rate is None:
         optimizer = getattr(model, "optimizer", None)
@@ -358,7 +382,7 @@ def measure_temperature(
     ):
         raise ValueError(f"`learning_rate` must be a finite number >= 0. Received: learning_rate={learning_rate!r}")
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
-    counts, examples = _runner(model).counts([float(learning_rate)], step_batch, measure_batches)
+    counts, examples, _ = _runner(model).counts([float(learning_rate)], step_batch, measure_batches)
     unchanged, positions = counts[0, :, 0], counts[0, :, 1]
     temperatures = T.layer_temperature(unchanged, positions)
     names = _layer_names(model)

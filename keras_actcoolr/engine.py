@@ -18,7 +18,15 @@ from typing import Any, Callable, Iterable, Iterator
 import keras
 import tensorflow as tf
 
-__all__ = ["accepts_training", "count_patterns", "count_trials", "restoring", "training_kwargs", "unique_names"]
+__all__ = [
+    "accepts_training",
+    "count_patterns",
+    "count_trials",
+    "restoring",
+    "training_kwargs",
+    "trial_weights",
+    "unique_names",
+]
 
 
 def accepts_training(call: Callable) -> bool:
@@ -52,6 +60,33 @@ def restoring(variables: list) -> Iterator[None]:
     finally:
         for variable, value in zip(variables, saved):
             variable.assign(value)
+
+
+def trial_weights(before: list, steps: list, after: list, rate: tf.Tensor, step_rate: tf.Tensor) -> list:
+    """The weights of the trial step at `rate`: the one definition of both range-analysis engines.
+
+    `before` are the weights `w0` of the current state, `after` the weights
+    `w1` after one real step of the model's optimizer from that state at its
+    current rate `step_rate`, and `steps` the differences `w1 - w0`. The trial
+    step at `rate` is that update scaled by `rate / step_rate`:
+
+        w0 + (rate / step_rate) * (w1 - w0)
+
+    (the ratio taken in float64, then rounded to the weights' dtype), and `w1`
+    itself when `rate == step_rate`. Where the optimizer's update is
+    proportional to the rate (PyTorch's SGD with or without momentum, the
+    paper's setting; Adam), this is the optimizer's own step at `rate`; Keras'
+    SGD with momentum adds `momentum * velocity` whatever the rate, and the
+    trial scales that part too (see docs/method.md).
+    """
+    ratio = tf.cast(rate, tf.float64) / tf.cast(step_rate, tf.float64)
+
+    def scaled() -> list:
+        return [w0 + tf.cast(ratio, w0.dtype) * step for w0, step in zip(before, steps)]
+
+    if not before:
+        return []
+    return tf.cond(tf.equal(ratio, 1.0), lambda: list(after), scaled)
 
 
 def count_patterns(model: keras.Model, measurement: Any, layers: list, weights: list, state: list, x: Any) -> tf.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import weakref
 from typing import Any, Callable, Protocol
@@ -304,14 +305,14 @@ class APTModel(keras.Model):
         """`[1 + K, layers, 2]` counts: the step's own, then those of the range analysis's `K` rates.
 
         Trial 0 is the pass with the weights after the step. Trial `k > 0`
-        interpolates the step to the `k`-th rate of `RANGE_LEARNING_RATES`,
+        is the trial step at the `k`-th rate of `RANGE_LEARNING_RATES`
+        (`engine.trial_weights`, as `lr_range_analysis` takes it):
         `w0 + (lr_k / lr) * (w1 - w0)`. How many of the rates run is read from
         the model's range switch when the step runs (0 or all), so the one
         traced function serves the steps with and without a range analysis;
         rows of the rates that did not run are zeros.
         """
         rates = tf.constant(T.RANGE_LEARNING_RATES, tf.float64)
-        dtype = weights_before[0].dtype if weights_before else tf.float32
         # Few large tensors rather than one per weight: each tensor the loop reads is a loop variable.
         flat_before, _ = _flatten(weights_before)
         flat_after, unflatten = _flatten(weights_after)
@@ -322,8 +323,7 @@ class APTModel(keras.Model):
                 return []
 
             def interpolated() -> list:
-                scale = tf.cast(tf.gather(rates, k - 1) / step_lr, dtype)
-                return [w0 + tf.cast(scale, w0.dtype) * step for w0, step in zip(flat_before, steps)]
+                return engine.trial_weights(flat_before, steps, flat_after, tf.gather(rates, k - 1), step_lr)
 
             return unflatten(tf.cond(tf.equal(k, 0), lambda: list(flat_after), interpolated))
 
@@ -435,6 +435,9 @@ class _MeasuringTrainFunction:
         # then put every variable back (the batch is used up).
         restore = contextlib.nullcontext()
         if before_step:
+            # Every variable the step would create must exist now, to be put back (the
+            # optimizer's slots are otherwise created inside the first step: see `_build_state`).
+            _build_state(model, iterator)
             variables = list(model.variables) + list(model.optimizer.variables) + list(model.metrics_variables)
             restore = engine.restoring(variables)
         # Once the range-analysis function is traced, it measures the steps without an analysis
@@ -442,7 +445,10 @@ class _MeasuringTrainFunction:
         mode = "estimate" if wanting or "estimate" in self._single else "measure"
         if mode == "estimate":
             _range_switch(model).assign(len(T.RANGE_LEARNING_RATES) if wanting else 0)
+        reference = None
         with restore:
+            if before_step:
+                reference = _set_reference_rate(model)
             logs = self._run_single(mode, iterator)
         counts = np.asarray(logs.pop(_COUNTS_KEY), dtype=np.float64)
         total, examples = np.asarray(logs.pop(_LOSS_KEY), dtype=np.float64).reshape(-1, 2)[0]
@@ -452,6 +458,8 @@ class _MeasuringTrainFunction:
         range_counts = np.asarray(range_counts, dtype=np.float64) if wanting else None
         if before_step:
             record, range_analysis = model._apt_make_record(step, counts, range_counts, batch_loss, examples)
+            if reference is not None:
+                record = dataclasses.replace(record, learning_rate=reference)  # the rate the step was taken at
             for observer in before_step:
                 observer.on_range_analysis_before_step(record, range_analysis)
             return logs, False
@@ -525,6 +533,55 @@ class _MeasuringTrainFunction:
             else:
                 logs["learning_rate"] = self.model._apt_learning_rate_at(step)
         return logs
+
+
+#: The rate of the step that `ActCooLR(initial_learning_rate="auto")` takes, analyses and undoes.
+BEFORE_STEP_LEARNING_RATE = 1.0
+
+
+def _set_reference_rate(model: keras.Model) -> float | None:
+    """Set an `ActCooLRSchedule` to `BEFORE_STEP_LEARNING_RATE` for the step taken and undone (or None).
+
+    The trial steps of the analysis are that step scaled to each rate, so its
+    own rate is no choice of the user's: a fixed one makes the analysis, and
+    the first rate it gives, the same whatever the schedule's initial rate,
+    bit for bit (scaling a step taken at a rate of 1e-4 up to 100 would
+    magnify its float32 rounding). Called inside the block that puts the
+    variables back, which undoes this too.
+    """
+    from keras_actcoolr.schedules import ActCooLRSchedule
+
+    schedule = _find_schedule(model.optimizer)
+    if not isinstance(schedule, ActCooLRSchedule) or not schedule.built:
+        return None
+    schedule.assign(
+        anchor_learning_rate=BEFORE_STEP_LEARNING_RATE, drift=0.0, min_learning_rate=0.0, max_learning_rate=np.inf
+    )
+    return BEFORE_STEP_LEARNING_RATE
+
+
+def _build_state(model: keras.Model, iterator: Any) -> None:
+    """Create the variables that a first train step would create inside it.
+
+    Without a `tf.distribute` strategy, Keras builds the optimizer (its slots:
+    SGD momentums, Adam moments, a `LossScaleOptimizer`'s scale), the compiled
+    metrics and the layers of a subclassed model lazily, inside the first
+    traced train step; under a strategy, `fit` builds them before (Keras'
+    `_symbolic_build`). A step that is taken and undone must see them all
+    before it: a slot created inside the step is not among the variables put
+    back, and would keep the undone step's update. Here they are built from the
+    shapes of the data (`iterator.element_spec`), as `fit` under a strategy does.
+    """
+    spec = getattr(iterator, "element_spec", None)
+    if spec is not None:
+        with model.distribute_strategy.scope():
+            # Keras' own build from symbolic inputs (no public name): it builds what is not built yet of
+            # the layers, the compiled metrics and loss, and the optimizer.
+            model._symbolic_build(data_batch=spec)
+    optimizer = model.optimizer
+    if not optimizer.built and model.built:
+        with model.distribute_strategy.scope():
+            optimizer.build(model.trainable_variables)
 
 
 def _loss_state(model: keras.Model) -> tuple[list, tf.Tensor] | None:

@@ -81,13 +81,13 @@ def first_step_weights(rate, x, y):
     return before, [w.numpy() for w in reference.weights]
 
 
-def interpolated(before, after, rate):
-    """`w0 + (lr_k / lr) * (w1 - w0)` for every rate of the grid, in float32 as the step computes it.
+def interpolated(before, after, rate, rates=RATES):
+    """`w0 + (lr_k / lr) * (w1 - w0)` for every rate of `rates`, in float32 as the step computes it.
 
     The step's rate is the optimizer's float32 value; the ratio is taken in float64, then rounded.
     """
     step = float(np.float32(rate))
-    return [[w0 + np.float32(k / step) * (w1 - w0) for w0, w1 in zip(before, after)] for k in RATES]
+    return [[w0 + np.float32(k / step) * (w1 - w0) for w0, w1 in zip(before, after)] for k in rates]
 
 
 def converted_mlp(rate, jit_compile=False):
@@ -119,14 +119,15 @@ def graph_op_types(model):
 
 class TestStartOfTrainingAnalysis:
     def test_counts_of_every_rate_match_numpy(self):
-        rate = 0.1
+        # The step analysed and undone is taken at a fixed reference rate, whatever the schedule's (0.1 here).
+        rate = kac.models.BEFORE_STEP_LEARNING_RATE
         x, y = data(n=64)
         before, after = first_step_weights(rate, x, y)
         expected = numpy_temperatures(before, interpolated(before, after, rate), x)
         assert expected[0].max() < expected[-1].min()  # the grid spans cold to hot
         assert len(np.unique(expected[:, 1])) > 5
 
-        model = converted_mlp(rate)
+        model = converted_mlp(0.1)
         controller = kac.ActCooLR(every_step=1, initial_learning_rate="auto")
         model.fit(np.concatenate([x, x]), np.concatenate([y, y]), batch_size=64, epochs=1, callbacks=[controller],
                   verbose=0, shuffle=False)
@@ -305,8 +306,10 @@ class TestLrRangeAnalysis:
         gradients = [g.numpy() for g in tape.gradient(loss, reference.trainable_weights)]
         before = [w.numpy() for w in reference.trainable_weights]
         rates = [0.003, 0.1, 0.7, 5.0]
-        # Plain SGD: w - float32(lr) * g, each product and difference rounded to float32.
-        trials = [[w - np.float32(rate) * g for w, g in zip(before, gradients)] for rate in rates]
+        # The trial step (docs/method.md): the SGD step at the model's rate 0.1, `w1 = w - float32(0.1) * g`
+        # in float32, scaled to each rate.
+        after = [w - np.float32(0.1) * g for w, g in zip(before, gradients)]
+        trials = interpolated(before, after, 0.1, rates)
         expected = numpy_temperatures(before, trials, x)
         assert len(np.unique(expected)) > 4
 

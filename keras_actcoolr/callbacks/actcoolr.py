@@ -184,9 +184,14 @@ class ActCooLR(MeasuringCallback):
             batch fits `sigma` and `mu` and the first rate is the one the erf
             model predicts for the start temperature,
             `exp(mu + sigma * PhiInv(P*(0)))`, whatever the schedule's initial
-            rate (supplementary section B). The analysed step is undone; its
-            batch is not trained on (with a single batch per epoch, a warning:
-            the first epoch then trains nothing). Defaults to `"auto"`.
+            rate (supplementary section B). The analysed step is taken at the
+            reference rate `keras_actcoolr.models.BEFORE_STEP_LEARNING_RATE`
+            (1.0) and undone completely (weights, optimizer slots and
+            `iterations`, a `LossScaleOptimizer`'s state, metrics), under
+            every strategy; its batch is not trained on (with a single batch
+            per epoch, a warning: the first epoch then trains nothing). The
+            schedule's initial rate is then used only if the analysis cannot
+            be fitted. Defaults to `"auto"`.
         guards: Boolean, `False` turns every guard off (the paper's
             controller). Defaults to `True`.
         collapse_guard: Boolean, the collapse guard. Defaults to `True`.
@@ -440,7 +445,7 @@ class ActCooLR(MeasuringCallback):
                 "the schedule's initial learning rate.",
                 stacklevel=2,
             )
-            self.auto_learning_rate = record["learning_rate"]
+            self.auto_learning_rate = self._schedule.value_at(record["step"])  # the step's rate was a reference one
             return
         sigma, mu = fitted
         if self.sigma is None:
