@@ -51,17 +51,18 @@ def paper_rate(rate, temperature, target, sigma, every):
 class Snapshots(keras.callbacks.Callback):
     """Weights and optimizer slots at the end of every batch, and the rate of every step."""
 
-    def __init__(self, corrupt_after=None, corruption=None):
+    def __init__(self, corrupt_after=(), corruption=None):
         super().__init__()
         self.values, self.rates = [], []
-        self.corrupt_after, self.corruption = corrupt_after, corruption
+        self.corrupt_after = {corrupt_after} if isinstance(corrupt_after, int) else set(corrupt_after or ())
+        self.corruption = corruption
 
     def on_train_batch_begin(self, batch, logs=None):
         self.rates.append(float(self.model.optimizer.learning_rate))
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations) - 1
-        if step == self.corrupt_after:
+        if step in self.corrupt_after:
             kernel = self.model.get_layer("logits").kernel
             kernel.assign(self.corruption(np.asarray(kernel)))
         self.values.append([np.array(v) for v in guarded(self.model)])
@@ -179,11 +180,11 @@ class TestRunawayGuard:
             assert record["next_learning_rate"] == pytest.approx(record["learning_rate"], rel=1e-6)
 
 
-def collapse_run(corruption, every=2, seed=1):
+def collapse_run(corruption, every=2, seed=1, corrupt_after=7):
     x, y = data()
     model = mlp(seed=seed)
     controller = kac.ActCooLR(sigma=1.0, start_temperature=0.5, every_step=every, snapshot_every=1, initial_learning_rate=None)
-    recorder = Snapshots(corrupt_after=7, corruption=corruption)
+    recorder = Snapshots(corrupt_after=corrupt_after, corruption=corruption)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller, recorder], verbose=0, shuffle=False)
@@ -191,24 +192,50 @@ def collapse_run(corruption, every=2, seed=1):
 
 
 @pytest.mark.parametrize(
-    "corruption, reason",
-    [(lambda k: np.full_like(k, np.nan), "non-finite loss"), (lambda k: k * 1e4, "loss spike")],
+    "corruption, kind, reason",
+    [(lambda k: np.full_like(k, np.nan), "bad_data", "non-finite loss"), (lambda k: k * 1e4, "retry", "loss spike")],
     ids=["nan_loss", "loss_spike"],
 )
-def test_collapse_restores_the_kept_state_bit_for_bit_and_lowers_the_ceiling(corruption, reason):
+def test_a_failure_is_retried_from_the_kept_state_bit_for_bit_with_the_ceiling_unchanged(corruption, kind, reason):
+    # Issue 17 item 5 changed this: one failure used to lower the ceiling at once (a "collapse").
     model, controller, recorder, history, caught = collapse_run(corruption)
-    events = [r for r in controller.history if r.get("event") == "collapse"]
-    assert len(events) == 1
-    event = events[0]
+    assert [e["event"] for e in controller.events] == [kind]
+    event = controller.events[0]
     assert event["reason"].startswith(reason)
-    assert event["step"] == 8  # the first measured step after the corruption at the end of step 7
+    restored = event["restored_step"]
+    if kind == "bad_data":
+        # A non-finite loss at a rate that trained healthily: back to the newest kept state, the
+        # last measurement (every 2nd step) before the corruption at the end of step 7.
+        assert event["step"] == 8 and restored == 6
+        assert event["undone_steps"] == [7, 8] and event["batch"] == 8 and event["epoch"] == 0
+        assert event["learning_rate"] <= 1.25 * event["proven_learning_rate"]
+    else:
+        assert restored < 7 < event["step"]
+    # Weights and optimizer slots at the end of the failing step are those kept at the restored step.
+    for value, kept in zip(recorder.values[event["step"]], recorder.values[restored]):
+        np.testing.assert_array_equal(value, kept)
+    # The ceiling is the one in force before, and nothing counts as a collapse.
+    before = [r for r in controller.measurements if r["step"] < event["step"]][-1]
+    schedule = kac.schedules.find_schedule(model.optimizer).state()
+    assert schedule["max_learning_rate"] == pytest.approx(before["max_learning_rate"], rel=1e-6)
+    assert schedule["collapses"] == 0 and history.history["collapses"][-1] == 0
+    assert any(f"at step {event['step']}" in str(w.message) for w in caught)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+def test_a_second_failure_soon_after_lowers_the_ceiling():
+    model, controller, recorder, history, caught = collapse_run(lambda k: np.full_like(k, np.nan), corrupt_after=(7, 9))
+    assert [e["event"] for e in controller.events] == ["bad_data", "collapse"]
+    event = controller.events[1]
+    assert event["reason"].startswith("non-finite loss")
+    assert event["step"] == 10  # the first measured step after the corruption at the end of step 9
     restored = event["restored_step"]
     assert restored < 7
     # Weights and optimizer slots at the end of the collapse step are those kept at the restored step.
     for value, kept in zip(recorder.values[event["step"]], recorder.values[restored]):
         np.testing.assert_array_equal(value, kept)
     # The ceiling is `collapse_backoff` (0.5) times the highest rate since the kept state.
-    measured = {r["step"]: r for r in controller.history if "event" not in r}
+    measured = {r["step"]: r for r in controller.measurements}
     peak = max(
         [measured[s]["learning_rate"] for s in measured if restored < s <= event["step"]]
         + [measured[s]["next_learning_rate"] for s in measured if restored <= s < event["step"]]
@@ -227,7 +254,7 @@ def test_collapse_restores_the_kept_state_bit_for_bit_and_lowers_the_ceiling(cor
 
 
 def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
-    model, controller, _, _, _ = collapse_run(lambda k: np.full_like(k, np.nan))
+    model, controller, _, _, _ = collapse_run(lambda k: np.full_like(k, np.nan), corrupt_after=(7, 9))
     saved = kac.schedules.find_schedule(model.optimizer).state()
     path = tmp_path / "model.keras"
     model.save(path)
