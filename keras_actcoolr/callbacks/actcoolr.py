@@ -371,6 +371,10 @@ class ActCooLR(MeasuringCallback):
         if self._on("collapse_guard"):
             # The state before the first step: a run that starts far too high can fall back to it.
             step = self._optimizer_step()
+            optimizer = self.model.optimizer
+            if not optimizer.built:
+                # Its slots are created at the first step otherwise; the kept state needs them now.
+                optimizer.build(self.model.trainable_variables)
             values = [tf.identity(v.value) for v in self._guarded_variables()]
             rate = self._schedule.value_at(step)
             self._snapshots = [
@@ -664,9 +668,15 @@ class ActCooLR(MeasuringCallback):
             kept_dead = self._snapshots[0]["dead"]
             if kept_dead is not None and len(kept_dead) < len(dead):
                 return "every APTReLU layer died (no channel on in the measured batch)"
-        if self._snapshots and record["learning_rate"] > self._snapshots[0]["learning_rate"]:
+        kept = self._snapshots[0] if self._snapshots else None
+        if kept is not None and kept["dead"] is not None and kept.get("initial"):
+            # Died since the start of the fit (the kept state): a first rate far too high.
+            frozen = [n for n in _dead_layers(record) if record["layers"][n] == 0.0 and n not in kept["dead"]]
+            if frozen:
+                return f"layer {frozen[0]!r} died since the start of the fit (every channel dead, T = 0)"
+        if kept is not None and record["learning_rate"] > kept["learning_rate"]:
             # Died since the kept state, while the rate rose: frozen, not cold.
-            kept_dead = self._snapshots[0]["dead"] or set()
+            kept_dead = kept["dead"] or set()
             frozen = [n for n in _dead_layers(record) if record["layers"][n] == 0.0 and n not in kept_dead]
             if frozen:
                 return f"frozen layer {frozen[0]!r} (every channel dead, T = 0) while the rate rose"
@@ -732,7 +742,13 @@ class ActCooLR(MeasuringCallback):
         return True
 
     def _restore(self, kept: dict) -> None:
-        for variable, value in zip(self._guarded_variables(), kept["values"]):
+        variables = self._guarded_variables()
+        if len(variables) != len(kept["values"]):
+            raise RuntimeError(
+                f"ActCooLR: the kept state holds {len(kept['values'])} variables, the model and optimizer now "
+                f"{len(variables)}: variables were created after the state was kept."
+            )
+        for variable, value in zip(variables, kept["values"]):
             variable.assign(value)
         # The epoch's running loss holds the failure; start it again from the restored state.
         for metric in self.model.metrics:
