@@ -412,7 +412,7 @@ class LossSpikeTest:
         if settled:
             loss = min(loss, self.minimum + self.clip * self.margin())
         self.average = loss if math.isnan(self.average) else (1 - self.weight) * self.average + self.weight * loss
-        self.count += 1
+        self.count = max(self.count + 1, self.warmup + 1) if settled else self.count + 1
         if self.count < self.warmup:
             return False
         if not settled:

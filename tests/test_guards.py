@@ -332,3 +332,88 @@ def test_an_exception_inside_fit_unregisters_the_callbacks():
     # A later fit without the controller neither measures for it nor calls it.
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert len(controller.history) == measured
+
+
+class TestLossSpikeTest:
+    """`keras_actcoolr.temperature.LossSpikeTest`: noise-robust, fires on a sustained rise."""
+
+    def test_noisy_but_not_rising_losses_do_not_fire(self):
+        # Batch size 1: most examples' losses are near 0, one in four is a confident mistake of 9.
+        falling = [2.3, 2.2, 2.0, 1.8, 1.5, 1.2, 1.0, 0.8, 0.6, 0.5]
+        noisy = falling + [0.02, 0.01, 0.05, 9.0] * 50 + [0.02, 9.0, 9.0, 0.01] * 10
+        assert kac.temperature.loss_spike_index(noisy, 0.5) is None
+        # The old test (a moving average above its minimum by the margin, no sustain, no clip) fired on it.
+        average, old = None, None
+        for index, loss in enumerate(noisy):
+            average = loss if average is None else 0.75 * average + 0.25 * loss
+            if index == 3:
+                reference = minimum = average
+            elif index > 3:
+                if average - minimum > 0.5 * max(reference - minimum, minimum):
+                    old = index
+                    break
+                minimum = min(minimum, average)
+        assert old is not None
+
+    def test_a_sustained_rise_fires_after_sustain_spiked_measurements(self):
+        # Four losses of 1 (warm-up: reference = minimum = 1, margin 0.5), then a jump to 3,
+        # clipped to 1 + 2 * 0.5 = 2: the average after k of them is 2 - 0.75**k.
+        losses = [1.0] * 4 + [3.0] * 20
+        first_spiked = next(k for k in range(1, 20) if 2 - 0.75**k - 1 > 0.5)
+        assert kac.temperature.loss_spike_index(losses, 0.5) == 3 + first_spiked + 3 - 1
+        assert kac.temperature.loss_spike_index([float("nan")] * 10, 0.5) is None
+
+
+def digit_like_data(n, seed):
+    """A 3-class problem on 10 features that a small MLP learns to about 90 percent."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 10)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int64") + (x[:, 1] > 0).astype("int64")
+
+
+def test_a_nan_sample_is_bad_data_the_ceiling_stays_and_training_goes_on():
+    x, y = digit_like_data(640, seed=0)
+    x_test, y_test = digit_like_data(2000, seed=1)
+    bad_row, batch_size, epochs = 17 * 16 + 3, 16, 3  # in batch 17: an unmeasured step (every_step=2)
+    dirty = x.copy()
+    dirty[bad_row, 4] = np.nan
+    runs = {}
+    for name, inputs in (("clean", x), ("dirty", dirty)):
+        model = mlp(seed=3)
+        # A ceiling the rate reaches at once: the bad batch comes at a rate that trained healthily.
+        controller = kac.ActCooLR(sigma=1.0, every_step=2, initial_learning_rate=None, max_learning_rate=0.1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(inputs, y, batch_size=batch_size, epochs=epochs, callbacks=[controller], verbose=0, shuffle=False)
+        accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test)
+        runs[name] = (model, controller, caught, accuracy)
+    model, controller, caught, accuracy = runs["dirty"]
+    steps_per_epoch = 640 // batch_size
+    events = controller.events
+    assert [e["event"] for e in events] == ["bad_data"] * epochs
+    for epoch, event in enumerate(events):
+        assert event["batch"] == bad_row // batch_size and event["epoch"] == epoch
+        assert event["step"] == epoch * steps_per_epoch + bad_row // batch_size
+        assert event["step"] in event["undone_steps"] and event["restored_step"] < event["step"]
+        # The ceiling in force before the event is the one after it: not lowered.
+        before = [r for r in controller.measurements if r["step"] < event["step"]][-1]
+        after = [r for r in controller.measurements if r["step"] > event["step"]][0]
+        assert after["max_learning_rate"] == before["max_learning_rate"]
+    assert kac.schedules.find_schedule(model.optimizer).state()["collapses"] == 0
+    assert any("bad data" in str(w.message) and f"batch {bad_row // batch_size} of epoch 0" in str(w.message) for w in caught)
+    assert np.isfinite(model.get_layer("logits").kernel.numpy()).all()
+    assert accuracy >= runs["clean"][3] - 0.01
+
+
+def test_a_far_too_high_start_recovers():
+    # No range analysis picks the first rate: the schedule's 10.0 kills the network at once.
+    x, y = digit_like_data(640, seed=0)
+    model = mlp(seed=3, initial_learning_rate=10.0)
+    controller = kac.ActCooLR(every_step=4, initial_learning_rate=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = model.fit(x, y, batch_size=32, epochs=3, callbacks=[controller], verbose=0)
+    start = controller.measurements[0]
+    assert start["step"] == 0 and start["learning_rate"] == pytest.approx(10.0)
+    assert any(e["restored_step"] == 0 for e in controller.events if e["event"] in ("collapse", "retry"))
+    assert history.history["loss"][-1] < start["loss"]

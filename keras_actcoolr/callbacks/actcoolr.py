@@ -790,6 +790,9 @@ class ActCooLR(MeasuringCallback):
         self._restore(snapshot)
         state = self._schedule.state()
         restart = min(snapshot["learning_rate"], state["max_learning_rate"])
+        if snapshot.get("initial") and self._start_rate is not None:
+            # Back at the start: retry at the range analysis' rate rather than the first one.
+            restart = max(min(restart, self._start_rate), self.min_learning_rate)
         self._restart(step, snapshot, restart, {})
         self._retry = {"step": step, "kind": "retry", "healthy": 0}
         event = {
@@ -811,18 +814,26 @@ class ActCooLR(MeasuringCallback):
         )
 
     def _restart(self, step: int, snapshot: dict, restart: float, updates: dict) -> None:
-        """The controller state after a restored kept state: new anchor, loss statistics and rise forgotten."""
+        """The controller state after a restored kept state: new anchor, recent losses and rise forgotten.
+
+        The spike test keeps its reference and minimum (the restored state
+        trained at that loss) and compares from the next measured loss on.
+        """
+        test = self._spike
+        settled = math.isfinite(test.minimum)
+        test.reset(math.nan, test.warmup if settled else 0, test.reference, test.minimum)
         self._schedule.assign(
             anchor_step=step + 1,
             anchor_learning_rate=restart,
             drift=0.0,
             loss_average=math.nan,
-            loss_count=0,
+            loss_count=test.count,
+            loss_reference=test.reference,
+            loss_minimum=test.minimum,
             rise_learning_rate=0.0,
             rise_z=0.0,
             **updates,
         )
-        self._spike.reset()
         snapshot["peak"] = restart
         self._snapshots = [snapshot]
         self._latest = snapshot
