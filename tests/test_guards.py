@@ -371,6 +371,7 @@ def digit_like_data(n, seed):
     return x, (x[:, 0] > 0).astype("int64") + (x[:, 1] > 0).astype("int64")
 
 
+@pytest.mark.slow
 def test_a_nan_sample_is_bad_data_the_ceiling_stays_and_training_goes_on():
     x, y = digit_like_data(640, seed=0)
     x_test, y_test = digit_like_data(2000, seed=1)
@@ -392,19 +393,24 @@ def test_a_nan_sample_is_bad_data_the_ceiling_stays_and_training_goes_on():
     events = controller.events
     assert [e["event"] for e in events] == ["bad_data"] * epochs
     for epoch, event in enumerate(events):
-        assert event["batch"] == bad_row // batch_size and event["epoch"] == epoch
-        assert event["step"] == epoch * steps_per_epoch + bad_row // batch_size
-        assert event["step"] in event["undone_steps"] and event["restored_step"] < event["step"]
+        # The bad batch's update is undone. Its loss may be finite (a ReLU passes NaN on as 0) while
+        # its gradient is not: then the NaN shows at the next step's loss, which the event names.
+        bad_step = epoch * steps_per_epoch + bad_row // batch_size
+        assert event["epoch"] == epoch and event["step"] in (bad_step, bad_step + 1)
+        assert event["batch"] == event["step"] - epoch * steps_per_epoch
+        assert bad_step in event["undone_steps"] and event["restored_step"] < bad_step
+        assert bad_row // batch_size in event["undone_batches"]
         # The ceiling in force before the event is the one after it: not lowered.
         before = [r for r in controller.measurements if r["step"] < event["step"]][-1]
         after = [r for r in controller.measurements if r["step"] > event["step"]][0]
         assert after["max_learning_rate"] == before["max_learning_rate"]
     assert kac.schedules.find_schedule(model.optimizer).state()["collapses"] == 0
-    assert any("bad data" in str(w.message) and f"batch {bad_row // batch_size} of epoch 0" in str(w.message) for w in caught)
+    assert any("bad data" in str(w.message) and f"at step {events[0]['step']}" in str(w.message) for w in caught)
     assert np.isfinite(model.get_layer("logits").kernel.numpy()).all()
     assert accuracy >= runs["clean"][3] - 0.01
 
 
+@pytest.mark.slow
 def test_a_far_too_high_start_recovers():
     # No range analysis picks the first rate: the schedule's 10.0 kills the network at once.
     x, y = digit_like_data(640, seed=0)

@@ -760,9 +760,14 @@ class ActCooLR(MeasuringCallback):
         self._restore(kept)
         self._retry = {"step": step, "kind": "bad data", "healthy": 0}
         undone = list(range(kept["step"] + 1, step + 1))
+        # Batch indices in this epoch of the undone steps (a bad batch can also give a finite loss
+        # and NaN weights: its loss shows at the next step).
+        batches = [b for b in (None if batch is None else batch - (step - s) for s in undone) if b is not None and b >= 0]
         skipped = f"the update of step {step}" + (
             f" and of the {len(undone) - 1} steps before it since the kept state" if len(undone) > 1 else ""
         )
+        if batches:
+            skipped += f" (batches {batches[0]} to {batches[-1]} of epoch {self._epoch})"
         self.history.append(
             {
                 "step": step,
@@ -772,6 +777,7 @@ class ActCooLR(MeasuringCallback):
                 "batch": batch,
                 "restored_step": kept["step"],
                 "undone_steps": undone,
+                "undone_batches": batches,
                 "learning_rate": rate,
                 "proven_learning_rate": proven,
                 "max_learning_rate": self._schedule.state()["max_learning_rate"],
