@@ -102,20 +102,36 @@ class ActCooLR(MeasuringCallback):
       `runaway_factor` since it last fell, and the temperature answered less
       than a quarter of what the erf model predicts for that rise, the rate
       may not rise further (it may still fall).
-    - `collapse_guard`: a non-finite loss, a training loss far above its
-      minimum (`keras_actcoolr.temperature.loss_spiked` with `loss_tolerance`,
-      applied to a moving average of the losses of the measured batches, each
-      new one weighted `LOSS_AVERAGE_WEIGHT`, compared once it has taken in
-      `LOSS_AVERAGE_WARMUP` measurements), or the frozen signature (a layer with every channel
-      dead and `T = 0` while the rate is above that of the kept state)
-      restores the last good state kept in memory (weights, optimizer slots;
-      the step count goes on), lowers the rate's ceiling to
-      `collapse_backoff` times the highest rate since that state, restarts
-      below it, and resets the epoch's running metrics. The event is a
-      record in `history` (`{"event": "collapse", ...}`), the `collapses`
-      count in the logs, and a warning. The good state is copied every
-      `snapshot_every` healthy measurements (two copies are kept; the older
-      one is restored), in memory: it costs twice the weights and slots.
+    - `collapse_guard`: watches for a non-finite loss on any step (a measured
+      batch's loss; between measurements Keras' running loss in
+      `logs["loss"]`, at no extra cost), a sustained loss spike
+      (`keras_actcoolr.temperature.LossSpikeTest` with `loss_tolerance`: a
+      moving average of the measured batch losses, each clipped so that one
+      outlier batch cannot fire it, above its minimum by the margin of
+      `keras_actcoolr.temperature.loss_spiked` at three measurements in a
+      row), and a layer frozen dead (every channel dead and `T = 0`, alive in
+      the kept state, while the rate rose since, or since the start of the
+      fit). A non-finite loss at a rate that healthy measurements proved
+      (at most `HEALTHY_RATE_SLACK` times the highest) is **bad data**: the
+      newest healthy state is restored (the failing step's update and those
+      since that state, at most `every_step`, are undone and their batches
+      skipped), the rate and its ceiling stay, and a `"bad_data"` event names
+      the step and the batch index within the epoch. Any other first failure
+      is **retried**: the older kept state is restored and the run restarts
+      at its rate (from the state before the first step, at the rate the
+      range analysis gives for the start temperature), the ceiling unchanged
+      (a `"retry"` event). A failure within `snapshot_every` healthy
+      measurements of a retry or of bad data, or a frozen layer, is a
+      **collapse**: the older kept state is restored, the rate's ceiling is
+      lowered to `collapse_backoff` times the highest rate since that state
+      and the rate restarts below it (a `"collapse"` event, and the
+      `collapses` count in the logs). Every event resets the epoch's running
+      metrics, is a record in `history` (`{"event": ..., "reason": ...,
+      "restored_step": ...}`) and a warning. The kept states are copies in
+      memory (weights and optimizer slots; the step count goes on): the
+      state before the fit's first step, one every `snapshot_every` healthy
+      measurements (two kept), and the newest healthy one: at most three
+      times the weights and slots.
 
     With `max_learning_rate="auto"` the ceiling comes from the range
     analysis that estimates `sigma` (or picks the first rate): ten times the
@@ -128,7 +144,8 @@ class ActCooLR(MeasuringCallback):
     extended by `target_temperature`, `control_temperature` (the value the
     controller followed; `None` when it held the rate because no layer was left),
     `max_learning_rate` (the ceiling in force), `sigma`, `next_learning_rate` and `runaway` (the
-    runaway guard held the rate), and one record per collapse event.
+    runaway guard held the rate), and one record per event (`"collapse"`, `"retry"`,
+    `"bad_data"`, `"new_curve"`; see `events`).
 
     Example:
 
@@ -156,7 +173,15 @@ class ActCooLR(MeasuringCallback):
         every_step: Integer >= 1, steps between measurements. Defaults to `10`.
         sigma: Float > 0 or `None` (estimate at the start). Defaults to `None`.
         total_steps: Integer >= 1 or `None` (take `epochs * steps` from
-            `fit`). Needed when the data has no known length. Defaults to `None`.
+            `fit`). Needed when the data has no known length. The target
+            curve counts the optimizer's steps, which go on across fits: a
+            second `fit` continues the curve when it fits in it (pass
+            `initial_epoch`, or a `total_steps` spanning the fits); a fit
+            that starts at or past the end of its curve (or, without
+            `total_steps`, would run an epoch or more past it) follows a new
+            curve from its first step over its own steps (`total_steps` when
+            given), with a warning and a `"new_curve"` record in `history`.
+            Defaults to `None`.
         target_temperature: Callable `progress -> temperature` replacing the
             power curve, or `None`. It must return a finite number >= 0.
             Defaults to `None`.
