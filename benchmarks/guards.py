@@ -34,7 +34,7 @@ from sklearn.datasets import load_digits
 
 import keras_actcoolr as kac
 
-CONFIGS = ("clean/b1", "clean/b4", "clean/b16", "nan/b16", "start10/b16", "start1000/b16")
+CONFIGS = ("clean/b16", "nan/b16", "start10/b16", "start1000/b16", "clean/b4", "clean/b1")
 CONSTANT_RATE = 0.02
 TRAIN = 1400
 

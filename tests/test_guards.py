@@ -402,7 +402,7 @@ def test_a_nan_sample_is_bad_data_the_ceiling_stays_and_training_goes_on():
         assert bad_row // batch_size in event["undone_batches"]
         # The ceiling in force before the event is the one after it: not lowered.
         before = [r for r in controller.measurements if r["step"] < event["step"]][-1]
-        after = [r for r in controller.measurements if r["step"] > event["step"]][0]
+        after = next(r for r in controller.measurements if r["step"] > event["step"])
         assert after["max_learning_rate"] == before["max_learning_rate"]
     assert kac.schedules.find_schedule(model.optimizer).state()["collapses"] == 0
     assert any("bad data" in str(w.message) and f"at step {events[0]['step']}" in str(w.message) for w in caught)
