@@ -51,6 +51,7 @@ __all__ = [
     "LOSS_AVERAGE_WARMUP",
     "LOSS_AVERAGE_WEIGHT",
     "LOSS_CLIP",
+    "LOSS_EXAMPLES",
     "LOSS_SUSTAIN",
     "LossSpikeTest",
     "loss_spike_index",
@@ -340,6 +341,9 @@ LOSS_SUSTAIN = 3
 #: `LossSpikeTest`: a batch loss enters the average at most this many margins above the minimum.
 LOSS_CLIP = 2.0
 
+#: `LossSpikeTest`: a measured batch of fewer examples counts as this share of a measurement.
+LOSS_EXAMPLES = 16
+
 
 class LossSpikeTest:
     """The collapse guard's spike test over the losses of the measured batches, one at a time.
@@ -391,8 +395,9 @@ class LossSpikeTest:
         """Set the moving average, its count, reference and minimum (a new start: the defaults)."""
         self.average, self.count = float(average), int(count)
         self.reference, self.minimum = float(reference), float(minimum)
-        self.spiked = 0
+        self.spiked = 0.0
         self.high = False
+        self._shares = 0.0
 
     @property
     def suspect(self) -> bool:
@@ -403,28 +408,40 @@ class LossSpikeTest:
         """How far above its minimum the average may go, `tolerance * max(reference - minimum, minimum)`."""
         return self.tolerance * max(self.reference - self.minimum, self.minimum)
 
-    def update(self, loss: float) -> bool:
-        """Take in a measured batch loss; whether the test fires at it."""
+    def update(self, loss: float, examples: int | None = None) -> bool:
+        """Take in a measured batch loss (of `examples` examples); whether the test fires at it.
+
+        A batch of fewer than `LOSS_EXAMPLES` examples counts as that share
+        of a measurement: its weight is `1 - (1 - weight) ** (examples / LOSS_EXAMPLES)`
+        and it adds that share to the warm-up, so that the average spans
+        about as many examples at batch size 1 as at 16.
+        """
         if not math.isfinite(loss):
             return False
+        share = 1.0 if not examples or examples >= LOSS_EXAMPLES else examples / LOSS_EXAMPLES
+        weight = 1 - (1 - self.weight) ** share
         settled = self.count >= self.warmup and math.isfinite(self.minimum)
         self.high = settled and loss > self.minimum + self.margin()
         if settled:
             loss = min(loss, self.minimum + self.clip * self.margin())
-        self.average = loss if math.isnan(self.average) else (1 - self.weight) * self.average + self.weight * loss
-        self.count = max(self.count + 1, self.warmup + 1) if settled else self.count + 1
-        if self.count < self.warmup:
+        self.average = loss if math.isnan(self.average) else (1 - weight) * self.average + weight * loss
+        self._shares = getattr(self, "_shares", 0.0) + share
+        counted = int(self._shares + 1e-9)
+        self._shares -= counted
+        self.count = max(self.count + counted, self.warmup + 1) if settled else self.count + counted
+        if self.count < self.warmup or (not settled and counted == 0):
             return False
         if not settled:
             # The average now spans about as many measurements as it remembers: start comparing.
             self.reference = self.minimum = self.average
             return False
         if loss_spiked(self.average, self.minimum, self.reference, self.tolerance):
-            self.spiked += 1
+            # Sustained over `sustain` measurements of `LOSS_EXAMPLES` examples or more.
+            self.spiked += share
         else:
-            self.spiked = 0
+            self.spiked = 0.0
             self.minimum = min(self.minimum, self.average)
-        return self.spiked >= self.sustain
+        return self.spiked >= self.sustain - 1e-9
 
 
 def loss_spike_index(losses: ArrayLike, tolerance: float, **kwargs: float) -> int | None:

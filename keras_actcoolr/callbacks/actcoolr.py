@@ -42,6 +42,10 @@ LOSS_AVERAGE_WEIGHT = T.LOSS_AVERAGE_WEIGHT
 #: Measurements the moving average takes in before the collapse guard compares it.
 LOSS_AVERAGE_WARMUP = T.LOSS_AVERAGE_WARMUP
 
+#: The collapse guard's rules on dead layers (a layer that died since the start of the fit, every
+#: layer dead) need a measured batch of at least this many examples.
+DEAD_EXAMPLES = 8
+
 #: The collapse guard calls a non-finite loss bad data when the step's rate is at most this
 #: multiple of the highest rate that healthy measurements proved since the older kept state.
 HEALTHY_RATE_SLACK = 1.25
@@ -683,12 +687,13 @@ class ActCooLR(MeasuringCallback):
             if not math.isfinite(loss):
                 return "non-finite loss"
             test = self._spike
-            if test.update(loss):
+            if test.update(loss, record.get("examples")):
                 return (
                     f"loss spike (batch {loss:.4g}, average {test.average:.4g} above its minimum "
                     f"{test.minimum:.4g} for {test.spiked} measurements)"
                 )
-        dead = _dead_layers(record)
+        # On a batch of a few examples a layer may well be off for all of them: no sign of death.
+        dead = _dead_layers(record) if record.get("examples", DEAD_EXAMPLES) >= DEAD_EXAMPLES else []
         if self._snapshots and dead and len(dead) == len(record["layers"]):
             kept_dead = self._snapshots[0]["dead"]
             if kept_dead is not None and len(kept_dead) < len(dead):
@@ -696,7 +701,7 @@ class ActCooLR(MeasuringCallback):
         kept = self._snapshots[0] if self._snapshots else None
         if kept is not None and kept["dead"] is not None and kept.get("initial"):
             # Died since the start of the fit (the kept state): a first rate far too high.
-            frozen = [n for n in _dead_layers(record) if record["layers"][n] == 0.0 and n not in kept["dead"]]
+            frozen = [n for n in dead if record["layers"][n] == 0.0 and n not in kept["dead"]]
             if frozen:
                 return f"layer {frozen[0]!r} died since the start of the fit (every channel dead, T = 0)"
         if kept is not None and record["learning_rate"] > kept["learning_rate"]:
