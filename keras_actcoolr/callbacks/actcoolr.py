@@ -44,7 +44,7 @@ LOSS_AVERAGE_WARMUP = T.LOSS_AVERAGE_WARMUP
 
 #: The collapse guard's rules on dead layers (a layer that died since the start of the fit, every
 #: layer dead) need a measured batch of at least this many examples.
-DEAD_EXAMPLES = 8
+DEAD_EXAMPLES = 4
 
 #: The collapse guard calls a non-finite loss bad data when the step's rate is at most this
 #: multiple of the highest rate that healthy measurements proved since the older kept state.
