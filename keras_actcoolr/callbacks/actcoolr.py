@@ -6,6 +6,7 @@ import math
 import numbers
 from typing import Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
 from scipy import special
@@ -33,20 +34,30 @@ SIGMA_EXAMPLES = 4096
 #: erf model gives for the start temperature.
 AUTO_CEILING_FACTOR = 10.0
 
-#: Weight of a new measured batch in the collapse guard's moving average of the loss.
-LOSS_AVERAGE_WEIGHT = 0.25
+#: Weight of a new measured batch in the collapse guard's moving average of the loss
+#: (`keras_actcoolr.temperature.LossSpikeTest`).
+LOSS_AVERAGE_WEIGHT = T.LOSS_AVERAGE_WEIGHT
 
 #: Measurements the moving average takes in before the collapse guard compares it.
-LOSS_AVERAGE_WARMUP = 4
+LOSS_AVERAGE_WARMUP = T.LOSS_AVERAGE_WARMUP
+
+#: The collapse guard's rules on dead layers (a layer that died since the start of the fit, every
+#: layer dead) need a measured batch of at least this many examples.
+DEAD_EXAMPLES = 4
+
+#: The collapse guard calls a non-finite loss bad data when the step's rate is at most this
+#: multiple of the highest rate that healthy measurements proved since the older kept state.
+HEALTHY_RATE_SLACK = 1.25
 
 #: `ActCooLR(final_anneal_share=...)` default: the share of training at its end over which the
 #: final-anneal guard lets the rate only fall, to 0 at the last step.
 FINAL_ANNEAL_SHARE = 0.1
 
 
-def _smoothed(average: float, loss: float) -> float:
-    """The exponential moving average of the measured batch losses after `loss` (NaN: none yet)."""
-    return loss if math.isnan(average) else (1 - LOSS_AVERAGE_WEIGHT) * average + LOSS_AVERAGE_WEIGHT * loss
+def _warn(message: str, stacklevel: int = 3) -> None:
+    """Every warning of the guards and of the target curve goes out here (one place to reroute them)."""
+    messages.warn(message, stacklevel=stacklevel)
+
 
 def _dead_layers(record: dict) -> list[str]:
     """Names of the layers of a record whose every channel was off on the measured batch."""
@@ -105,20 +116,36 @@ class ActCooLR(MeasuringCallback):
       `runaway_factor` since it last fell, and the temperature answered less
       than a quarter of what the erf model predicts for that rise, the rate
       may not rise further (it may still fall).
-    - `collapse_guard`: a non-finite loss, a training loss far above its
-      minimum (`keras_actcoolr.temperature.loss_spiked` with `loss_tolerance`,
-      applied to a moving average of the losses of the measured batches, each
-      new one weighted `LOSS_AVERAGE_WEIGHT`, compared once it has taken in
-      `LOSS_AVERAGE_WARMUP` measurements), or the frozen signature (a layer with every channel
-      dead and `T = 0` while the rate is above that of the kept state)
-      restores the last good state kept in memory (weights, optimizer slots;
-      the step count goes on), lowers the rate's ceiling to
-      `collapse_backoff` times the highest rate since that state, restarts
-      below it, and resets the epoch's running metrics. The event is a
-      record in `history` (`{"event": "collapse", ...}`), the `collapses`
-      count in the logs, and a warning. The good state is copied every
-      `snapshot_every` healthy measurements (two copies are kept; the older
-      one is restored), in memory: it costs twice the weights and slots.
+    - `collapse_guard`: watches for a non-finite loss on any step (a measured
+      batch's loss; between measurements Keras' running loss in
+      `logs["loss"]`, at no extra cost), a sustained loss spike
+      (`keras_actcoolr.temperature.LossSpikeTest` with `loss_tolerance`: a
+      moving average of the measured batch losses, each clipped so that one
+      outlier batch cannot fire it, above its minimum by the margin of
+      `keras_actcoolr.temperature.loss_spiked` at three measurements in a
+      row), and a layer frozen dead (every channel dead and `T = 0`, alive in
+      the kept state, while the rate rose since, or since the start of the
+      fit). A non-finite loss at a rate that healthy measurements proved
+      (at most `HEALTHY_RATE_SLACK` times the highest) is **bad data**: the
+      newest healthy state is restored (the failing step's update and those
+      since that state, at most `every_step`, are undone and their batches
+      skipped), the rate and its ceiling stay, and a `"bad_data"` event names
+      the step and the batch index within the epoch. Any other first failure
+      is **retried**: the older kept state is restored and the run restarts
+      at its rate (from the state before the first step, at the rate the
+      range analysis gives for the start temperature), the ceiling unchanged
+      (a `"retry"` event). A failure within `snapshot_every` healthy
+      measurements of a retry or of bad data, or a frozen layer, is a
+      **collapse**: the older kept state is restored, the rate's ceiling is
+      lowered to `collapse_backoff` times the highest rate since that state
+      and the rate restarts below it (a `"collapse"` event, and the
+      `collapses` count in the logs). Every event resets the epoch's running
+      metrics, is a record in `history` (`{"event": ..., "reason": ...,
+      "restored_step": ...}`) and a warning. The kept states are copies in
+      memory (weights and optimizer slots; the step count goes on): the
+      state before the fit's first step, one every `snapshot_every` healthy
+      measurements (two kept), and the newest healthy one: at most three
+      times the weights and slots.
     - `final_anneal`: over the last `final_anneal_share` of training the
       rate may only fall: each update is capped by the line from the rate of
       the measured step down to 0 at the last step, so the rate ends near 0
@@ -138,7 +165,8 @@ class ActCooLR(MeasuringCallback):
     extended by `target_temperature`, `control_temperature` (the value the
     controller followed; `None` when it held the rate because no layer was left),
     `max_learning_rate` (the ceiling in force), `sigma`, `next_learning_rate` and `runaway` (the
-    runaway guard held the rate), and one record per collapse event.
+    runaway guard held the rate), and one record per event (`"collapse"`, `"retry"`,
+    `"bad_data"`, `"new_curve"`; see `events`).
 
     Example:
 
@@ -166,7 +194,15 @@ class ActCooLR(MeasuringCallback):
         every_step: Integer >= 1, steps between measurements. Defaults to `10`.
         sigma: Float > 0 or `None` (estimate at the start). Defaults to `None`.
         total_steps: Integer >= 1 or `None` (take `epochs * steps` from
-            `fit`). Needed when the data has no known length. Defaults to `None`.
+            `fit`). Needed when the data has no known length. The target
+            curve counts the optimizer's steps, which go on across fits: a
+            second `fit` continues the curve when it fits in it (pass
+            `initial_epoch`, or a `total_steps` spanning the fits); a fit
+            that starts at or past the end of its curve (or, without
+            `total_steps`, would run an epoch or more past it) follows a new
+            curve from its first step over its own steps (`total_steps` when
+            given), with a warning and a `"new_curve"` record in `history`.
+            Defaults to `None`.
         target_temperature: Callable `progress -> temperature` replacing the
             power curve, or `None`. It must return a finite number >= 0.
             Defaults to `None`.
@@ -331,15 +367,26 @@ class ActCooLR(MeasuringCallback):
         self._healthy = 0
         self._warned_dead = False
         self._warned_single_batch = False
+        self._origin = 0
+        self._curve_set = False
+        self._latest: dict | None = None
+        self._retry: dict | None = None
+        self._proven: list[float] = []
+        self._handled = -1
+        self._loss_finite = True
+        self._epoch = 0
+        self._batch: int | None = None
+        self._start_rate: float | None = None
+        self._spike = T.LossSpikeTest(self.loss_tolerance)
 
     @property
     def measurements(self) -> list[dict]:
-        """The measurement records of `history` (without the collapse events)."""
+        """The measurement records of `history` (without the event records)."""
         return [record for record in self.history if "event" not in record]
 
     @property
     def events(self) -> list[dict]:
-        """The collapse events of `history`."""
+        """The event records of `history`: `"collapse"`, `"retry"`, `"bad_data"` and `"new_curve"`."""
         return [record for record in self.history if "event" in record]
 
     # ------------------------------------------------------------- switches
@@ -374,7 +421,117 @@ class ActCooLR(MeasuringCallback):
         self._snapshots = []
         self._healthy = 0
         self._warned_dead = False
+        self._origin = 0
+        self._curve_set = False
+        self._latest = None
+        self._retry = None
+        self._proven = []
+        self._handled = -1
+        self._loss_finite = True
+        self._start_rate = None
         super().on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+        self._loss_finite = True  # Keras resets the running loss at each epoch
+        if self._curve_set or self._schedule is None:
+            return
+        # At the first epoch of the fit, once every callback's `on_train_begin` ran (a
+        # `BackupAndRestore` may have restored the step count there).
+        self._curve_set = True
+        self._set_curve(epoch)
+        if self._on("collapse_guard"):
+            # The state before the first step: a run that starts far too high can fall back to it.
+            step = self._optimizer_step()
+            optimizer = self.model.optimizer
+            if not optimizer.built:
+                # Its slots are created at the first step otherwise; the kept state needs them now.
+                optimizer.build(self.model.trainable_variables)
+            values = [tf.identity(v.value) for v in self._guarded_variables()]
+            rate = self._schedule.value_at(step)
+            self._snapshots = [
+                {"step": step, "learning_rate": rate, "peak": rate, "values": values, "dead": None, "initial": True}
+            ]
+            self._latest = self._snapshots[0]
+            self._healthy = 1
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._batch = batch
+        super().on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Every step: a running loss that turns non-finite is handled by the collapse guard.
+
+        Keras' `logs["loss"]` is the running mean over the epoch: it turns
+        non-finite at the first step whose loss is, and stays so. A measured
+        step was handled already (`on_divergence`); an unmeasured one is handled
+        here, before its NaN weights train on. No extra computation: the loss is
+        in the logs.
+        """
+        loss = (logs or {}).get("loss")
+        if loss is None or not self._on("collapse_guard") or self._schedule is None:
+            return
+        try:
+            loss = float(loss)
+        except (TypeError, ValueError):
+            return
+        if math.isfinite(loss):
+            self._loss_finite = True
+            return
+        if not self._loss_finite:
+            return  # the epoch's running loss stays non-finite after an unhandled failure
+        step = self._optimizer_step() - 1
+        if step <= self._handled:
+            self._loss_finite = True  # handled in `on_divergence`; the metrics were reset
+            return
+        self._loss_finite = False
+        self._failure(step, "non-finite loss", self._schedule.value_at(step), nonfinite=True, batch=batch)
+
+    def _optimizer_step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _set_curve(self, epoch: int) -> None:
+        """Place the target curve: continue it, or start a new one (with a warning) if the fit runs past its end.
+
+        The curve spans `total_steps` (given, or `epochs * steps` of `fit`)
+        counted from step 0 of the optimizer. A fit that starts at or past its
+        end (or, without `total_steps`, would run at least an epoch past it: a
+        second `fit` without `initial_epoch`) gets a new curve from its first
+        step, over its own steps (`total_steps` when given).
+        """
+        start = self._optimizer_step()
+        length = self._steps
+        steps, epochs = (self.params or {}).get("steps"), (self.params or {}).get("epochs")
+        fit_steps = int(steps) * (int(epochs) - int(epoch)) if steps and epochs else None
+        if start >= length:
+            where = f"which is at or past the end of its target curve (step {length})"
+        elif self.total_steps is None and fit_steps is not None and start + fit_steps - length >= steps:
+            where = (
+                f"and runs {fit_steps} steps, to step {start + fit_steps}, past the end of its target "
+                f"curve (step {length})"
+            )
+        else:
+            return
+        new_length = self.total_steps if self.total_steps is not None else (fit_steps or length)
+        source = "`total_steps`" if self.total_steps is not None else "`epochs` times the steps per epoch"
+        self._origin, self._steps = start, int(new_length)
+        reason = (
+            f"this fit starts at optimizer step {start} {where}; the curve's length comes from {source} and "
+            "its steps are counted by the optimizer, whose step count goes on across fits"
+        )
+        self.history.append(
+            {"step": start, "event": "new_curve", "reason": reason, "origin": start, "total_steps": self._steps}
+        )
+        _warn(
+            f"ActCooLR: {reason}. ActCooLR follows a new target curve of {self._steps} steps from step {start} "
+            f"(from the start temperature down to 0 at step {start + self._steps}). To continue the earlier "
+            "curve instead, pass `initial_epoch` to `fit` (e.g. `fit(epochs=4, initial_epoch=2)` after "
+            "`fit(epochs=2)`); to set the curve's length across fits, pass `ActCooLR(total_steps=...)`.",
+        )
+
+    def _progress(self, step: int) -> float:
+        """Position of `step` on the target curve, in [0, 1]."""
+        return min(max(step - self._origin, 0) / self._steps, 1.0)
 
     def _sync(self) -> None:
         """Read the start temperature and the pool of range analyses from the controller state.
@@ -400,6 +557,7 @@ class ActCooLR(MeasuringCallback):
             state["sigma"] <= 0.0 or state["pool_batches"] > 0
         )
         self._pool = None
+        self._spike.reset(state["loss_average"], state["loss_count"], state["loss_reference"], state["loss_minimum"])
         if self._pooling and state["pool_batches"] > 0:
             counts = self._schedule.pool_counts()
             if counts is None:
@@ -451,12 +609,16 @@ class ActCooLR(MeasuringCallback):
         if self.sigma is None:
             self._adopt_sigma(sigma, None, record["step"])
         rate = self._predicted_rate(mu, self._sigma)
+        self._start_rate = rate
         self._set_auto_ceiling(rate)
         self._anchored = True
         ceiling = self._schedule.state()["max_learning_rate"]
         self.auto_learning_rate = float(np.clip(rate, self.min_learning_rate, ceiling))
         self.range_analysis.update(sigma=sigma, mu=mu)
         self._schedule.assign(anchor_step=record["step"], anchor_learning_rate=self.auto_learning_rate, drift=0.0)
+        if self._snapshots and self._snapshots[0].get("initial") and self._snapshots[0]["step"] == record["step"]:
+            # The analysed step was undone: the state before the first step now goes with this rate.
+            self._snapshots[0]["learning_rate"] = self._snapshots[0]["peak"] = self.auto_learning_rate
 
     def target(self, progress: float) -> float:
         """Target temperature at `progress` in [0, 1]."""
@@ -498,22 +660,28 @@ class ActCooLR(MeasuringCallback):
         rate = record["learning_rate"]
         state = schedule.state()
         if self._on("collapse_guard"):
+            initial = self._snapshots[0] if self._snapshots else None
+            if initial is not None and initial["dead"] is None and initial["step"] == step:
+                initial["dead"] = set(_dead_layers(record))  # the measured batch ran on the kept state
             reason = self._collapse_reason(record, state)
             if reason is not None and self._snapshots:
-                self._collapse(step, reason, rate)
+                if reason.startswith("loss spike"):
+                    self._failure(step, reason, rate, nonfinite=False, batch=self._batch)
+                else:
+                    self._collapse(step, reason, rate)
                 return
-            self._track_loss(record.get("loss"), state)
-        progress = min(step / self._steps, 1.0)
+            self._track_loss(record.get("loss"))
+            self._prove_rate(step, state)
+        progress = self._progress(step)
         target = self.target(progress)
         names = list(record["layers"])
         dead = record.get("dead", {})
         if names and all(dead.get(n, 0.0) >= 1.0 for n in names) and not self._warned_dead:
             self._warned_dead = True
-            messages.warn(
+            _warn(
                 f"Every APTReLU layer of model {self.model.name!r} is dead at step {step}: no channel is on "
                 "at any position of the measured batch, so the network cannot learn and its temperature "
                 "reads 0. Check the initialization, the input scaling and the learning rate.",
-                stacklevel=2,
             )
         temperatures = np.array([record["layers"][n] for n in names], dtype=np.float64)
         excluded = None
@@ -568,11 +736,10 @@ class ActCooLR(MeasuringCallback):
         )
 
     def on_divergence(self, step: int, loss: float) -> bool:
-        """A measured step with a non-finite loss: restore the kept state if the guard is on."""
+        """A measured step with a non-finite loss: the collapse guard handles it (see `_failure`)."""
         if not (self._on("collapse_guard") and self._snapshots):
             return False
-        self._collapse(step, "non-finite loss", self._schedule.value_at(step))
-        return True
+        return self._failure(step, "non-finite loss", self._schedule.value_at(step), nonfinite=True, batch=self._batch)
 
     # ------------------------------------------------------------- guards
 
@@ -581,31 +748,194 @@ class ActCooLR(MeasuringCallback):
         if loss is not None:
             if not math.isfinite(loss):
                 return "non-finite loss"
-            average = _smoothed(state["loss_average"], loss)
-            settled = state["loss_count"] >= LOSS_AVERAGE_WARMUP
-            if settled and T.loss_spiked(average, state["loss_minimum"], state["loss_reference"], self.loss_tolerance):
-                return f"loss spike (batch {loss:.4g}, average {average:.4g}, minimum {state['loss_minimum']:.4g})"
-        if self._snapshots and record["learning_rate"] > self._snapshots[0]["learning_rate"]:
-            # Died since the kept state, while the rate rose: frozen, not cold.
+            test = self._spike
+            if test.update(loss, record.get("examples")):
+                return (
+                    f"loss spike (batch {loss:.4g}, average {test.average:.4g} above its minimum "
+                    f"{test.minimum:.4g} for {test.spiked} measurements)"
+                )
+        # On a batch of a few examples a layer may well be off for all of them: no sign of death.
+        dead = _dead_layers(record) if record.get("examples", DEAD_EXAMPLES) >= DEAD_EXAMPLES else []
+        if self._snapshots and dead and len(dead) == len(record["layers"]):
             kept_dead = self._snapshots[0]["dead"]
+            if kept_dead is not None and len(kept_dead) < len(dead):
+                return "every APTReLU layer died (no channel on in the measured batch)"
+        kept = self._snapshots[0] if self._snapshots else None
+        if kept is not None and kept["dead"] is not None and kept.get("initial"):
+            # Died since the start of the fit (the kept state): a first rate far too high.
+            frozen = [n for n in dead if record["layers"][n] == 0.0 and n not in kept["dead"]]
+            if frozen:
+                return f"layer {frozen[0]!r} died since the start of the fit (every channel dead, T = 0)"
+        if kept is not None and record["learning_rate"] > kept["learning_rate"]:
+            # Died since the kept state, while the rate rose: frozen, not cold.
+            kept_dead = kept["dead"] or set()
             frozen = [n for n in _dead_layers(record) if record["layers"][n] == 0.0 and n not in kept_dead]
             if frozen:
                 return f"frozen layer {frozen[0]!r} (every channel dead, T = 0) while the rate rose"
         return None
 
-    def _track_loss(self, loss: float | None, state: dict) -> None:
-        """Moving average of the measured batches' losses, its first value and its minimum."""
+    def _track_loss(self, loss: float | None) -> None:
+        """Store the spike test's moving average, count, reference and minimum with the controller state."""
         if loss is None or not math.isfinite(loss):
             return
-        average = _smoothed(state["loss_average"], loss)
-        count = state["loss_count"] + 1
-        updates = {"loss_average": average, "loss_count": count}
-        if count == LOSS_AVERAGE_WARMUP:
-            # The average now spans about as many measurements as it remembers: start comparing.
-            updates["loss_reference"] = updates["loss_minimum"] = average
-        elif count > LOSS_AVERAGE_WARMUP and average < state["loss_minimum"]:
-            updates["loss_minimum"] = average
-        self._schedule.assign(**updates)
+        test = self._spike
+        self._schedule.assign(
+            loss_average=test.average, loss_count=test.count, loss_reference=test.reference, loss_minimum=test.minimum
+        )
+
+    def _prove_rate(self, step: int, state: dict) -> None:
+        """A healthy measurement at `step` proves the rates of the steps since the last one."""
+        anchor = state["anchor_step"]
+        if step > anchor and not self._spike.suspect:
+            proven = max(self._schedule.value_at(anchor, state), self._schedule.value_at(step - 1, state))
+            self._proven = (self._proven + [proven])[-2 * self.snapshot_every :]
+        if self._retry is not None:
+            self._retry["healthy"] += 1
+            if self._retry["healthy"] >= self.snapshot_every:
+                self._retry = None  # the retried state went on healthily: the failure is forgotten
+
+    def _where(self, step: int, batch: int | None) -> str:
+        where = f"step {step}"
+        if batch is not None:
+            where += f" (batch {batch} of epoch {self._epoch})"
+        return where
+
+    def _failure(self, step: int, reason: str, rate: float, nonfinite: bool, batch: int | None) -> bool:
+        """A non-finite loss (any step) or a sustained loss spike: bad data, a retry, or a collapse.
+
+        - A failure within `snapshot_every` healthy measurements of an earlier
+          retry or bad-data event is the rate's: `_collapse` (the ceiling is lowered).
+        - Else a non-finite loss at a rate that healthy measurements proved
+          (at most `HEALTHY_RATE_SLACK` times the highest since the older kept
+          state) is the batch's: `_bad_data` (the newest kept state is
+          restored, the ceiling and the rate stay).
+        - Else `_retry_from`: the older kept state is restored and the run
+          restarts at its rate, the ceiling unchanged.
+
+        Returns True if handled (a kept state exists).
+        """
+        if not self._snapshots:
+            return False
+        self._handled = step
+        if self._retry is not None:
+            earlier = self._retry
+            self._collapse(
+                step,
+                f"{reason} at {self._where(step, batch)}, again {step - earlier['step']} steps after the "
+                f"{earlier['kind']} at step {earlier['step']}",
+                rate,
+            )
+            return True
+        proven = max(self._proven, default=0.0)
+        if nonfinite and self._latest is not None and 0.0 < rate <= HEALTHY_RATE_SLACK * proven:
+            self._bad_data(step, reason, rate, batch, proven)
+        else:
+            self._retry_from(step, reason, rate, batch)
+        return True
+
+    def _restore(self, kept: dict) -> None:
+        variables = self._guarded_variables()
+        if len(variables) != len(kept["values"]):
+            raise RuntimeError(
+                f"ActCooLR: the kept state holds {len(kept['values'])} variables, the model and optimizer now "
+                f"{len(variables)}: variables were created after the state was kept."
+            )
+        for variable, value in zip(variables, kept["values"]):
+            variable.assign(value)
+        # The epoch's running loss holds the failure; start it again from the restored state.
+        for metric in self.model.metrics:
+            metric.reset_state()
+
+    def _bad_data(self, step: int, reason: str, rate: float, batch: int | None, proven: float) -> None:
+        """Undo the steps since the newest kept state; the rate, its ceiling and the schedule stay."""
+        kept = self._latest
+        self._restore(kept)
+        self._retry = {"step": step, "kind": "bad data", "healthy": 0}
+        undone = list(range(kept["step"] + 1, step + 1))
+        # Batch indices in this epoch of the undone steps (a bad batch can also give a finite loss
+        # and NaN weights: its loss shows at the next step).
+        batches = [b for b in (None if batch is None else batch - (step - s) for s in undone) if b is not None and b >= 0]
+        skipped = f"the update of step {step}" + (
+            f" and of the {len(undone) - 1} steps before it since the kept state" if len(undone) > 1 else ""
+        )
+        if batches:
+            skipped += f" (batches {batches[0]} to {batches[-1]} of epoch {self._epoch})"
+        self.history.append(
+            {
+                "step": step,
+                "event": "bad_data",
+                "reason": reason,
+                "epoch": self._epoch,
+                "batch": batch,
+                "restored_step": kept["step"],
+                "undone_steps": undone,
+                "undone_batches": batches,
+                "learning_rate": rate,
+                "proven_learning_rate": proven,
+                "max_learning_rate": self._schedule.state()["max_learning_rate"],
+            }
+        )
+        _warn(
+            f"ActCooLR: {reason} at {self._where(step, batch)}, at learning rate {rate:.4g}, a rate that "
+            f"trained healthily up to {proven:.4g}: bad data (a NaN or infinite input, label or loss), not the "
+            f"rate. Restored the state of step {kept['step']}: {skipped} are skipped. The learning rate and its "
+            "ceiling are unchanged; check the data (a failure again soon after is taken as the rate's).",
+        )
+
+    def _retry_from(self, step: int, reason: str, rate: float, batch: int | None) -> None:
+        """Restore the older kept state and restart at its rate, the ceiling unchanged."""
+        snapshot = self._snapshots[0]
+        self._restore(snapshot)
+        state = self._schedule.state()
+        restart = min(snapshot["learning_rate"], state["max_learning_rate"])
+        if snapshot.get("initial") and self._start_rate is not None:
+            # Back at the start: retry at the range analysis' rate rather than the first one.
+            restart = max(min(restart, self._start_rate), self.min_learning_rate)
+        self._restart(step, snapshot, restart, {})
+        self._retry = {"step": step, "kind": "retry", "healthy": 0}
+        event = {
+            "step": step,
+            "event": "retry",
+            "reason": reason,
+            "epoch": self._epoch,
+            "batch": batch,
+            "restored_step": snapshot["step"],
+            "learning_rate": rate,
+            "max_learning_rate": state["max_learning_rate"],
+            "next_learning_rate": restart,
+        }
+        self.history.append(event)
+        _warn(
+            f"ActCooLR: {reason} at {self._where(step, batch)}. Restored the state of step {snapshot['step']} and "
+            f"retry at its learning rate {restart:.4g}, the ceiling unchanged; a failure again within "
+            f"{self.snapshot_every} healthy measurements lowers the ceiling.",
+        )
+
+    def _restart(self, step: int, snapshot: dict, restart: float, updates: dict) -> None:
+        """The controller state after a restored kept state: new anchor, recent losses and rise forgotten.
+
+        The spike test keeps its reference and minimum (the restored state
+        trained at that loss) and compares from the next measured loss on.
+        """
+        test = self._spike
+        settled = math.isfinite(test.minimum)
+        test.reset(math.nan, test.warmup if settled else 0, test.reference, test.minimum)
+        self._schedule.assign(
+            anchor_step=step + 1,
+            anchor_learning_rate=restart,
+            drift=0.0,
+            loss_average=math.nan,
+            loss_count=test.count,
+            loss_reference=test.reference,
+            loss_minimum=test.minimum,
+            rise_learning_rate=0.0,
+            rise_z=0.0,
+            **updates,
+        )
+        snapshot["peak"] = restart
+        self._snapshots = [snapshot]
+        self._latest = snapshot
+        self._healthy = 1
 
     def _limit_runaway(
         self, rate: float, probability: float, sigma: float, new_rate: float, drift: float, state: dict
@@ -645,11 +975,13 @@ class ActCooLR(MeasuringCallback):
         """
         for snapshot in self._snapshots:
             snapshot["peak"] = max(snapshot["peak"], rate, new_rate)
+        if self._spike.suspect:
+            return  # a loss far above its minimum may be the start of a collapse: keep no copy of it
+        values = [tf.identity(v.value) for v in self._guarded_variables()]
+        latest = {"step": step, "learning_rate": new_rate, "peak": new_rate, "values": values, "dead": dead}
+        self._latest = latest  # the newest healthy state, which bad data goes back to
         if self._healthy % self.snapshot_every == 0:
-            values = [tf.identity(v.value) for v in self._guarded_variables()]
-            self._snapshots.append(
-                {"step": step, "learning_rate": new_rate, "peak": new_rate, "values": values, "dead": dead}
-            )
+            self._snapshots.append(latest)
             self._snapshots = self._snapshots[-2:]
         self._healthy += 1
 
@@ -661,29 +993,17 @@ class ActCooLR(MeasuringCallback):
 
     def _collapse(self, step: int, reason: str, rate: float) -> None:
         snapshot = self._snapshots[0]
-        for variable, value in zip(self._guarded_variables(), snapshot["values"]):
-            variable.assign(value)
+        self._restore(snapshot)
         state = self._schedule.state()
         peak = max(snapshot["peak"], rate)
         ceiling = max(min(state["max_learning_rate"], self.collapse_backoff * peak), self.min_learning_rate)
         restart = min(snapshot["learning_rate"], ceiling)
-        self._schedule.assign(
-            anchor_step=step + 1,
-            anchor_learning_rate=restart,
-            drift=0.0,
-            max_learning_rate=ceiling,
-            collapses=state["collapses"] + 1,
-            loss_average=math.nan,
-            loss_count=0,
-            rise_learning_rate=0.0,
-            rise_z=0.0,
-        )
-        # The epoch's running loss holds the collapse; start it again from the restored state.
-        for metric in self.model.metrics:
-            metric.reset_state()
-        snapshot["peak"] = restart
-        self._snapshots = [snapshot]
-        self._healthy = 1
+        if snapshot.get("initial") and self._start_rate is not None:
+            # Back at the start: the run started too high. Fall back to the range analysis' rate.
+            restart = max(min(restart, self._start_rate), self.min_learning_rate)
+        self._restart(step, snapshot, restart, {"max_learning_rate": ceiling, "collapses": state["collapses"] + 1})
+        self._retry = None
+        self._proven = []
         event = {
             "step": step,
             "event": "collapse",
@@ -694,10 +1014,9 @@ class ActCooLR(MeasuringCallback):
             "next_learning_rate": restart,
         }
         self.history.append(event)
-        messages.warn(
+        _warn(
             f"ActCooLR: {reason} at step {step}. Restored the state of step {snapshot['step']}, "
             f"lowered the maximum learning rate to {ceiling:.4g} and restarted at {restart:.4g}.",
-            stacklevel=2,
         )
 
     # ------------------------------------------------------ range analysis
@@ -750,8 +1069,9 @@ class ActCooLR(MeasuringCallback):
         self._schedule.assign(sigma=sigma)
         self._sigma = self._schedule.state()["sigma"]
         if mu is not None and not self._anchored:
-            target = T.temperature_to_probability(self.target(min(step / self._steps, 1.0)))
-            self._set_auto_ceiling(self._predicted_rate(mu, self._sigma, target))
+            target = T.temperature_to_probability(self.target(self._progress(step)))
+            self._start_rate = self._predicted_rate(mu, self._sigma, target)
+            self._set_auto_ceiling(self._start_rate)
             self._anchored = True
 
     def _choose_start(self, range_analysis: dict) -> None:
