@@ -86,7 +86,12 @@ class TestDeadLayers:
         for guards in (True, False):
             model = mlp(dead_second_layer=True, initial_learning_rate=0.5)
             controller = kac.ActCooLR(
-                start_temperature=start, sigma=sigma, every_step=every, guards=guards, initial_learning_rate=None
+                start_temperature=start,
+                sigma=sigma,
+                every_step=every,
+                guards=guards,
+                initial_learning_rate=None,
+                final_anneal=False,  # a 2-step fit is all final tenth
             )
             model.fit(x, y, batch_size=80, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
             runs[guards] = controller.history[0]
@@ -173,6 +178,7 @@ class TestRunawayGuard:
             every_step=2,
             runaway_factor=1.5,
             collapse_guard=False,
+            final_anneal=False,
             initial_learning_rate=None,
         )
         model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
@@ -281,7 +287,8 @@ class TestGuardsOff:
     def test_every_guard_off_is_the_paper_controller(self):
         x, y = data()
         histories = []
-        for switches in ({"guards": False}, {"collapse_guard": False, "runaway_guard": False, "layer_filter": False}):
+        every_off = {"collapse_guard": False, "runaway_guard": False, "layer_filter": False, "final_anneal": False}
+        for switches in ({"guards": False}, every_off):
             model = mlp(dead_second_layer=True)
             controller = kac.ActCooLR(start_temperature=2.0, every_step=3, initial_learning_rate=None, **switches)
             model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
