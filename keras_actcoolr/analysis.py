@@ -37,6 +37,12 @@ class RangeAnalysis:
         mu: fitted erf-model `mu`, or None when the fit failed.
         residual: root mean square of the fit's residuals in probability, or None.
         examples: number of examples the temperatures were measured on.
+        group_layer_temperatures: `(K, L)` grouped temperature of each layer
+            for each rate (groups of `keras_actcoolr.layers.GROUP_CHANNELS`
+            channels, see `keras_actcoolr.APTReLU`), or None.
+        group_temperatures: `(K,)` grouped network temperature, or None.
+        group_sigma: erf-model `sigma` fitted to `group_temperatures`, or None.
+        group_mu: erf-model `mu` fitted to `group_temperatures`, or None.
     """
 
     learning_rates: np.ndarray
@@ -47,6 +53,10 @@ class RangeAnalysis:
     mu: float | None
     residual: float | None
     examples: int
+    group_layer_temperatures: np.ndarray | None = None
+    group_temperatures: np.ndarray | None = None
+    group_sigma: float | None = None
+    group_mu: float | None = None
 
     def layer(self, name: str) -> np.ndarray:
         """`(K,)` temperatures of one layer."""
@@ -73,7 +83,15 @@ class RangeAnalysis:
             "mu": self.mu,
             "residual": self.residual,
             "examples": self.examples,
+            "group_layer_temperatures": _listed(self.group_layer_temperatures),
+            "group_temperatures": _listed(self.group_temperatures),
+            "group_sigma": self.group_sigma,
+            "group_mu": self.group_mu,
         }
+
+
+def _listed(values: np.ndarray | None) -> list | None:
+    return None if values is None else values.tolist()
 
 
 def fit_range(
@@ -163,7 +181,7 @@ class _Runner:
     def _trial_fn(
         self, x: Any, patterns: list, gradients: list, weights: list, slots: list, state: list, rates: tf.Tensor
     ) -> tf.Tensor:
-        """`[K, L, 2]` counts of one step per rate of `rates`, the network traced once for all of them."""
+        """`[K, L, 4]` counts of one step per rate of `rates`, the network traced once for all of them."""
         model = self.model
 
         def stepped(k: tf.Tensor) -> list:
@@ -189,7 +207,7 @@ class _Runner:
         step_batch: tuple[Any, Any, Any],
         measure_batches: Iterable[tuple[Any, Any, Any]],
     ) -> tuple[np.ndarray, int]:
-        """`(K, L, 2)` counts summed over the measurement batches, and their number of examples."""
+        """`(K, L, 4)` counts (those of `engine.count_patterns`) summed over the measurement batches, and their number of examples."""
         model, optimizer = self.model, self.optimizer
         x, y, sample_weight = step_batch
         if y is None:
@@ -201,7 +219,7 @@ class _Runner:
         state = [tf.identity(v.value) for v in model.non_trainable_variables]
         # Keras optimizers read their rate from this attribute; the analysis steps use a variable of its own.
         saved_rate, optimizer._learning_rate = optimizer._learning_rate, self.learning_rate.read_value
-        counts = np.zeros((len(learning_rates), len(self.layers), 2))
+        counts = np.zeros((len(learning_rates), len(self.layers), 4))
         rates = tf.constant(np.asarray(learning_rates, dtype=np.float64))
         examples = 0
         try:
@@ -290,8 +308,11 @@ def lr_range_analysis(
     counts, examples = _runner(model).counts(learning_rates, step_batch, measure_batches)
     layer_temperatures = T.layer_temperature(counts[..., 0], counts[..., 1])
     temperatures = layer_temperatures.mean(axis=1)
+    group_layer_temperatures = T.layer_temperature(counts[..., 2], counts[..., 3])
+    group_temperatures = group_layer_temperatures.mean(axis=1)
     positive = learning_rates > 0
     sigma, mu, residual = fit_range(learning_rates[positive], temperatures[positive])
+    group_sigma, group_mu, _ = fit_range(learning_rates[positive], group_temperatures[positive])
     return RangeAnalysis(
         learning_rates=learning_rates,
         layer_names=_layer_names(model),
@@ -301,6 +322,10 @@ def lr_range_analysis(
         mu=mu,
         residual=residual,
         examples=examples,
+        group_layer_temperatures=group_layer_temperatures,
+        group_temperatures=group_temperatures,
+        group_sigma=group_sigma,
+        group_mu=group_mu,
     )
 
 
@@ -332,7 +357,11 @@ def measure_temperature(
 
     Returns:
         `{"learning_rate", "temperature", "layers", "unchanged", "positions", "examples"}`
-        with per-layer dictionaries for the last three.
+        with per-layer dictionaries for `layers`, `unchanged` and `positions`,
+        and the grouped counterparts `"group_temperature"`, `"group_layers"`,
+        `"group_unchanged"`, `"group_positions"` (groups of
+        `keras_actcoolr.layers.GROUP_CHANNELS` channels, see
+        `keras_actcoolr.APTReLU`).
     """
     if learning_rate is None:
         optimizer = getattr(model, "optimizer", None)
@@ -345,6 +374,8 @@ def measure_temperature(
     counts, examples = _runner(model).counts([float(learning_rate)], step_batch, measure_batches)
     unchanged, positions = counts[0, :, 0], counts[0, :, 1]
     temperatures = T.layer_temperature(unchanged, positions)
+    group_unchanged, group_positions = counts[0, :, 2], counts[0, :, 3]
+    group_temperatures = T.layer_temperature(group_unchanged, group_positions)
     names = _layer_names(model)
     return {
         "learning_rate": float(learning_rate),
@@ -353,4 +384,8 @@ def measure_temperature(
         "unchanged": dict(zip(names, map(float, unchanged))),
         "positions": dict(zip(names, map(float, positions))),
         "examples": examples,
+        "group_temperature": float(np.mean(group_temperatures)),
+        "group_layers": dict(zip(names, map(float, group_temperatures))),
+        "group_unchanged": dict(zip(names, map(float, group_unchanged))),
+        "group_positions": dict(zip(names, map(float, group_positions))),
     }

@@ -14,7 +14,7 @@ from scipy import special
 from keras_actcoolr import temperature as T
 from keras_actcoolr import validation
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
-from keras_actcoolr.measurement import RangeCounts
+from keras_actcoolr.measurement import DEFAULT_MEASURE, RangeCounts, check_measure, range_measure, record_measure
 from keras_actcoolr.schedules import ActCooLRSchedule
 
 __all__ = ["ActCooLR"]
@@ -211,8 +211,10 @@ class ActCooLR(MeasuringCallback):
         collapse_backoff: float = 0.5,
         snapshot_every: int = 5,
         sigma_examples: int = SIGMA_EXAMPLES,
+        measure: str = DEFAULT_MEASURE,
     ) -> None:
         super().__init__(every_step)
+        self.measure = check_measure(measure)
         if initial_learning_rate not in (None, "auto"):
             raise ValueError(
                 f'`initial_learning_rate` must be None or "auto". Received: initial_learning_rate={initial_learning_rate!r}'
@@ -382,7 +384,12 @@ class ActCooLR(MeasuringCallback):
 
     def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
         self._sync()
-        self.range_analysis = dict(range_analysis, step_temperature=record["temperature"])
+        range_analysis = range_measure(range_analysis, self.measure)
+        step_layers = record_measure(record, self.measure)[0]
+        step_temperature = float(np.mean(list(step_layers.values()))) if step_layers else 0.0
+        self.range_analysis = dict(
+            range_analysis, step_temperature=step_temperature, measure=self.measure
+        )
         range_analysis = self._pool_add(record, range_analysis)
         fitted = self._fit(range_analysis)
         if self._start is None:
@@ -426,6 +433,8 @@ class ActCooLR(MeasuringCallback):
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
         self._sync()
         schedule = self._schedule
+        if range_analysis is not None:
+            range_analysis = range_measure(range_analysis, self.measure)
         if range_analysis is not None and self._analysing():
             pooled = self._pool_add(record, range_analysis)
             if self._start is None:
@@ -463,16 +472,16 @@ class ActCooLR(MeasuringCallback):
                 "reads 0. Check the initialization, the input scaling and the learning rate.",
                 stacklevel=2,
             )
-        temperatures = np.array([record["layers"][n] for n in names], dtype=np.float64)
+        layers, positions, saturated = record_measure(record, self.measure)
+        temperatures = np.array([layers[n] for n in names], dtype=np.float64)
         excluded = None
         if self._on("layer_filter"):
             dead = record.get("dead", {})
-            saturated = set(record.get("saturated", ()))
+            saturated = set(saturated)
             excluded = np.array([dead.get(n, 0.0) >= 1.0 or n in saturated for n in names])
         probability = T.control_probability(temperatures, excluded)
         if probability is not None and excluded is not None:
             # With N positions a count resolves P down to about 1/N: no change is no proof of P = 0.
-            positions = record.get("positions", {})
             kept = [positions.get(n, 0.0) for n, out in zip(names, excluded) if not out]
             if kept and min(kept) > 0:
                 probability = max(probability, 0.5 / min(kept))
@@ -502,6 +511,7 @@ class ActCooLR(MeasuringCallback):
                 next_learning_rate=new_rate,
                 max_learning_rate=ceiling,
                 runaway=runaway,
+                measure=self.measure,
             )
         )
 

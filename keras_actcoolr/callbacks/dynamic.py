@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
+from keras_actcoolr.measurement import DEFAULT_MEASURE, check_measure, record_measure
 from keras_actcoolr.schedules import ActCooLRSchedule
 
 __all__ = ["DynamicActCooLR"]
@@ -92,8 +93,10 @@ class DynamicActCooLR(MeasuringCallback):
         total_steps: int | None = None,
         min_learning_rate: float = 1e-7,
         max_learning_rate: float = 100.0,
+        measure: str = DEFAULT_MEASURE,
     ) -> None:
         super().__init__(every_step)
+        self.measure = check_measure(measure)
         if isinstance(start_probability, bool) or not isinstance(start_probability, numbers.Real) or not (
             0.0 < start_probability < 1.0
         ):
@@ -153,7 +156,8 @@ class DynamicActCooLR(MeasuringCallback):
         step = record["step"]
         target = self.target(min(step / self._steps, 1.0))
         # Section D of the supplementary material follows the mean of the layer probabilities.
-        probability = T.control_probability(list(record["layers"].values()), mean_of_probabilities=True)
+        layers = record_measure(record, self.measure)[0]
+        probability = T.control_probability(list(layers.values()), mean_of_probabilities=True)
         if probability is None:  # a model without layers to measure cannot get here; be safe
             probability = float(T.temperature_to_probability(record["temperature"]))
         new_rate, rate_step = T.dynamic_lr_update(record["learning_rate"], probability, target, self.rate)
@@ -166,5 +170,6 @@ class DynamicActCooLR(MeasuringCallback):
                 target_probability=target,
                 learning_rate_step=rate_step,
                 next_learning_rate=new_rate,
+                measure=self.measure,
             )
         )
