@@ -163,6 +163,17 @@ class APTReLU(keras.layers.ReLU):
     T = -log2(max(U, 0.5) / N)
     ```
 
+    Besides this whole-vector count (the paper's), the layer counts the same
+    on groups of `GROUP_CHANNELS = 8` consecutive channels along `axis`: a
+    *group position* is (example, spatial location, group), unchanged when
+    the patterns of its (up to) 8 channels are; with `U_g` unchanged out of
+    `N_g = N * ceil(C / 8)`, the grouped temperature is
+    `T_g = -log2(max(U_g, 0.5) / N_g)`. It equals `T` for `C <= 8` and,
+    unlike `T`, does not saturate on wide layers with few positions (a
+    1280-channel layer at 1x1, batch 16, has `N = 16`): see
+    `docs/method.md#wide-layers-the-grouped-measurement`. Both counts come
+    from the same comparison of the packed patterns (one byte is one group).
+
     Outside a measurement the layer costs what `keras.layers.ReLU` costs. The
     pattern of the pass before the step is kept packed along `axis`, eight
     channels to a `uint8` byte (one bit per activation; two with

@@ -117,9 +117,21 @@ class ActCooLR(MeasuringCallback):
     given and no `initial_learning_rate="auto"`) or with the runaway guard
     off, it is `100`, the top of the range analysis.
 
+    **Measure.** `measure` chooses the layer temperatures the controller
+    follows: `"vector"`, the paper's (a position changes when any of the
+    layer's channels flips), or `"grouped"`, the same on groups of 8
+    channels (see `keras_actcoolr.APTReLU`), which resolves wide layers that
+    the paper's count saturates. The network temperature, the erf fits for
+    sigma and the first rate, the pooled range analyses, `"auto"` start
+    temperatures and the saturation filter all use the chosen measure. The
+    grouped scale is cooler than the paper's on layers wider than 8 channels
+    (about `8 / C` of it when channels flip independently), so a start
+    temperature means a hotter network under `"grouped"`.
+
     `history` holds one record per measurement (see `TemperatureLogger`),
     extended by `target_temperature`, `control_temperature` (the value the
-    controller followed; `None` when it held the rate because no layer was left),
+    controller followed, of the chosen measure; `None` when it held the rate because no layer was left),
+    `measure`,
     `max_learning_rate` (the ceiling in force), `sigma`, `next_learning_rate` and `runaway` (the
     runaway guard held the rate), and one record per collapse event.
 
@@ -185,6 +197,16 @@ class ActCooLR(MeasuringCallback):
             pooled to estimate `sigma` (supplementary section C's 4096; at
             most one epoch is analysed). Unused when `sigma` is given.
             Defaults to `4096`.
+        measure: `"vector"` (the paper's whole-vector temperatures) or
+            `"grouped"` (groups of 8 channels), the layer temperatures the
+            controller follows (see above). `guards=False` with `"vector"`
+            is the paper's controller. Defaults to `"vector"`
+            (`keras_actcoolr.measurement.DEFAULT_MEASURE`; chosen on the
+            development tasks, `docs/method.md#wide-layers-the-grouped-measurement`).
+
+    Raises:
+        ValueError: for an argument out of its range, naming it and the
+            received value (for example `measure="patterns"`).
     """
 
     #: `APTModel.fit` refuses other callbacks that set the rate next to a callback that says True here.

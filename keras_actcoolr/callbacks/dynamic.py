@@ -47,9 +47,14 @@ class DynamicActCooLR(MeasuringCallback):
     the defaults, by `C - P`. The loop settles where `P = C` when that product
     times `dP/dlr` stays below 2; lower `rate` if the learning rate oscillates.
 
+    `P` is the mean of the layers' change probabilities of `measure`:
+    `"vector"`, the paper's whole-vector temperatures, or `"grouped"`, those
+    of groups of 8 channels (see `keras_actcoolr.APTReLU`), which do not
+    saturate on wide layers.
+
     `history` holds one record per measurement (see `TemperatureLogger`),
-    extended by `probability`, `target_probability`, `learning_rate_step` and
-    `next_learning_rate`.
+    extended by `probability`, `target_probability`, `learning_rate_step`,
+    `next_learning_rate` and `measure`.
 
     Example:
 
@@ -79,6 +84,12 @@ class DynamicActCooLR(MeasuringCallback):
             Defaults to `1e-7`.
         max_learning_rate: Float > `min_learning_rate`, upper bound of the
             rate. Defaults to `100.0`.
+        measure: `"vector"` or `"grouped"`, the layer temperatures followed
+            (see above). Defaults to `"vector"`.
+
+    Raises:
+        ValueError: for an argument out of its range, naming it and the
+            received value.
     """
 
     #: `APTModel.fit` refuses other callbacks that set the rate next to a callback that says True here.
