@@ -41,6 +41,12 @@ class RangeAnalysis:
         mu: fitted erf-model `mu`, or None when the fit failed.
         residual: root mean square of the fit's residuals in probability, or None.
         examples: number of examples the temperatures were measured on.
+        group_layer_temperatures: `(K, L)` grouped temperature of each layer
+            for each rate (groups of `keras_actcoolr.layers.GROUP_CHANNELS`
+            channels, see `keras_actcoolr.APTReLU`), or None.
+        group_temperatures: `(K,)` grouped network temperature, or None.
+        group_sigma: erf-model `sigma` fitted to `group_temperatures`, or None.
+        group_mu: erf-model `mu` fitted to `group_temperatures`, or None.
     """
 
     learning_rates: np.ndarray
@@ -51,6 +57,10 @@ class RangeAnalysis:
     mu: float | None
     residual: float | None
     examples: int
+    group_layer_temperatures: np.ndarray | None = None
+    group_temperatures: np.ndarray | None = None
+    group_sigma: float | None = None
+    group_mu: float | None = None
 
     def layer(self, name: str) -> np.ndarray:
         """`(K,)` temperatures of one layer."""
@@ -77,7 +87,15 @@ class RangeAnalysis:
             "mu": self.mu,
             "residual": self.residual,
             "examples": self.examples,
+            "group_layer_temperatures": _listed(self.group_layer_temperatures),
+            "group_temperatures": _listed(self.group_temperatures),
+            "group_sigma": self.group_sigma,
+            "group_mu": self.group_mu,
         }
+
+
+def _listed(values: np.ndarray | None) -> list | None:
+    return None if values is None else values.tolist()
 
 
 def fit_range(
@@ -169,7 +187,7 @@ class _Runner:
     def _trial_fn(
         self, x: Any, patterns: list, before: list, after: list, step_rate: tf.Tensor, state: list, rates: tf.Tensor
     ) -> tf.Tensor:
-        """`[K, L, 2]` counts of the trial step at each rate of `rates`, the network traced once for all."""
+        """`[K, L, 4]` counts of the trial step at each rate of `rates`, the network traced once for all."""
         model = self.model
         steps = [w1 - w0 for w0, w1 in zip(before, after)]  # once, not once per rate
 
@@ -189,7 +207,7 @@ class _Runner:
         step_batch: tuple[Any, Any, Any],
         measure_batches: Iterable[tuple[Any, Any, Any]],
     ) -> tuple[np.ndarray, int, float]:
-        """`(K, L, 2)` counts summed over the measurement batches, their number of examples, the step's rate."""
+        """`(K, L, 4)` counts (those of `engine.count_patterns`) summed over the measurement batches, their number of examples, the step's rate."""
         model, optimizer = self.model, self.optimizer
         x, y, sample_weight = step_batch
         if y is None:
@@ -198,7 +216,7 @@ class _Runner:
             optimizer.build(model.trainable_variables)
         before = [tf.identity(v.value) for v in model.trainable_variables]
         state = [tf.identity(v.value) for v in model.non_trainable_variables]
-        counts = np.zeros((len(learning_rates), len(self.layers), 2))
+        counts = np.zeros((len(learning_rates), len(self.layers), 4))
         rates = tf.constant(np.asarray(learning_rates, dtype=np.float64))
         examples = 0
         with engine.restoring(list(model.variables) + list(optimizer.variables)):
@@ -309,8 +327,11 @@ def lr_range_analysis(
     counts, examples, _ = _runner(model).counts(learning_rates, step_batch, measure_batches)
     layer_temperatures = T.layer_temperature(counts[..., 0], counts[..., 1])
     temperatures = layer_temperatures.mean(axis=1)
+    group_layer_temperatures = T.layer_temperature(counts[..., 2], counts[..., 3])
+    group_temperatures = group_layer_temperatures.mean(axis=1)
     positive = learning_rates > 0
     sigma, mu, residual = fit_range(learning_rates[positive], temperatures[positive])
+    group_sigma, group_mu, _ = fit_range(learning_rates[positive], group_temperatures[positive])
     return RangeAnalysis(
         learning_rates=learning_rates,
         layer_names=_layer_names(model),
@@ -320,6 +341,10 @@ def lr_range_analysis(
         mu=mu,
         residual=residual,
         examples=examples,
+        group_layer_temperatures=group_layer_temperatures,
+        group_temperatures=group_temperatures,
+        group_sigma=group_sigma,
+        group_mu=group_mu,
     )
 
 
@@ -363,7 +388,11 @@ def measure_temperature(
 
     Returns:
         `{"learning_rate", "temperature", "layers", "unchanged", "positions", "examples"}`
-        with per-layer dictionaries for the last three.
+        with per-layer dictionaries for `layers`, `unchanged` and `positions`,
+        and the grouped counterparts `"group_temperature"`, `"group_layers"`,
+        `"group_unchanged"`, `"group_positions"` (groups of
+        `keras_actcoolr.layers.GROUP_CHANNELS` channels, see
+        `keras_actcoolr.APTReLU`).
 
     Raises:
         ValueError: for a `learning_rate` that is not a finite number >= 0,
@@ -385,6 +414,8 @@ def measure_temperature(
     counts, examples, _ = _runner(model).counts([float(learning_rate)], step_batch, measure_batches)
     unchanged, positions = counts[0, :, 0], counts[0, :, 1]
     temperatures = T.layer_temperature(unchanged, positions)
+    group_unchanged, group_positions = counts[0, :, 2], counts[0, :, 3]
+    group_temperatures = T.layer_temperature(group_unchanged, group_positions)
     names = _layer_names(model)
     return {
         "learning_rate": float(learning_rate),
@@ -393,4 +424,8 @@ def measure_temperature(
         "unchanged": dict(zip(names, map(float, unchanged))),
         "positions": dict(zip(names, map(float, positions))),
         "examples": examples,
+        "group_temperature": float(np.mean(group_temperatures)),
+        "group_layers": dict(zip(names, map(float, group_temperatures))),
+        "group_unchanged": dict(zip(names, map(float, group_unchanged))),
+        "group_positions": dict(zip(names, map(float, group_positions))),
     }

@@ -90,7 +90,11 @@ def trial_weights(before: list, steps: list, after: list, rate: tf.Tensor, step_
 
 
 def count_patterns(model: keras.Model, measurement: Any, layers: list, weights: list, state: list, x: Any) -> tf.Tensor:
-    """`[layers, 2]` float64 counts (unchanged, positions) of a pass with `weights` and `state`.
+    """`[layers, 4]` float64 counts of a pass with `weights` and `state`.
+
+    The columns are (unchanged positions, positions, unchanged group
+    positions, group positions): the whole-vector and the grouped counts of
+    every `APTReLU` (see `keras_actcoolr.APTReLU`).
 
     `measurement` (a `keras_actcoolr.layers.PatternCounter` holding the
     patterns recorded before) is switched to comparing; the pass runs in
@@ -98,8 +102,8 @@ def count_patterns(model: keras.Model, measurement: Any, layers: list, weights: 
     """
     measurement.start_compare()
     model.stateless_call(weights, state, x, **training_kwargs(model, True))
-    rows = [tf.stack(measurement.layer_counts(layer)) for layer in layers]
-    return tf.stack(rows) if rows else tf.zeros((0, 2), tf.float64)
+    rows = [tf.stack(measurement.layer_counts(layer) + measurement.group_counts(layer)) for layer in layers]
+    return tf.stack(rows) if rows else tf.zeros((0, 4), tf.float64)
 
 
 def count_trials(
@@ -112,7 +116,7 @@ def count_trials(
     x: Any,
     size: int | None = None,
 ) -> tf.Tensor:
-    """`[trials, layers, 2]` float64 counts of passes compared with the patterns in `measurement`.
+    """`[trials, layers, 4]` float64 counts (those of `count_patterns`) of passes compared with the patterns in `measurement`.
 
     The range-analysis engine of the train step and of `keras_actcoolr.analysis`:
     trial `k` runs the network on `x` with the weights `weights_at(k)` and the
@@ -124,7 +128,7 @@ def count_trials(
     variables). `size`, when given, is the static number of rows (trials past
     `trials` leave rows of zeros), as XLA needs.
     """
-    shape = (size, len(layers), 2) if size is not None else tf.stack([trials, len(layers), 2])
+    shape = (size, len(layers), 4) if size is not None else tf.stack([trials, len(layers), 4])
     counts = tf.zeros(shape, tf.float64)
 
     def body(k: tf.Tensor, counts: tf.Tensor) -> tuple:

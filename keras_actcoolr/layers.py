@@ -24,7 +24,7 @@ class PatternCounter:
         self.phase = "record"
         self.patterns: dict[int, list[tf.Tensor]] = {}
         self.alive: dict[int, tf.Tensor] = {}
-        self.counts: dict[int, list[tuple[tf.Tensor, tf.Tensor]]] = {}
+        self.counts: dict[int, list[tuple[tf.Tensor, ...]]] = {}
         self._cursor: dict[int, int] = {}
 
     def record(self, layer: "APTReLU", pattern: tf.Tensor, alive: tf.Tensor) -> None:
@@ -51,17 +51,33 @@ class PatternCounter:
         self._cursor[id(layer)] = index + 1
         return calls[index]
 
-    def add_counts(self, layer: "APTReLU", unchanged: tf.Tensor, positions: tf.Tensor) -> None:
-        self.counts.setdefault(id(layer), []).append((unchanged, positions))
+    def add_counts(
+        self,
+        layer: "APTReLU",
+        unchanged: tf.Tensor,
+        positions: tf.Tensor,
+        group_unchanged: tf.Tensor,
+        group_positions: tf.Tensor,
+    ) -> None:
+        self.counts.setdefault(id(layer), []).append((unchanged, positions, group_unchanged, group_positions))
 
     def layer_counts(self, layer: "APTReLU") -> tuple[tf.Tensor, tf.Tensor]:
         """`(unchanged, positions)` of one layer summed over its calls, as float64 scalars."""
+        return self._summed(layer, 0), self._summed(layer, 1)
+
+    def group_counts(self, layer: "APTReLU") -> tuple[tf.Tensor, tf.Tensor]:
+        """`(unchanged group positions, group positions)` of one layer summed over its calls (float64)."""
+        return self._summed(layer, 2), self._summed(layer, 3)
+
+    def _summed(self, layer: "APTReLU", column: int) -> tf.Tensor:
         calls = self.counts.get(id(layer), [])
         if not calls:
-            zero = tf.constant(0.0, tf.float64)
-            return zero, zero
-        return tf.add_n([u for u, _ in calls]), tf.add_n([n for _, n in calls])
+            return tf.constant(0.0, tf.float64)
+        return tf.add_n([call[column] for call in calls])
 
+
+#: Channels per group of the grouped measurement: one packed byte (see `APTReLU`).
+GROUP_CHANNELS = 8
 
 # Eight bytes that are each 0 or 1, read as one uint64 word and multiplied by this constant,
 # put their eight bits in the top byte of the product, each in a place of its own and without
@@ -104,6 +120,21 @@ def _unchanged(before: tf.Tensor, after: tf.Tensor) -> tf.Tensor:
     return tf.reduce_all(tf.equal(*words), axis=-1)
 
 
+def _groups_unchanged(before: tf.Tensor, after: tf.Tensor, groups: Any, planes: int) -> tf.Tensor:
+    """`[positions..., groups]` bool: whether each group of `GROUP_CHANNELS` channels kept its pattern.
+
+    A packed byte holds one group of one bit-plane. With `planes == 2` the
+    bytes are the two planes one after the other (each padded to the same
+    size): a group is unchanged when its byte is equal in both. The padding
+    bytes after the first `groups` bytes of a plane are left out.
+    """
+    equal = tf.equal(before, after)
+    if planes == 2:
+        size = before.shape[-1] // 2 if before.shape[-1] is not None else tf.shape(before)[-1] // 2
+        equal = tf.logical_and(equal[..., :size], equal[..., size:])
+    return equal[..., :groups]
+
+
 @contextlib.contextmanager
 def measuring(measurement: PatternCounter | None = None) -> Iterator[PatternCounter]:
     """Within this context, `APTReLU` layers record patterns (then compare, see `PatternCounter`)."""
@@ -131,6 +162,17 @@ class APTReLU(keras.layers.ReLU):
     pattern = (z > threshold) + (z >= max_value)   # 0, 1 or 2
     T = -log2(max(U, 0.5) / N)
     ```
+
+    Besides this whole-vector count (the paper's), the layer counts the same
+    on groups of `GROUP_CHANNELS = 8` consecutive channels along `axis`: a
+    *group position* is (example, spatial location, group), unchanged when
+    the patterns of its (up to) 8 channels are; with `U_g` unchanged out of
+    `N_g = N * ceil(C / 8)`, the grouped temperature is
+    `T_g = -log2(max(U_g, 0.5) / N_g)`. It equals `T` for `C <= 8` and,
+    unlike `T`, does not saturate on wide layers with few positions (a
+    1280-channel layer at 1x1, batch 16, has `N = 16`): see
+    `docs/method.md#wide-layers-the-grouped-measurement`. Both counts come
+    from the same comparison of the packed patterns (one byte is one group).
 
     Outside a measurement the layer costs what `keras.layers.ReLU` costs. The
     pattern of the pass before the step is kept packed along `axis`, eight
@@ -200,10 +242,18 @@ class APTReLU(keras.layers.ReLU):
             if measurement.phase == "record":
                 measurement.record(self, pattern, self._alive(inputs))
             else:
-                unchanged = _unchanged(measurement.recorded(self), pattern)
+                recorded = measurement.recorded(self)
+                unchanged = _unchanged(recorded, pattern)
                 positions = tf.cast(tf.size(unchanged), tf.float64)
+                groups_unchanged = _groups_unchanged(
+                    recorded, pattern, self._groups(inputs), 1 if self.max_value is None else 2
+                )
                 measurement.add_counts(
-                    self, tf.reduce_sum(tf.cast(unchanged, tf.float64)), positions
+                    self,
+                    tf.reduce_sum(tf.cast(unchanged, tf.float64)),
+                    positions,
+                    tf.reduce_sum(tf.cast(groups_unchanged, tf.float64)),
+                    tf.cast(tf.size(groups_unchanged), tf.float64),
                 )
         return outputs
 
@@ -215,19 +265,33 @@ class APTReLU(keras.layers.ReLU):
         on = inputs > tf.cast(self.threshold, inputs.dtype)
         return tf.cast(tf.reduce_any(on, axis=[d for d in range(rank) if d != axis]), tf.float32)
 
+    def _groups(self, inputs: Any) -> Any:
+        """`ceil(channels / GROUP_CHANNELS)`: the groups of one position (a tensor if unknown when traced)."""
+        inputs = tf.convert_to_tensor(inputs)
+        channels = inputs.shape[self.axis]
+        if channels is None:
+            channels = tf.shape(inputs)[self.axis % inputs.shape.rank]
+        return -(-channels // GROUP_CHANNELS)
+
     def _pattern(self, inputs: tf.Tensor) -> tf.Tensor:
-        """The linear piece of every unit, packed along `axis`: `uint8`, shape `[positions..., bytes]`."""
+        """The linear piece of every unit, packed along `axis`: `uint8`, shape `[positions..., bytes]`.
+
+        Byte `g` holds channels `8g .. 8g+7` (group `g`). With `max_value` the
+        two bit-planes are packed separately, each padded to whole words, and
+        put one after the other: byte `g` of either plane is group `g`.
+        """
         inputs = tf.stop_gradient(tf.convert_to_tensor(inputs))
-        bits = inputs > tf.cast(self.threshold, inputs.dtype)
+        planes = [inputs > tf.cast(self.threshold, inputs.dtype)]
         if self.max_value is not None:
             # Equal pairs (z > threshold, z >= max_value) are equal piece indices (their sum), and
             # conversely: (1, 0) and (0, 1) cannot both occur for one layer's threshold and max_value.
-            bits = tf.concat([bits, inputs >= tf.cast(self.max_value, inputs.dtype)], axis=self.axis)
-        rank = bits.shape.rank
+            planes.append(inputs >= tf.cast(self.max_value, inputs.dtype))
+        rank = inputs.shape.rank
         axis = self.axis % rank
         if axis != rank - 1:
-            bits = tf.transpose(bits, [d for d in range(rank) if d != axis] + [axis])
-        return _pack_bits(tf.cast(bits, tf.uint8))
+            planes = [tf.transpose(bits, [d for d in range(rank) if d != axis] + [axis]) for bits in planes]
+        packed = [_pack_bits(tf.cast(bits, tf.uint8)) for bits in planes]
+        return packed[0] if len(packed) == 1 else tf.concat(packed, axis=-1)
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -18,7 +18,14 @@ import numpy as np
 
 from keras_actcoolr import temperature as T
 
-__all__ = ["Measurement", "RangeCounts"]
+__all__ = ["DEFAULT_MEASURE", "MEASURES", "Measurement", "RangeCounts"]
+
+#: The temperature measurements a controller can follow: `"grouped"` (patterns of groups of
+#: `keras_actcoolr.layers.GROUP_CHANNELS` channels) and `"vector"` (the paper's whole pattern vector).
+MEASURES = ("grouped", "vector")
+
+#: `ActCooLR(measure=...)` and `DynamicActCooLR(measure=...)` default.
+DEFAULT_MEASURE = "vector"
 
 
 class _FieldMapping(Mapping):
@@ -59,9 +66,33 @@ class Measurement(_FieldMapping):
             `keras_actcoolr.temperature.SATURATION_COUNT` unchanged positions.
         loss: The measured batch's loss, or `None` (then no key).
         examples: The batch's number of examples, or `None` (then no key).
+        group_temperature: The network's grouped temperature, the mean of
+            `group_layers` (`None`: no key, for records made from the four
+            whole-vector columns only).
+        group_layers: `{layer name: grouped temperature}`: the same formula
+            on group positions (example x spatial location x group of
+            `keras_actcoolr.layers.GROUP_CHANNELS` channels), see
+            `keras_actcoolr.APTReLU`.
+        group_positions: `{layer name: N_g}`, the group positions compared.
+        group_saturated: Names of the layers with fewer than `SATURATION_COUNT`
+            unchanged group positions.
     """
 
-    _KEYS = ("step", "learning_rate", "temperature", "layers", "dead", "positions", "saturated", "loss", "examples")
+    _KEYS = (
+        "step",
+        "learning_rate",
+        "temperature",
+        "layers",
+        "dead",
+        "positions",
+        "saturated",
+        "loss",
+        "examples",
+        "group_temperature",
+        "group_layers",
+        "group_positions",
+        "group_saturated",
+    )
 
     step: int
     learning_rate: float
@@ -72,6 +103,26 @@ class Measurement(_FieldMapping):
     saturated: list[str]
     loss: float | None = None
     examples: int | None = None
+    group_temperature: float | None = None
+    group_layers: dict[str, float] | None = None
+    group_positions: dict[str, float] | None = None
+    group_saturated: list[str] | None = None
+
+    def measure(self, measure: str) -> tuple[dict[str, float], dict[str, float], list[str]]:
+        """`(layers, positions, saturated)` of `measure`: `"vector"` (the paper's) or `"grouped"`.
+
+        Raises:
+            ValueError: for another `measure`, or `"grouped"` on a record
+                without grouped counts.
+        """
+        if measure == "vector":
+            return self.layers, self.positions, self.saturated
+        if measure == "grouped" and self.group_layers is not None:
+            return self.group_layers, self.group_positions, self.group_saturated
+        raise ValueError(
+            f"`measure` must be one of {MEASURES} (\"grouped\" needs a record with grouped counts). "
+            f"Received: measure={measure!r}"
+        )
 
     @classmethod
     def from_counts(
@@ -83,10 +134,20 @@ class Measurement(_FieldMapping):
         loss: float | None = None,
         examples: int | None = None,
     ) -> Measurement:
-        """The record of `[layers, 4]` counts: unchanged, positions, dead channels, channels."""
+        """The record of `[layers, 6]` counts: unchanged, positions, dead channels, channels, unchanged
+        group positions, group positions (`[layers, 4]`: no grouped keys)."""
         counts = np.asarray(counts, dtype=np.float64).reshape(len(names), -1)
         temperatures = T.layer_temperature(counts[:, 0], counts[:, 1])
         dead = np.where(counts[:, 3] > 0, counts[:, 2] / np.maximum(counts[:, 3], 1.0), 0.0)
+        grouped: dict = {}
+        if counts.shape[1] >= 6:
+            group_temperatures = T.layer_temperature(counts[:, 4], counts[:, 5])
+            grouped = dict(
+                group_temperature=float(np.mean(group_temperatures)) if len(names) else 0.0,
+                group_layers={name: float(t) for name, t in zip(names, group_temperatures)},
+                group_positions={name: float(c[5]) for name, c in zip(names, counts)},
+                group_saturated=[name for name, c in zip(names, counts) if T.is_saturated(c[4], c[5])],
+            )
         return cls(
             step=int(step),
             learning_rate=float(learning_rate),
@@ -97,6 +158,7 @@ class Measurement(_FieldMapping):
             saturated=[name for name, c in zip(names, counts) if T.is_saturated(c[0], c[1])],
             loss=None if loss is None else float(loss),
             examples=int(examples) if examples else None,
+            **grouped,
         )
 
 
@@ -107,15 +169,53 @@ class RangeCounts(_FieldMapping):
     Attributes:
         learning_rates: `(K,)` learning rates (the Table-1 rates).
         counts: `(K, L, 2)` float64 counts per rate and layer: unchanged
-            positions and positions. Analyses of several batches add up.
+            positions and positions (the paper's whole-vector counts).
+            Analyses of several batches add up.
         layer_temperatures: `(K, L)` temperatures of the counts.
         temperatures: `(K,)` network temperatures (mean over layers).
+        group_counts: `(K, L, 2)` grouped counts (unchanged group positions,
+            group positions), or `None` (then no key).
+        group_layer_temperatures: `(K, L)` grouped temperatures, or `None`.
+        group_temperatures: `(K,)` grouped network temperatures, or `None`.
+
+    A `(K, L, 4)` array given as `counts` is split: its first two columns are
+    `counts`, its last two `group_counts`.
     """
 
-    _KEYS = ("learning_rates", "temperatures", "layer_temperatures", "counts")
+    _KEYS = (
+        "learning_rates",
+        "temperatures",
+        "layer_temperatures",
+        "counts",
+        "group_temperatures",
+        "group_layer_temperatures",
+        "group_counts",
+    )
 
     learning_rates: np.ndarray
     counts: np.ndarray
+    group_counts: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        counts = np.asarray(self.counts, dtype=np.float64)
+        if counts.ndim == 3 and counts.shape[-1] == 4:
+            object.__setattr__(self, "counts", counts[..., :2])
+            if self.group_counts is None:
+                object.__setattr__(self, "group_counts", counts[..., 2:])
+
+    def measure(self, measure: str) -> "RangeCounts":
+        """The analysis of one measure: its `counts` are those of `measure` (`"vector"` or `"grouped"`).
+
+        Raises:
+            ValueError: for another `measure`, or `"grouped"` without grouped counts.
+        """
+        if measure == "vector":
+            return RangeCounts(self.learning_rates, self.counts)
+        if measure == "grouped" and self.group_counts is not None:
+            return RangeCounts(self.learning_rates, self.group_counts)
+        raise ValueError(
+            f"`measure` must be one of {MEASURES} (\"grouped\" needs grouped counts). Received: measure={measure!r}"
+        )
 
     @functools.cached_property
     def layer_temperatures(self) -> np.ndarray:
@@ -124,3 +224,55 @@ class RangeCounts(_FieldMapping):
     @functools.cached_property
     def temperatures(self) -> np.ndarray:
         return self.layer_temperatures.mean(axis=1)
+
+    @functools.cached_property
+    def group_layer_temperatures(self) -> np.ndarray | None:
+        if self.group_counts is None:
+            return None
+        return T.layer_temperature(self.group_counts[..., 0], self.group_counts[..., 1])
+
+    @functools.cached_property
+    def group_temperatures(self) -> np.ndarray | None:
+        layers = self.group_layer_temperatures
+        return None if layers is None else layers.mean(axis=1)
+
+
+def check_measure(measure: Any) -> str:
+    """`measure` if it is one of `MEASURES`.
+
+    Raises:
+        ValueError: naming the argument and the received value otherwise.
+    """
+    if not isinstance(measure, str) or measure not in MEASURES:
+        raise ValueError(f"`measure` must be one of {', '.join(map(repr, MEASURES))}. Received: measure={measure!r}")
+    return measure
+
+
+def record_measure(record: Mapping, measure: str) -> tuple[dict, dict, list]:
+    """`(layers, positions, saturated)` of a record (a `Measurement` or its dict) for `measure`.
+
+    Raises:
+        ValueError: `"grouped"` on a record without grouped keys.
+    """
+    if measure == "vector":
+        return record["layers"], record.get("positions", {}), list(record.get("saturated", ()))
+    if "group_layers" not in record:
+        raise ValueError(
+            "measure='grouped' needs records with grouped temperatures (`group_layers`), as "
+            "`APTModel` makes them; this record has none. Use measure='vector'."
+        )
+    return record["group_layers"], record.get("group_positions", {}), list(record.get("group_saturated", ()))
+
+
+def range_measure(range_analysis: Mapping, measure: str) -> Mapping:
+    """The range analysis of `measure`: a `RangeCounts` whose `counts` are that measure's.
+
+    A mapping that is no `RangeCounts` is returned as it is for `"vector"`.
+    """
+    if isinstance(range_analysis, RangeCounts):
+        return range_analysis.measure(measure)
+    if measure == "vector":
+        return range_analysis
+    if "group_counts" not in range_analysis:
+        raise ValueError("measure='grouped' needs a range analysis with grouped counts (`group_counts`).")
+    return RangeCounts(np.asarray(range_analysis["learning_rates"]), np.asarray(range_analysis["group_counts"]))

@@ -271,7 +271,8 @@ class APTModel(keras.Model):
         else:
             counts, flat_alive, batch_loss = replica.all_reduce("sum", [counts, flat_alive, batch_loss])
         logs[_LOSS_KEY] = batch_loss
-        logs[_COUNTS_KEY] = tf.concat([counts, _dead_counts(flat_alive, alive)], axis=1)
+        # (unchanged, positions, dead, channels, group unchanged, group positions) per layer.
+        logs[_COUNTS_KEY] = tf.concat([counts[:, :2], _dead_counts(flat_alive, alive), counts[:, 2:]], axis=1)
         return _reducible(self.distribute_strategy, logs)
 
     def test_step(self, data: Any) -> dict:
@@ -302,7 +303,9 @@ class APTModel(keras.Model):
         state: list,
         x: Any,
     ) -> tf.Tensor:
-        """`[1 + K, layers, 2]` counts: the step's own, then those of the range analysis's `K` rates.
+        """`[1 + K, layers, 4]` counts: the step's own, then those of the range analysis's `K` rates.
+
+        The columns are those of `engine.count_patterns` (whole-vector, then grouped).
 
         Trial 0 is the pass with the weights after the step. Trial `k > 0`
         is the trial step at the `k`-th rate of `RANGE_LEARNING_RATES`

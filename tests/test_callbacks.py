@@ -320,9 +320,13 @@ class TestTemperatureLogger:
         assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
         for record in logger.history:
             assert set(record) == {
-                "step", "learning_rate", "temperature", "layers", "dead", "positions", "saturated", "loss", "examples"
+                "step", "learning_rate", "temperature", "layers", "dead", "positions", "saturated", "loss", "examples",
+                "group_temperature", "group_layers", "group_positions", "group_saturated",
             }
             assert record["examples"] == 20  # the batch size
+            # 8 channels: one group, so the grouped measurement is the paper's (docs/method.md).
+            assert record["group_layers"] == record["layers"]
+            assert record["group_positions"] == record["positions"]
             assert record["learning_rate"] == pytest.approx(0.05)
             assert list(record["layers"]) == [f"{hidden.name}_relu"]
             assert record["temperature"] == record["layers"][f"{hidden.name}_relu"]

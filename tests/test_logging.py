@@ -43,7 +43,10 @@ class TestTemperatureLogger:
         model.fit(x, y, batch_size=10, epochs=2, callbacks=[logger], verbose=0)
         with open(path, newline="") as file:
             rows = list(csv.reader(file))
-        assert rows[0] == ["step", "learning_rate", "temperature", "a_relu", "b_relu", "dead/a_relu", "dead/b_relu"]
+        assert rows[0] == [
+            "step", "learning_rate", "temperature", "a_relu", "b_relu", "dead/a_relu", "dead/b_relu",
+            "group_temperature", "group/a_relu", "group/b_relu",
+        ]
         assert len(rows) == 1 + 6  # steps 0, 3, ..., 15 of 16
         for row, record in zip(rows[1:], logger.history):
             assert int(row[0]) == record["step"]
@@ -54,10 +57,13 @@ class TestTemperatureLogger:
                 *record["layers"].values(),
                 record["dead"]["a_relu"],
                 record["dead"]["b_relu"],
+                record["group_temperature"],
+                *record["group_layers"].values(),
             ]
             np.testing.assert_allclose(values, expected, rtol=1e-12)
             np.testing.assert_allclose(values[1], np.mean(values[2:4]), rtol=1e-12)
-            assert all(0.0 <= v <= 1.0 for v in values[4:])
+            np.testing.assert_allclose(values[6], np.mean(values[7:9]), rtol=1e-12)
+            assert all(0.0 <= v <= 1.0 for v in values[4:6])
 
     def test_tensorboard_scalars_and_heat_map(self, tmp_path):
         model, x, y = setup()
@@ -71,7 +77,12 @@ class TestTemperatureLogger:
             "temperature/b_relu",
             "dead/a_relu",
             "dead/b_relu",
+            "group_temperature/network",
+            "group_temperature/a_relu",
+            "group_temperature/b_relu",
         } <= set(events)
+        for (step, value), record in zip(events["group_temperature/a_relu"], logger.history):
+            np.testing.assert_allclose(float(value), record["group_layers"]["a_relu"], rtol=1e-6)
         for (step, value), record in zip(events["dead/a_relu"], logger.history):
             np.testing.assert_allclose(float(value), record["dead"]["a_relu"], rtol=1e-6)
         steps = [step for step, _ in events["temperature/network"]]

@@ -117,7 +117,10 @@ def assert_same_records(records, reference, rel):
     for record in records:
         expected = by_step[record["step"]]
         assert set(record) == set(expected)
-        nested = ("layers", "dead", "positions", "saturated", "loss")
+        nested = (
+            "layers", "dead", "positions", "saturated", "loss",
+            "group_layers", "group_positions", "group_saturated", "measure",
+        )
         for key in ("control_temperature",):  # None when the controller held the rate
             if record.get(key) is None or expected.get(key) is None:
                 assert record.get(key) == expected.get(key), (record["step"], key)
@@ -125,9 +128,11 @@ def assert_same_records(records, reference, rel):
         assert {k: v for k, v in record.items() if k not in nested} == pytest.approx(
             {k: v for k, v in expected.items() if k not in nested}, rel=rel, abs=1e-12, nan_ok=True
         ), record["step"]
-        for key in ("layers", "dead", "positions"):
+        for key in ("layers", "dead", "positions", "group_layers", "group_positions"):
             assert record[key] == pytest.approx(expected[key], rel=rel, abs=1e-12), (record["step"], key)
         assert record["saturated"] == expected["saturated"]
+        assert record["group_saturated"] == expected["group_saturated"]
+        assert record.get("measure") == expected.get("measure")
         # The batch loss is a difference of Keras' float32 running loss sum (see above).
         assert record["loss"] == pytest.approx(expected["loss"], rel=1e-5), record["step"]
 

@@ -14,7 +14,7 @@ from scipy import special
 from keras_actcoolr import temperature as T
 from keras_actcoolr import messages, validation
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
-from keras_actcoolr.measurement import RangeCounts
+from keras_actcoolr.measurement import DEFAULT_MEASURE, RangeCounts, check_measure, range_measure, record_measure
 from keras_actcoolr.schedules import ActCooLRSchedule
 
 __all__ = ["ActCooLR"]
@@ -161,9 +161,21 @@ class ActCooLR(MeasuringCallback):
     given and no `initial_learning_rate="auto"`) or with the runaway guard
     off, it is `100`, the top of the range analysis.
 
+    **Measure.** `measure` chooses the layer temperatures the controller
+    follows: `"vector"`, the paper's (a position changes when any of the
+    layer's channels flips), or `"grouped"`, the same on groups of 8
+    channels (see `keras_actcoolr.APTReLU`), which resolves wide layers that
+    the paper's count saturates. The network temperature, the erf fits for
+    sigma and the first rate, the pooled range analyses, `"auto"` start
+    temperatures and the saturation filter all use the chosen measure. The
+    grouped scale is cooler than the paper's on layers wider than 8 channels
+    (about `8 / C` of it when channels flip independently), so a start
+    temperature means a hotter network under `"grouped"`.
+
     `history` holds one record per measurement (see `TemperatureLogger`),
     extended by `target_temperature`, `control_temperature` (the value the
-    controller followed; `None` when it held the rate because no layer was left),
+    controller followed, of the chosen measure; `None` when it held the rate because no layer was left),
+    `measure`,
     `max_learning_rate` (the ceiling in force), `sigma`, `next_learning_rate` and `runaway` (the
     runaway guard held the rate), and one record per event (`"collapse"`, `"retry"`,
     `"bad_data"`, `"new_curve"`; see `events`).
@@ -251,6 +263,16 @@ class ActCooLR(MeasuringCallback):
             pooled to estimate `sigma` (supplementary section C's 4096; at
             most one epoch is analysed). Unused when `sigma` is given.
             Defaults to `4096`.
+        measure: `"vector"` (the paper's whole-vector temperatures) or
+            `"grouped"` (groups of 8 channels), the layer temperatures the
+            controller follows (see above). `guards=False` with `"vector"`
+            is the paper's controller. Defaults to `"vector"`
+            (`keras_actcoolr.measurement.DEFAULT_MEASURE`; chosen on the
+            development tasks, `docs/method.md#wide-layers-the-grouped-measurement`).
+
+    Raises:
+        ValueError: for an argument out of its range, naming it and the
+            received value (for example `measure="patterns"`).
     """
 
     #: `APTModel.fit` refuses other callbacks that set the rate next to a callback that says True here.
@@ -279,8 +301,10 @@ class ActCooLR(MeasuringCallback):
         sigma_examples: int = SIGMA_EXAMPLES,
         final_anneal: bool = True,
         final_anneal_share: float = FINAL_ANNEAL_SHARE,
+        measure: str = DEFAULT_MEASURE,
     ) -> None:
         super().__init__(every_step)
+        self.measure = check_measure(measure)
         if initial_learning_rate not in (None, "auto"):
             raise ValueError(
                 f'`initial_learning_rate` must be None or "auto". Received: initial_learning_rate={initial_learning_rate!r}'
@@ -592,7 +616,12 @@ class ActCooLR(MeasuringCallback):
 
     def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
         self._sync()
-        self.range_analysis = dict(range_analysis, step_temperature=record["temperature"])
+        range_analysis = range_measure(range_analysis, self.measure)
+        step_layers = record_measure(record, self.measure)[0]
+        step_temperature = float(np.mean(list(step_layers.values()))) if step_layers else 0.0
+        self.range_analysis = dict(
+            range_analysis, step_temperature=step_temperature, measure=self.measure
+        )
         range_analysis = self._pool_add(record, range_analysis)
         fitted = self._fit(range_analysis)
         if self._start is None:
@@ -640,6 +669,8 @@ class ActCooLR(MeasuringCallback):
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
         self._sync()
         schedule = self._schedule
+        if range_analysis is not None:
+            range_analysis = range_measure(range_analysis, self.measure)
         if range_analysis is not None and self._analysing():
             pooled = self._pool_add(record, range_analysis)
             if self._start is None:
@@ -683,16 +714,16 @@ class ActCooLR(MeasuringCallback):
                 "at any position of the measured batch, so the network cannot learn and its temperature "
                 "reads 0. Check the initialization, the input scaling and the learning rate.",
             )
-        temperatures = np.array([record["layers"][n] for n in names], dtype=np.float64)
+        layers, positions, saturated = record_measure(record, self.measure)
+        temperatures = np.array([layers[n] for n in names], dtype=np.float64)
         excluded = None
         if self._on("layer_filter"):
             dead = record.get("dead", {})
-            saturated = set(record.get("saturated", ()))
+            saturated = set(saturated)
             excluded = np.array([dead.get(n, 0.0) >= 1.0 or n in saturated for n in names])
         probability = T.control_probability(temperatures, excluded)
         if probability is not None and excluded is not None:
             # With N positions a count resolves P down to about 1/N: no change is no proof of P = 0.
-            positions = record.get("positions", {})
             kept = [positions.get(n, 0.0) for n, out in zip(names, excluded) if not out]
             if kept and min(kept) > 0:
                 probability = max(probability, 0.5 / min(kept))
@@ -732,6 +763,7 @@ class ActCooLR(MeasuringCallback):
                 next_learning_rate=new_rate,
                 max_learning_rate=ceiling,
                 runaway=runaway,
+                measure=self.measure,
             )
         )
 

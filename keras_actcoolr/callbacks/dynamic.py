@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
+from keras_actcoolr.measurement import DEFAULT_MEASURE, check_measure, record_measure
 from keras_actcoolr.schedules import ActCooLRSchedule
 
 __all__ = ["DynamicActCooLR"]
@@ -46,9 +47,14 @@ class DynamicActCooLR(MeasuringCallback):
     the defaults, by `C - P`. The loop settles where `P = C` when that product
     times `dP/dlr` stays below 2; lower `rate` if the learning rate oscillates.
 
+    `P` is the mean of the layers' change probabilities of `measure`:
+    `"vector"`, the paper's whole-vector temperatures, or `"grouped"`, those
+    of groups of 8 channels (see `keras_actcoolr.APTReLU`), which do not
+    saturate on wide layers.
+
     `history` holds one record per measurement (see `TemperatureLogger`),
-    extended by `probability`, `target_probability`, `learning_rate_step` and
-    `next_learning_rate`.
+    extended by `probability`, `target_probability`, `learning_rate_step`,
+    `next_learning_rate` and `measure`.
 
     Example:
 
@@ -78,6 +84,12 @@ class DynamicActCooLR(MeasuringCallback):
             Defaults to `1e-7`.
         max_learning_rate: Float > `min_learning_rate`, upper bound of the
             rate. Defaults to `100.0`.
+        measure: `"vector"` or `"grouped"`, the layer temperatures followed
+            (see above). Defaults to `"vector"`.
+
+    Raises:
+        ValueError: for an argument out of its range, naming it and the
+            received value.
     """
 
     #: `APTModel.fit` refuses other callbacks that set the rate next to a callback that says True here.
@@ -92,8 +104,10 @@ class DynamicActCooLR(MeasuringCallback):
         total_steps: int | None = None,
         min_learning_rate: float = 1e-7,
         max_learning_rate: float = 100.0,
+        measure: str = DEFAULT_MEASURE,
     ) -> None:
         super().__init__(every_step)
+        self.measure = check_measure(measure)
         if isinstance(start_probability, bool) or not isinstance(start_probability, numbers.Real) or not (
             0.0 < start_probability < 1.0
         ):
@@ -153,7 +167,8 @@ class DynamicActCooLR(MeasuringCallback):
         step = record["step"]
         target = self.target(min(step / self._steps, 1.0))
         # Section D of the supplementary material follows the mean of the layer probabilities.
-        probability = T.control_probability(list(record["layers"].values()), mean_of_probabilities=True)
+        layers = record_measure(record, self.measure)[0]
+        probability = T.control_probability(list(layers.values()), mean_of_probabilities=True)
         if probability is None:  # a model without layers to measure cannot get here; be safe
             probability = float(T.temperature_to_probability(record["temperature"]))
         new_rate, rate_step = T.dynamic_lr_update(record["learning_rate"], probability, target, self.rate)
@@ -169,5 +184,6 @@ class DynamicActCooLR(MeasuringCallback):
                 target_probability=target,
                 learning_rate_step=rate_step,
                 next_learning_rate=new_rate,
+                measure=self.measure,
             )
         )

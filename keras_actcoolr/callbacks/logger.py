@@ -26,13 +26,23 @@ class TemperatureLogger(MeasuringCallback):
     {"step": int, "learning_rate": float, "temperature": float,
      "layers": {layer name: float}, "dead": {layer name: float},
      "positions": {layer name: float}, "saturated": [layer name, ...],
-     "loss": float, "examples": int}      # the last two when Keras tracks the loss
+     "loss": float, "examples": int,      # these two when Keras tracks the loss
+     "group_temperature": float, "group_layers": {layer name: float},
+     "group_positions": {layer name: float}, "group_saturated": [layer name, ...]}
     ```
 
+    `temperature`, `layers`, `positions` and `saturated` are the paper's
+    whole-vector measurement; the `group_` keys are the same for the
+    grouped measurement (patterns of groups of 8 channels, see
+    `keras_actcoolr.APTReLU`), equal to the paper's for layers of at most 8
+    channels.
+
     With `csv_path`, every record is also a CSV row (`step`, `learning_rate`,
-    `temperature`, then one column per layer, then `dead/<layer>` columns). With `log_dir`, TensorBoard gets
-    the scalars `learning_rate`, `temperature/network` and
-    `temperature/<layer>` at every measurement, and at each epoch end the
+    `temperature`, then one column per layer, then `dead/<layer>` columns,
+    then `group_temperature` and `group/<layer>` columns). With `log_dir`, TensorBoard gets
+    the scalars `learning_rate`, `temperature/network`,
+    `temperature/<layer>`, `group_temperature/network` and
+    `group_temperature/<layer>` at every measurement, and at each epoch end the
     image `temperature/heat_map` of all records so far (layers top to bottom,
     steps left to right, dark is cold; supplementary Figure 1).
 
@@ -79,7 +89,15 @@ class TemperatureLogger(MeasuringCallback):
 
                 names = engine.unique_names(names)
                 self._csv_writer.writerow(
-                    ["step", "learning_rate", "temperature", *names, *(f"dead/{name}" for name in names)]
+                    [
+                        "step",
+                        "learning_rate",
+                        "temperature",
+                        *names,
+                        *(f"dead/{name}" for name in names),
+                        "group_temperature",
+                        *(f"group/{name}" for name in names),
+                    ]
                 )
         if self.log_dir is not None and self._writer is None:
             try:
@@ -102,6 +120,8 @@ class TemperatureLogger(MeasuringCallback):
                     record["temperature"],
                     *record["layers"].values(),
                     *(dead.get(name, 0.0) for name in record["layers"]),
+                    record.get("group_temperature", ""),
+                    *(record.get("group_layers", {}).get(name, "") for name in record["layers"]),
                 ]
             )
             self._csv_file.flush()
@@ -113,6 +133,10 @@ class TemperatureLogger(MeasuringCallback):
                     tf.summary.scalar(f"temperature/{name}", value)
                 for name, value in record.get("dead", {}).items():
                     tf.summary.scalar(f"dead/{name}", value)
+                if "group_temperature" in record:
+                    tf.summary.scalar("group_temperature/network", record["group_temperature"])
+                    for name, value in record["group_layers"].items():
+                        tf.summary.scalar(f"group_temperature/{name}", value)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._writer is not None and self.history:
