@@ -49,6 +49,7 @@ __all__ = [
     "control_probability",
     "fit_erf_model",
     "is_saturated",
+    "vector_temperature_from_groups",
     "LOSS_AVERAGE_WARMUP",
     "LOSS_AVERAGE_WEIGHT",
     "LOSS_CLIP",
@@ -345,6 +346,23 @@ def dynamic_lr_update(
 def temperature_ceiling(positions: ArrayLike) -> ArrayLike:
     """The highest temperature `N` positions can show, `log2(2N)` (every position changed)."""
     return np.log2(2.0 * np.asarray(positions, dtype=np.float64))
+
+
+def vector_temperature_from_groups(group_temperature: ArrayLike, positions: ArrayLike, group_positions: ArrayLike) -> ArrayLike:
+    """The whole-vector temperature that a grouped one implies when channels flip independently.
+
+    A layer of `C` channels has `G = ceil(C / 8) = N_g / N` groups per
+    position. If the groups change independently with probability `P_g`, a
+    position's whole vector is unchanged with probability `(1 - P_g) ** G`,
+    so `T = G * T_g` (temperatures are `-log2` of the unchanged share). This
+    reads a layer whose whole-vector count is saturated (too few unchanged
+    positions to resolve `T`) through its grouped count, on the paper's
+    scale. Layers with no positions get 0.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    group_positions = np.asarray(group_positions, dtype=np.float64)
+    groups = np.where(positions > 0, group_positions / np.where(positions > 0, positions, 1.0), 0.0)
+    return groups * np.asarray(group_temperature, dtype=np.float64)
 
 
 def is_saturated(unchanged: float, positions: float, count: int = SATURATION_COUNT) -> bool:

@@ -59,6 +59,32 @@ def _warn(message: str, stacklevel: int = 3) -> None:
     messages.warn(message, stacklevel=stacklevel)
 
 
+def _read_saturated_through_groups(
+    record: dict, names: list[str], temperatures: np.ndarray, saturated: set
+) -> tuple[np.ndarray, set]:
+    """Layer temperatures with each saturated layer read through its grouped counts.
+
+    A layer whose whole-vector count is saturated but whose count over groups
+    of 8 channels is not gets the paper-scale temperature its groups imply
+    when channels flip independently, `(N_g / N) * T_g`
+    (`keras_actcoolr.temperature.vector_temperature_from_groups`), and is no
+    longer saturated. Layers saturated in both counts stay saturated.
+    """
+    groups = record.get("group_layers")
+    if not groups:
+        return temperatures, saturated
+    positions, group_positions = record.get("positions", {}), record.get("group_positions", {})
+    group_saturated = set(record.get("group_saturated", ()))
+    temperatures = temperatures.copy()
+    for index, name in enumerate(names):
+        if name in saturated and name not in group_saturated:
+            temperatures[index] = T.vector_temperature_from_groups(
+                groups[name], positions.get(name, 0.0), group_positions.get(name, 0.0)
+            )
+            saturated = saturated - {name}
+    return temperatures, saturated
+
+
 def _dead_layers(record: dict) -> list[str]:
     """Names of the layers of a record whose every channel was off on the measured batch."""
     dead = record.get("dead", {})
@@ -110,8 +136,11 @@ class ActCooLR(MeasuringCallback):
       `keras_actcoolr.temperature.SATURATION_COUNT` unchanged positions, so
       `T` sits near its ceiling `log2(2N)` at any rate) are left out of the
       network temperature that the controller follows (the record's
-      `temperature` stays the mean of all layers). If every layer is left
-      out, the rate is held.
+      `temperature` stays the mean of all layers). With `measure="vector"`,
+      a layer saturated in its whole-vector count but not in its count over
+      groups of 8 channels is kept, read through its groups on the paper's
+      scale (`keras_actcoolr.temperature.vector_temperature_from_groups`).
+      If every layer is left out, the rate is held.
     - `runaway_guard`: once the rate has risen by more than
       `runaway_factor` since it last fell, and the temperature answered less
       than a quarter of what the erf model predicts for that rise, the rate
@@ -720,6 +749,8 @@ class ActCooLR(MeasuringCallback):
         if self._on("layer_filter"):
             dead = record.get("dead", {})
             saturated = set(saturated)
+            if self.measure == "vector":
+                temperatures, saturated = _read_saturated_through_groups(record, names, temperatures, saturated)
             excluded = np.array([dead.get(n, 0.0) >= 1.0 or n in saturated for n in names])
         probability = T.control_probability(temperatures, excluded)
         if probability is not None and excluded is not None:
