@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -88,7 +88,7 @@ def split(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float] = (0.6, 0
     return tuple(array for index in indices for array in (x[index], y[index]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_digits() -> Data:
     """scikit-learn's 1797 digits as 8x8x1 images in [0, 1]; 60/20/20 stratified split."""
     from sklearn.datasets import load_digits as sklearn_digits
@@ -98,7 +98,7 @@ def load_digits() -> Data:
     return Data(*split(x, digits.target.astype("int64")), num_classes=10)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_breast_cancer() -> Data:
     """scikit-learn's 569 breast-cancer cases, 30 features standardized with the training split's mean and std."""
     from sklearn.datasets import load_breast_cancer as sklearn_breast_cancer
@@ -156,7 +156,7 @@ def teacher_weights(seed: int = DATA_SEED) -> list[tuple[np.ndarray, np.ndarray]
     return weights
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_teacher() -> Data:
     """Gaussian inputs labelled by a fixed random teacher MLP; classes balanced exactly.
 

@@ -110,7 +110,8 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -118,10 +119,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import quality as Q  # noqa: E402
 
 import keras_actcoolr as kac  # noqa: E402
 import keras_actcoolr.zoo  # noqa: E402, F401
-import quality as Q  # noqa: E402
 from keras_actcoolr import data as kdata  # noqa: E402
 from keras_actcoolr.presets import get_preset  # noqa: E402
 
@@ -534,7 +535,10 @@ def select(runs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[list, list
             first = min(r["seed"] for r in group)
             grid = sorted({r["rate"] for r in group if r["seed"] == first})
             best = best_grid_point([r for r in group if r["seed"] == first], grid)
-            chosen[(network, method)] = (sorted((r for r in group if r["rate"] == best), key=lambda r: r["seed"]), group)
+            chosen[(network, method)] = (
+                sorted((r for r in group if r["rate"] == best), key=lambda r: r["seed"]),
+                group,
+            )
         else:
             chosen[(network, method)] = (group, group)
     return chosen
@@ -563,14 +567,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             # Over every run the method cost, grid points included.
             "collapsed": sum(bool(r["collapsed"]) for r in every),
             "nan": sum(bool(r.get("nan_loss")) for r in every),
-            "never_rises": (
-                [r.get("never_rises_last_tenth") for r in group] if method in CONTROLLED else None
-            ),
+            "never_rises": ([r.get("never_rises_last_tenth") for r in group] if method in CONTROLLED else None),
             "group": group,
         }
-    for network, methods in summary.items():
+    for methods in summary.values():
         target = methods[TARGET_METHOD]["median"] if TARGET_METHOD in methods else None
-        for method, entry in methods.items():
+        for entry in methods.values():
             entry["target"] = target
             reached = [time_to_target(r, target) for r in entry["group"]] if target is not None else []
             hits = [t for t in reached if t is not None]
@@ -606,7 +608,9 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
             rate = "default" if e["rate"] is None else f"{e['rate']:g}"
             seeds = e["seeds"]
             reached = f"{e['reached']}/{seeds}"
-            seconds = f"{e['seconds_to_target']:.0f} ({reached})" if e["seconds_to_target"] is not None else f"- ({reached})"
+            seconds = (
+                f"{e['seconds_to_target']:.0f} ({reached})" if e["seconds_to_target"] is not None else f"- ({reached})"
+            )
             steps = f"{e['steps_to_target']:.0f}" if e["steps_to_target"] is not None else "-"
             rises = "" if e["never_rises"] is None else f"{sum(v is True for v in e['never_rises'])}/{seeds} yes"
             rows.append(
@@ -693,9 +697,7 @@ def sigma_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         jit_compile=False,
     )
     with contextlib.redirect_stdout(sys.stderr):
-        model.fit(
-            train.repeat(), epochs=rounds, steps_per_epoch=every, callbacks=[controller, ranges], verbose=0
-        )
+        model.fit(train.repeat(), epochs=rounds, steps_per_epoch=every, callbacks=[controller, ranges], verbose=0)
     records = []
     for record in ranges.history:
         analysis = record["analysis"]
@@ -784,7 +786,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--train-examples must be >= 64 (one batch). Received: --train-examples={args.train_examples}")
     args.grids = dict(GRIDS, **QUICK["grids"]) if args.quick else dict(GRIDS)
     if args.output is None:
-        args.output = "fashion_mnist_sigma.jsonl" if args.sigma else ("quick.jsonl" if args.quick else "fashion_mnist.jsonl")
+        args.output = (
+            "fashion_mnist_sigma.jsonl" if args.sigma else ("quick.jsonl" if args.quick else "fashion_mnist.jsonl")
+        )
     return args
 
 

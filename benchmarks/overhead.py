@@ -51,7 +51,8 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -146,9 +147,7 @@ def run_setting(args: argparse.Namespace, jit: bool, dataset: tf.data.Dataset, x
     plain = resnet20()
     converted = kac.convert(plain)
     for model in (plain, converted):
-        model.compile(
-            optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9), loss=LOSS, jit_compile=jit
-        )
+        model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9), loss=LOSS, jit_compile=jit)
         # Built now, not in the first trace: a tf.function that creates variables is traced twice.
         model.optimizer.build(model.trainable_variables)
     traces = {"plain": count_traces(plain), "converted": count_traces(converted)}

@@ -57,7 +57,8 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -65,9 +66,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _quality_tasks import DEVELOPMENT, HELD_OUT, TASKS, Data, Task  # noqa: E402
 
 import keras_actcoolr as kac  # noqa: E402
-from _quality_tasks import DEVELOPMENT, HELD_OUT, TASKS, Data, Task  # noqa: E402
 
 INITIAL_RATES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 SEEDS = (0, 1, 2)
@@ -603,7 +604,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             entry["methods"][method] = summarize_peer(group)
         else:
             entry["methods"][method] = (summarize_controlled if method in CONTROLLED else summarize_baseline)(group)
-    for task, optimizers in summary.items():
+    for optimizers in summary.values():
         peers = task_peers(optimizers)
         for optimizer, entry in optimizers.items():
             if optimizer in PEERS:
@@ -867,7 +868,7 @@ def save_figure(summary: dict[str, Any], path: str) -> bool:
                 ax.set_xlabel("initial learning rate", fontsize=8)
             if column == 0:
                 ax.set_ylabel("test accuracy %", fontsize=8)
-    handles, labels = {}, []
+    handles = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
@@ -902,7 +903,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: per task)")
     parser.add_argument("--controller", default="{}", help="JSON keyword arguments of the `actcoolr` runs' ActCooLR")
     parser.add_argument(
-        "--quick", action="store_true", help="one seed, three tasks, SGD with momentum, 3 initial rates, 3-point grids, the peers"
+        "--quick",
+        action="store_true",
+        help="one seed, three tasks, SGD with momentum, 3 initial rates, 3-point grids, the peers",
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (2 on a free 2-core machine)")
     parser.add_argument("--output", default=None, help="JSON file of every run and the summary")

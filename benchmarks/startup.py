@@ -148,6 +148,7 @@ def table(rows: list[dict]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+
         def mark(key: str, bound: float | None = None) -> str:
             bound = TARGETS.get(key, bound)
             return f"{row[key]:.2f}" + (" (over)" if row[key] > bound else "")

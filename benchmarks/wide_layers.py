@@ -108,7 +108,9 @@ def run(network: str, size: int, measure: str, steps: int, seed: int = 0, **cont
     records = actcoolr.measurements
     shares = {}
     for name, key in (("vector", "saturated"), ("grouped", "group_saturated")):
-        shares[name] = float(np.mean([len(r[key]) / max(len(r["layers"]), 1) for r in records])) if records else math.nan
+        shares[name] = (
+            float(np.mean([len(r[key]) / max(len(r["layers"]), 1) for r in records])) if records else math.nan
+        )
     rates = [r["learning_rate"] for r in records] + [r["next_learning_rate"] for r in records]
     finite = [r for r in rates if math.isfinite(r)]
     start_analysis = actcoolr.range_analysis or {}
@@ -158,8 +160,20 @@ def _number(value: Any, digits: int = 3) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     header = [
-        "network", "input, batch", "measure", "saturated", "sat. vector", "sat. grouped", "sigma start",
-        "sigma pooled", "rate min", "rate max", "non-finite", "loss start", "loss end", "pass",
+        "network",
+        "input, batch",
+        "measure",
+        "saturated",
+        "sat. vector",
+        "sat. grouped",
+        "sigma start",
+        "sigma pooled",
+        "rate min",
+        "rate max",
+        "non-finite",
+        "loss start",
+        "loss end",
+        "pass",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:

@@ -22,7 +22,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
-
 import quickstart  # noqa: E402  (the example next to this one)
 
 RATES = (1.0, 0.1, 1e-2, 1e-3, 1e-4, 1e-5)

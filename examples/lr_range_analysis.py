@@ -49,13 +49,18 @@ def main(argv: list[str] | None = None) -> list:
     if args.train_epochs:
         model.fit(x_train, y_train, batch_size=64, epochs=args.train_epochs, verbose=0)
         results.append(
-            (f"after {args.train_epochs} epochs", kac.lr_range_analysis(model, data, batch_size=64, batches=args.batches))
+            (
+                f"after {args.train_epochs} epochs",
+                kac.lr_range_analysis(model, data, batch_size=64, batches=args.batches),
+            )
         )
 
     for name, result in results:
-        print(f"\n{name}: sigma = {result.sigma:.3f}, mu = {result.mu:.3f} "
-              f"(lr at P = 1/2: {np.exp(result.mu):.3g}), rms residual = {result.residual:.3f}, "
-              f"{result.examples} examples")
+        print(
+            f"\n{name}: sigma = {result.sigma:.3f}, mu = {result.mu:.3f} "
+            f"(lr at P = 1/2: {np.exp(result.mu):.3g}), rms residual = {result.residual:.3f}, "
+            f"{result.examples} examples"
+        )
         print(f"  {'learning rate':>13}  {'network T':>9}  " + "  ".join(f"{n:>13}" for n in result.layer_names))
         for k, rate in enumerate(result.learning_rates):
             layers = "  ".join(f"{t:13.3f}" for t in result.layer_temperatures[k])

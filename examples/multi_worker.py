@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--initial-learning-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--synthetic", action="store_true", help="random data instead of scikit-learn's digits")
-    parser.add_argument(
-        "--backup-dir", default=None, help="BackupAndRestore directory (one sub-directory per worker)"
-    )
+    parser.add_argument("--backup-dir", default=None, help="BackupAndRestore directory (one sub-directory per worker)")
     parser.add_argument("--save-freq", type=int, default=5, help="steps between backups")
     parser.add_argument("--kill-at-step", type=int, default=None, help="simulate a crash before this step")
     parser.add_argument("--output", default=None, help="write the JSON summary to this file")

@@ -14,14 +14,15 @@ import dataclasses
 import math
 import numbers
 import weakref
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_actcoolr import temperature as T
 from keras_actcoolr import engine, validation
+from keras_actcoolr import temperature as T
 from keras_actcoolr.layers import PatternCounter, measuring
 from keras_actcoolr.models import APTModel
 
@@ -98,9 +99,7 @@ def _listed(values: np.ndarray | None) -> list | None:
     return None if values is None else values.tolist()
 
 
-def fit_range(
-    learning_rates: np.ndarray, temperatures: np.ndarray
-) -> tuple[float | None, float | None, float | None]:
+def fit_range(learning_rates: np.ndarray, temperatures: np.ndarray) -> tuple[float | None, float | None, float | None]:
     """`(sigma, mu, rms residual)` of the erf fit, or Nones when it cannot be fitted."""
     try:
         sigma, mu = T.fit_erf_model(learning_rates, temperatures)
@@ -239,7 +238,7 @@ class _Runner:
 
 
 #: One runner (its traced functions) per model, dropped with the model.
-_RUNNERS: "weakref.WeakKeyDictionary[keras.Model, _Runner]" = weakref.WeakKeyDictionary()
+_RUNNERS: weakref.WeakKeyDictionary[keras.Model, _Runner] = weakref.WeakKeyDictionary()
 
 
 def _runner(model: keras.Model) -> _Runner:

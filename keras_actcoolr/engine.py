@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import keras
 import tensorflow as tf

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -27,12 +28,12 @@ class PatternCounter:
         self.counts: dict[int, list[tuple[tf.Tensor, ...]]] = {}
         self._cursor: dict[int, int] = {}
 
-    def record(self, layer: "APTReLU", pattern: tf.Tensor, alive: tf.Tensor) -> None:
+    def record(self, layer: APTReLU, pattern: tf.Tensor, alive: tf.Tensor) -> None:
         self.patterns.setdefault(id(layer), []).append(pattern)
         previous = self.alive.get(id(layer))
         self.alive[id(layer)] = alive if previous is None else tf.maximum(previous, alive)
 
-    def layer_alive(self, layer: "APTReLU") -> tf.Tensor | None:
+    def layer_alive(self, layer: APTReLU) -> tf.Tensor | None:
         """`[channels]` float32: 1 where the channel was on at some position before the step."""
         return self.alive.get(id(layer))
 
@@ -41,19 +42,17 @@ class PatternCounter:
         self.counts = {}
         self._cursor = {}
 
-    def recorded(self, layer: "APTReLU") -> tf.Tensor:
+    def recorded(self, layer: APTReLU) -> tf.Tensor:
         calls = self.patterns.get(id(layer), [])
         index = self._cursor.get(id(layer), 0)
         if index >= len(calls):
-            raise RuntimeError(
-                f"Layer '{layer.name}' was called more often after the optimizer step than before it."
-            )
+            raise RuntimeError(f"Layer '{layer.name}' was called more often after the optimizer step than before it.")
         self._cursor[id(layer)] = index + 1
         return calls[index]
 
     def add_counts(
         self,
-        layer: "APTReLU",
+        layer: APTReLU,
         unchanged: tf.Tensor,
         positions: tf.Tensor,
         group_unchanged: tf.Tensor,
@@ -61,15 +60,15 @@ class PatternCounter:
     ) -> None:
         self.counts.setdefault(id(layer), []).append((unchanged, positions, group_unchanged, group_positions))
 
-    def layer_counts(self, layer: "APTReLU") -> tuple[tf.Tensor, tf.Tensor]:
+    def layer_counts(self, layer: APTReLU) -> tuple[tf.Tensor, tf.Tensor]:
         """`(unchanged, positions)` of one layer summed over its calls, as float64 scalars."""
         return self._summed(layer, 0), self._summed(layer, 1)
 
-    def group_counts(self, layer: "APTReLU") -> tuple[tf.Tensor, tf.Tensor]:
+    def group_counts(self, layer: APTReLU) -> tuple[tf.Tensor, tf.Tensor]:
         """`(unchanged group positions, group positions)` of one layer summed over its calls (float64)."""
         return self._summed(layer, 2), self._summed(layer, 3)
 
-    def _summed(self, layer: "APTReLU", column: int) -> tf.Tensor:
+    def _summed(self, layer: APTReLU, column: int) -> tf.Tensor:
         calls = self.counts.get(id(layer), [])
         if not calls:
             return tf.constant(0.0, tf.float64)

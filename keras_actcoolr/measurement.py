@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
-from typing import Any, Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +120,7 @@ class Measurement(_FieldMapping):
         if measure == "grouped" and self.group_layers is not None:
             return self.group_layers, self.group_positions, self.group_saturated
         raise ValueError(
-            f"`measure` must be one of {MEASURES} (\"grouped\" needs a record with grouped counts). "
+            f'`measure` must be one of {MEASURES} ("grouped" needs a record with grouped counts). '
             f"Received: measure={measure!r}"
         )
 
@@ -203,7 +203,7 @@ class RangeCounts(_FieldMapping):
             if self.group_counts is None:
                 object.__setattr__(self, "group_counts", counts[..., 2:])
 
-    def measure(self, measure: str) -> "RangeCounts":
+    def measure(self, measure: str) -> RangeCounts:
         """The analysis of one measure: its `counts` are those of `measure` (`"vector"` or `"grouped"`).
 
         Raises:
@@ -214,7 +214,7 @@ class RangeCounts(_FieldMapping):
         if measure == "grouped" and self.group_counts is not None:
             return RangeCounts(self.learning_rates, self.group_counts)
         raise ValueError(
-            f"`measure` must be one of {MEASURES} (\"grouped\" needs grouped counts). Received: measure={measure!r}"
+            f'`measure` must be one of {MEASURES} ("grouped" needs grouped counts). Received: measure={measure!r}'
         )
 
     @functools.cached_property

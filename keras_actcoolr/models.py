@@ -6,7 +6,8 @@ import contextlib
 import dataclasses
 import inspect
 import weakref
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -29,11 +30,7 @@ _LOSS_KEY = "apt_batch_loss"
 
 
 def _is_functional_call(args: tuple, kwargs: dict) -> bool:
-    return (
-        len(args) == 2
-        or (len(args) == 1 and "outputs" in kwargs)
-        or ("inputs" in kwargs and "outputs" in kwargs)
-    )
+    return len(args) == 2 or (len(args) == 1 and "outputs" in kwargs) or ("inputs" in kwargs and "outputs" in kwargs)
 
 
 class MeasurementObserver(Protocol):
@@ -120,7 +117,7 @@ class APTModel(keras.Model):
     ```
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "APTModel":
+    def __new__(cls, *args: Any, **kwargs: Any) -> APTModel:
         if cls is APTModel and _is_functional_call(args, kwargs):
             return keras.Model.__new__(_FunctionalAPTModel, *args, **kwargs)
         return super().__new__(cls, *args, **kwargs)
@@ -614,10 +611,10 @@ def _dead_counts(flat_alive: tf.Tensor, alive: list) -> tf.Tensor:
     sizes = [tf.shape(a)[0] for a in alive]
     parts = tf.split(flat_alive, tf.stack(sizes), num=len(alive)) if len(alive) > 1 else [flat_alive]
     rows = [
-        tf.stack([tf.reduce_sum(tf.cast(part <= 0, tf.float64)), tf.cast(tf.size(part), tf.float64)])
-        for part in parts
+        tf.stack([tf.reduce_sum(tf.cast(part <= 0, tf.float64)), tf.cast(tf.size(part), tf.float64)]) for part in parts
     ]
     return tf.stack(rows)
+
 
 def _steps_to_measurement(observer: Any, step: int) -> int:
     """Steps from `step` to the next step `observer` wants measured (every `every_step` by default)."""
@@ -659,7 +656,7 @@ class _RangeSwitch:
 
 
 #: The range switch of each model (no attribute of the model: nothing for Keras to track).
-_RANGE_SWITCHES: "weakref.WeakKeyDictionary[APTModel, _RangeSwitch]" = weakref.WeakKeyDictionary()
+_RANGE_SWITCHES: weakref.WeakKeyDictionary[APTModel, _RangeSwitch] = weakref.WeakKeyDictionary()
 
 
 def _range_switch(model: APTModel) -> tf.Variable:
@@ -927,4 +924,3 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
             raise ValueError(f"convert() could not match the weights of model '{source.name}' to its clone.")
         for source_weight, target_weight in zip(source_weights, target_weights):
             target_weight.assign(source_weight)
-

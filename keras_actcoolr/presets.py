@@ -94,7 +94,7 @@ class Preset:
             text = f"lambda={self.initial_learning_rate:g}, alpha={self.momentum:g}"
         return f"{text}, eta={self.weight_decay:g}"
 
-    def replace(self, **changes: Any) -> "Preset":
+    def replace(self, **changes: Any) -> Preset:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 

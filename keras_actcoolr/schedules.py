@@ -18,7 +18,15 @@ RANGE_RATES = len(RANGE_LEARNING_RATES)
 #: The state entries held as integers.
 _INTEGER_STATE = ("anchor_step", "collapses", "loss_count", "pool_examples", "pool_batches", "pool_done")
 
-__all__ = ["ActCooLRSchedule", "OneCycle", "StepDecay", "TriangularCyclic", "bind_schedule", "find_schedule", "unwrapped_optimizer"]
+__all__ = [
+    "ActCooLRSchedule",
+    "OneCycle",
+    "StepDecay",
+    "TriangularCyclic",
+    "bind_schedule",
+    "find_schedule",
+    "unwrapped_optimizer",
+]
 
 
 def unwrapped_optimizer(optimizer: Any) -> Any:

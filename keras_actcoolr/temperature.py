@@ -16,12 +16,12 @@ P(lr) = Phi((ln(lr) - mu) / sigma)     # the erf (log-normal CDF) model
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from collections.abc import Callable
 
 import numpy as np
 from scipy import optimize, special
 
-ArrayLike = Union[float, np.ndarray]
+ArrayLike = float | np.ndarray
 
 #: Learning rates of the range analyses (Table 1 of the supplementary material):
 #: 25 values evenly spaced in log space from 10**-3.2 to 10**2.
@@ -134,13 +134,9 @@ def fit_erf_model(learning_rates: ArrayLike, temperatures: ArrayLike) -> tuple[f
             f"Received: {learning_rates.size} and {temperatures.size} values."
         )
     if learning_rates.size < 2:
-        raise ValueError(
-            f"At least 2 points are needed to fit the erf model. Received: {learning_rates.size}."
-        )
+        raise ValueError(f"At least 2 points are needed to fit the erf model. Received: {learning_rates.size}.")
     if np.any(learning_rates <= 0) or not np.all(np.isfinite(learning_rates)):
-        raise ValueError(
-            f"Learning rates must be positive and finite. Received: learning_rates={learning_rates}"
-        )
+        raise ValueError(f"Learning rates must be positive and finite. Received: learning_rates={learning_rates}")
     probabilities = temperature_to_probability(temperatures)
     if np.ptp(probabilities) <= 0:
         raise ValueError(
@@ -348,7 +344,9 @@ def temperature_ceiling(positions: ArrayLike) -> ArrayLike:
     return np.log2(2.0 * np.asarray(positions, dtype=np.float64))
 
 
-def vector_temperature_from_groups(group_temperature: ArrayLike, positions: ArrayLike, group_positions: ArrayLike) -> ArrayLike:
+def vector_temperature_from_groups(
+    group_temperature: ArrayLike, positions: ArrayLike, group_positions: ArrayLike
+) -> ArrayLike:
     """The whole-vector temperature that a grouped one implies when channels flip independently.
 
     A layer of `C` channels has `G = ceil(C / 8) = N_g / N` groups per

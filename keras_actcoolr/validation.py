@@ -57,8 +57,7 @@ def range_learning_rates(learning_rates: Any) -> np.ndarray:
         rates = None
     if rates is None or rates.size == 0 or np.any(~np.isfinite(rates)) or np.any(rates < 0):
         raise ValueError(
-            "`learning_rates` must be finite and >= 0, and not empty. "
-            f"Received: learning_rates={learning_rates!r}"
+            f"`learning_rates` must be finite and >= 0, and not empty. Received: learning_rates={learning_rates!r}"
         )
     positive = np.unique(rates[rates > 0]).size
     if positive < 2:

@@ -14,7 +14,6 @@ import inspect  # noqa: E402
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
-
 from controller_helpers import LearningRateRecorder  # noqa: E402
 
 

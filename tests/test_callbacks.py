@@ -7,11 +7,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from controller_helpers import LOSS, LearningRateRecorder, converted, data, dead_from_the_start
 from scipy import optimize, stats
 
 import keras_actcoolr as kac
-
-from controller_helpers import LOSS, LearningRateRecorder, converted, data, dead_from_the_start
 
 
 class RangeCounts(kac.TemperatureLogger):
@@ -43,7 +42,12 @@ class TestActCooLR:
         every, sigma, start, gamma, top = 4, 1.3, 2.5, 2.0, 1.5
         controller = kac.ActCooLR(
             initial_learning_rate=None,
-            start_temperature=start, gamma=gamma, every_step=every, sigma=sigma, max_learning_rate=top, guards=False
+            start_temperature=start,
+            gamma=gamma,
+            every_step=every,
+            sigma=sigma,
+            max_learning_rate=top,
+            guards=False,
         )
         recorder = learning_rate_recorder
         model.fit(x, y, batch_size=10, epochs=3, callbacks=[controller, recorder], verbose=0, shuffle=False)
@@ -63,7 +67,7 @@ class TestActCooLR:
             if step in measured:
                 target = start * (1 - step / total) ** gamma
                 p = np.clip(1 - 2.0 ** -measured[step], 1e-6, 1 - 1e-6)
-                p_target = np.clip(1 - 2.0 ** -target, 1e-6, 1 - 1e-6)
+                p_target = np.clip(1 - 2.0**-target, 1e-6, 1 - 1e-6)
                 lr_target = rate * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
                 clipped = clipped or lr_target > top
                 lr_target = min(max(lr_target, 1e-7), top)  # the target is clipped before the drift is formed
@@ -77,12 +81,14 @@ class TestActCooLR:
     def test_history_matches_static_lr_update(self):
         x, y = data()
         model = converted()
-        controller = kac.ActCooLR(initial_learning_rate=None, start_temperature=3.03, every_step=3, sigma=0.8, guards=False)
+        controller = kac.ActCooLR(
+            initial_learning_rate=None, start_temperature=3.03, every_step=3, sigma=0.8, guards=False
+        )
         model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller], verbose=0)
         for record in controller.history:
             target = 3.03 * (1 - record["step"] / 12)
             new_rate, _ = kac.temperature.static_lr_update(
-                record["learning_rate"], 1 - 2.0 ** -record["temperature"], 1 - 2.0 ** -target, 0.8, 3
+                record["learning_rate"], 1 - 2.0 ** -record["temperature"], 1 - 2.0**-target, 0.8, 3
             )
             assert record["target_temperature"] == pytest.approx(target, rel=1e-12)
             assert record["next_learning_rate"] == pytest.approx(new_rate, rel=1e-12)
@@ -121,7 +127,7 @@ class TestActCooLR:
         batches = ([seen.before] if initial_learning_rate == "auto" else []) + seen.counts
         total = np.sum(batches[:3], axis=0)  # [rates, layers, (unchanged, positions)]
         temperatures = np.mean(np.log2(total[..., 1] / np.maximum(total[..., 0], 0.5)), axis=1)
-        probabilities = 1.0 - 2.0 ** -temperatures
+        probabilities = 1.0 - 2.0**-temperatures
         rates = kac.temperature.RANGE_LEARNING_RATES
         start = (1.0, float(np.log(rates[np.argmin(np.abs(probabilities - 0.5))])))
         erf_model = lambda lr, sigma, mu: stats.norm.cdf((np.log(lr) - mu) / sigma)  # noqa: E731
@@ -146,7 +152,7 @@ class TestActCooLR:
         erf_model = lambda lr, sigma, mu: stats.norm.cdf((np.log(lr) - mu) / sigma)  # noqa: E731
         fits = []
         for column in layer_temperatures.T:
-            p = 1.0 - 2.0 ** -column
+            p = 1.0 - 2.0**-column
             start = (1.0, float(np.log(rates[np.argmin(np.abs(p - 0.5))])))
             fits.append(optimize.curve_fit(erf_model, rates, p, p0=start)[0])
         sigmas, mus = np.array(fits).T
@@ -161,7 +167,7 @@ class TestActCooLR:
         start = (1.0, float(np.log(rates[np.argmin(np.abs(p - 0.5))])))
         sigma, mu = optimize.curve_fit(erf_model, rates, p, p0=start)[0]
         assert controller.history[0]["learning_rate"] == pytest.approx(
-            np.exp(mu + sigma * stats.norm.ppf(1.0 - 2.0 ** -expected)), rel=1e-3
+            np.exp(mu + sigma * stats.norm.ppf(1.0 - 2.0**-expected)), rel=1e-3
         )
 
     def test_auto_start_temperature_without_a_fittable_layer_warns_and_starts_at_one(self):
@@ -199,7 +205,14 @@ class TestActCooLR:
     def test_learning_rate_stays_finite_and_bounded(self, initial_learning_rate, learning_rate_recorder):
         x, y = data()
         model = converted(initial_learning_rate, momentum=0.0)
-        controller = kac.ActCooLR(initial_learning_rate=None, every_step=2, sigma=2.0, max_learning_rate=50.0, min_learning_rate=1e-9, guards=False)
+        controller = kac.ActCooLR(
+            initial_learning_rate=None,
+            every_step=2,
+            sigma=2.0,
+            max_learning_rate=50.0,
+            min_learning_rate=1e-9,
+            guards=False,
+        )
         recorder = learning_rate_recorder
         model.fit(x, y, batch_size=20, epochs=2, callbacks=[controller, recorder], verbose=0)
         rates = np.array(recorder.rates[1:])
@@ -223,8 +236,15 @@ class TestActCooLR:
         dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
         model = converted()
         with pytest.raises(ValueError, match="total_steps"):
-            model.fit(dataset, epochs=1, callbacks=[kac.ActCooLR(initial_learning_rate=None, every_step=2, sigma=1.0)], verbose=0)
-        controller = kac.ActCooLR(initial_learning_rate=None, every_step=2, sigma=1.0, total_steps=6, start_temperature=3.03)
+            model.fit(
+                dataset,
+                epochs=1,
+                callbacks=[kac.ActCooLR(initial_learning_rate=None, every_step=2, sigma=1.0)],
+                verbose=0,
+            )
+        controller = kac.ActCooLR(
+            initial_learning_rate=None, every_step=2, sigma=1.0, total_steps=6, start_temperature=3.03
+        )
         model.fit(dataset, epochs=1, callbacks=[controller], verbose=0)
         assert [r["target_temperature"] for r in controller.history] == pytest.approx(
             [3.03 * (1 - s / 6) for s in (0, 2, 4)]
@@ -264,7 +284,9 @@ class TestActCooLR:
     def test_target_temperature_callable(self):
         x, y = data()
         model = converted()
-        controller = kac.ActCooLR(initial_learning_rate=None, every_step=3, sigma=1.0, target_temperature=lambda p: 1.0 + p, guards=False)
+        controller = kac.ActCooLR(
+            initial_learning_rate=None, every_step=3, sigma=1.0, target_temperature=lambda p: 1.0 + p, guards=False
+        )
         model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)
         assert [r["target_temperature"] for r in controller.history] == pytest.approx([1.0, 1.5])
 
@@ -320,8 +342,19 @@ class TestTemperatureLogger:
         assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
         for record in logger.history:
             assert set(record) == {
-                "step", "learning_rate", "temperature", "layers", "dead", "positions", "saturated", "loss", "examples",
-                "group_temperature", "group_layers", "group_positions", "group_saturated",
+                "step",
+                "learning_rate",
+                "temperature",
+                "layers",
+                "dead",
+                "positions",
+                "saturated",
+                "loss",
+                "examples",
+                "group_temperature",
+                "group_layers",
+                "group_positions",
+                "group_saturated",
             }
             assert record["examples"] == 20  # the batch size
             # 8 channels: one group, so the grouped measurement is the paper's (docs/method.md).
@@ -363,6 +396,7 @@ class TestLearningRateFreeStart:
         with pytest.raises(ValueError, match="initial_learning_rate='fast'"):
             kac.ActCooLR(initial_learning_rate="fast")
 
+
 class TestRecordsUnderOtherSchedules:
     def test_records_carry_the_rate_of_their_own_step(self):
         x, y = data()
@@ -387,7 +421,9 @@ class TestWritingAController:
         x, y = data()
         keras.utils.set_random_seed(0)
         inputs = keras.Input((10,))
-        model = kac.convert(keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8, activation="relu")(inputs))))
+        model = kac.convert(
+            keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8, activation="relu")(inputs)))
+        )
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
         controller = namespace["HoldTemperature"](temperature=0.5, every_step=3)
         model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller], verbose=0)

@@ -8,7 +8,6 @@ import pytest
 
 import keras_actcoolr as kac
 
-
 pytestmark = pytest.mark.usefixtures("fresh_session")
 
 
@@ -20,8 +19,7 @@ def random_inputs(model, batch=3, seed=0):
 def apt_arguments(model):
     """`{name: (max_value, negative_slope, threshold, axis)}` of the APTReLU layers of a model."""
     return {
-        layer.name: (layer.max_value, layer.negative_slope, layer.threshold, layer.axis)
-        for layer in model.apt_layers()
+        layer.name: (layer.max_value, layer.negative_slope, layer.threshold, layer.axis) for layer in model.apt_layers()
     }
 
 
@@ -164,9 +162,7 @@ class TestConvert:
         x = 20.0 * random_inputs(model, batch=8)
         converted = kac.convert(model)
         assert apt_arguments(converted) == {name: (*expected, -1)}
-        np.testing.assert_allclose(
-            converted.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6
-        )
+        np.testing.assert_allclose(converted.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
 
     # TensorFlow runs a channels-first Conv2D on CPU only with its oneDNN kernels on; Keras runs
     # depthwise and 3-D channels-first convolutions on every CPU (the latter through XLA).
@@ -326,7 +322,9 @@ class TestErrors:
     @pytest.mark.parametrize(
         "model",
         [
-            lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="tanh"), keras.layers.Dense(2)]),
+            lambda: keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(3, activation="tanh"), keras.layers.Dense(2)]
+            ),
             lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Activation("sigmoid")]),
         ],
         ids=["tanh_dense", "sigmoid_activation"],

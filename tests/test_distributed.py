@@ -232,7 +232,10 @@ class TestStrategyCheck:
     def test_central_storage_strategy_is_refused_by_name(self):
         model = small_model(tf.distribute.experimental.CentralStorageStrategy())
         x, y = np.ones((8, 4), "float32"), np.ones((8, 2), "float32")
-        for callback in (kac.TemperatureLogger(every_step=1), kac.ActCooLR(initial_learning_rate=None, sigma=1.0, every_step=1)):
+        for callback in (
+            kac.TemperatureLogger(every_step=1),
+            kac.ActCooLR(initial_learning_rate=None, sigma=1.0, every_step=1),
+        ):
             with pytest.raises(ValueError, match="MultiWorkerMirroredStrategy") as error:
                 model.fit(x, y, batch_size=4, callbacks=[callback], verbose=0)
             assert "MirroredStrategy" in str(error.value) and "CentralStorageStrategy" in str(error.value)

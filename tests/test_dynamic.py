@@ -3,10 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from controller_helpers import LOSS, converted, data
 
 import keras_actcoolr as kac
-
-from controller_helpers import LOSS, converted, data
 
 
 class TestDynamicActCooLR:

@@ -18,7 +18,7 @@ def test_range_analysis_example(tmp_path, capsys, monkeypatch):
     output = tmp_path / "range.png"
     results = lr_range_analysis.main(["--batches", "1", "--output", str(output)])
     printed = capsys.readouterr().out
-    (name, result), = results
+    ((name, result),) = results
     assert f"sigma = {result.sigma:.3f}, mu = {result.mu:.3f}" in printed
     assert len(result.temperatures) == 25 and np.all(np.isfinite(result.temperatures))
     assert output.stat().st_size > 10_000

@@ -71,9 +71,7 @@ TABLE_3 = [
 
 def matching(dataset, epochs, network, method):
     return [
-        p
-        for p in PRESETS.values()
-        if (p.dataset, p.epochs, p.network, p.method) == (dataset, epochs, network, method)
+        p for p in PRESETS.values() if (p.dataset, p.epochs, p.network, p.method) == (dataset, epochs, network, method)
     ]
 
 

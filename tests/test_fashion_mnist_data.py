@@ -204,7 +204,9 @@ class TestPipeline:
 
     def test_validation_percent_and_image_size(self, tmp_path):
         write_dir(tmp_path, n_train=200, n_test=2)
-        images, _ = batches(data.load("fashion_mnist", "validation", path=tmp_path, validation_percent=5, image_size=12))
+        images, _ = batches(
+            data.load("fashion_mnist", "validation", path=tmp_path, validation_percent=5, image_size=12)
+        )
         assert images.shape == (10, 12, 12, 1)  # 5% of 200
 
     def test_validation_size_of_the_real_data_set(self):

@@ -10,10 +10,9 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from controller_helpers import converted, data
 
 import keras_actcoolr as kac
-
-from controller_helpers import converted, data
 
 BATCH, SAMPLES = 16, 160
 STEPS_PER_EPOCH = SAMPLES // BATCH

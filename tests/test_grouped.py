@@ -170,9 +170,7 @@ class TestControllers:
     def test_actcoolr_follows_the_measure_it_was_given(self, measure):
         model = _model()
         x, y = _data()
-        controller = kac.ActCooLR(
-            measure=measure, sigma=1.0, initial_learning_rate=None, guards=False, every_step=2
-        )
+        controller = kac.ActCooLR(measure=measure, sigma=1.0, initial_learning_rate=None, guards=False, every_step=2)
         model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0)
         records = controller.measurements
         assert records

@@ -9,11 +9,10 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from controller_helpers import LOSS, dead_from_the_start
 from scipy import stats
 
 import keras_actcoolr as kac
-
-from controller_helpers import LOSS, dead_from_the_start
 
 
 def data(n=160, seed=0):
@@ -192,7 +191,9 @@ class TestRunawayGuard:
 def collapse_run(corruption, every=2, seed=1, corrupt_after=7):
     x, y = data()
     model = mlp(seed=seed)
-    controller = kac.ActCooLR(sigma=1.0, start_temperature=0.5, every_step=every, snapshot_every=1, initial_learning_rate=None)
+    controller = kac.ActCooLR(
+        sigma=1.0, start_temperature=0.5, every_step=every, snapshot_every=1, initial_learning_rate=None
+    )
     recorder = Snapshots(corrupt_after=corrupt_after, corruption=corruption)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -276,7 +277,9 @@ def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
             assert state[key] == pytest.approx(value), key
     # A new controller on the resumed model keeps the lowered ceiling.
     x, y = data()
-    again = kac.ActCooLR(sigma=1.0, start_temperature=1.0, every_step=2, max_learning_rate=10.0, initial_learning_rate=None)
+    again = kac.ActCooLR(
+        sigma=1.0, start_temperature=1.0, every_step=2, max_learning_rate=10.0, initial_learning_rate=None
+    )
     restored.fit(x, y, batch_size=16, epochs=1, callbacks=[again], verbose=0)
     assert kac.schedules.find_schedule(restored.optimizer).state()["max_learning_rate"] <= saved[
         "max_learning_rate"

@@ -387,5 +387,7 @@ class TestArguments:
     )
     def test_bad_argument_raises_value_error_at_construction(self, arguments):
         (name,) = arguments
-        with pytest.raises(ValueError, match="`axis` must be an integer" if name == "axis" else f"{name} of a ReLU layer cannot be"):
+        with pytest.raises(
+            ValueError, match="`axis` must be an integer" if name == "axis" else f"{name} of a ReLU layer cannot be"
+        ):
             kac.APTReLU(**arguments)

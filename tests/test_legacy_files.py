@@ -142,7 +142,11 @@ def test_backup_of_0_2_0_restores_its_state(fresh_session, tmp_path):
         batch_size=16,
         epochs=2,
         verbose=0,
-        callbacks=[kac.ActCooLR(every_step=3, start_temperature=1.5), keras.callbacks.BackupAndRestore(str(backup)), capture],
+        callbacks=[
+            kac.ActCooLR(every_step=3, start_temperature=1.5),
+            keras.callbacks.BackupAndRestore(str(backup)),
+            capture,
+        ],
     )
     assert capture.state["iterations"] == reference["iterations"]
     for key, value in reference["state"].items():

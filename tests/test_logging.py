@@ -44,8 +44,16 @@ class TestTemperatureLogger:
         with open(path, newline="") as file:
             rows = list(csv.reader(file))
         assert rows[0] == [
-            "step", "learning_rate", "temperature", "a_relu", "b_relu", "dead/a_relu", "dead/b_relu",
-            "group_temperature", "group/a_relu", "group/b_relu",
+            "step",
+            "learning_rate",
+            "temperature",
+            "a_relu",
+            "b_relu",
+            "dead/a_relu",
+            "dead/b_relu",
+            "group_temperature",
+            "group/a_relu",
+            "group/b_relu",
         ]
         assert len(rows) == 1 + 6  # steps 0, 3, ..., 15 of 16
         for row, record in zip(rows[1:], logger.history):
@@ -81,15 +89,15 @@ class TestTemperatureLogger:
             "group_temperature/a_relu",
             "group_temperature/b_relu",
         } <= set(events)
-        for (step, value), record in zip(events["group_temperature/a_relu"], logger.history):
+        for (_, value), record in zip(events["group_temperature/a_relu"], logger.history):
             np.testing.assert_allclose(float(value), record["group_layers"]["a_relu"], rtol=1e-6)
-        for (step, value), record in zip(events["dead/a_relu"], logger.history):
+        for (_, value), record in zip(events["dead/a_relu"], logger.history):
             np.testing.assert_allclose(float(value), record["dead"]["a_relu"], rtol=1e-6)
         steps = [step for step, _ in events["temperature/network"]]
         assert steps == [r["step"] for r in logger.history] == [0, 4, 8, 12]
-        for (step, value), record in zip(events["temperature/b_relu"], logger.history):
+        for (_, value), record in zip(events["temperature/b_relu"], logger.history):
             np.testing.assert_allclose(float(value), record["layers"]["b_relu"], rtol=1e-6)
-        for (step, value), record in zip(events["learning_rate"], logger.history):
+        for (_, value), _record in zip(events["learning_rate"], logger.history):
             np.testing.assert_allclose(float(value), 0.2, rtol=1e-6)
         images = events["temperature/heat_map"]
         assert [step for step, _ in images] == [0, 1]

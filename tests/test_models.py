@@ -273,7 +273,14 @@ class TestLoadWeights:
     def test_load_weights_into_a_fresh_compiled_model_restores_the_controller(self, tmp_path):
         x, y = data(n=64, shape=(10,), classes=3)
         model = actcoolr_mlp()
-        model.fit(x, y, batch_size=8, epochs=2, callbacks=[kac.ActCooLR(every_step=3, sigma=1.3, guards=False, initial_learning_rate=None)], verbose=0)
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=2,
+            callbacks=[kac.ActCooLR(every_step=3, sigma=1.3, guards=False, initial_learning_rate=None)],
+            verbose=0,
+        )
         saved = kac.schedules.find_schedule(model.optimizer).state()
         saved_iterations = int(model.optimizer.iterations)
         path = tmp_path / "trained.weights.h5"

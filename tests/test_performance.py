@@ -219,7 +219,9 @@ class TestTraces:
         x, y = data(n=96)
         model = kac.convert(conv_net(relu=keras.layers.ReLU, model=keras.Model))
         model.compile(
-            optimizer=keras.optimizers.SGD(0.05), loss=LOSS, steps_per_execution=steps_per_execution,
+            optimizer=keras.optimizers.SGD(0.05),
+            loss=LOSS,
+            steps_per_execution=steps_per_execution,
             jit_compile=jit_compile,
         )
         # A tf.function that creates variables (the optimizer's, on its first step) is traced twice.
@@ -329,5 +331,9 @@ class TestPrecision:
                 # the d positions with a flipped unit: a few per cent here (at most 5% with bfloat16 when
                 # this test was written), where the interval above lets about half of them through.
                 assert d <= 0.1 * positions, (name, d, positions)
-                assert expected[name] == pytest.approx(float(kac.temperature.layer_temperature(unchanged32, positions)), rel=1e-12)
-                assert got[name] == pytest.approx(float(kac.temperature.layer_temperature(unchanged, positions)), rel=1e-12)
+                assert expected[name] == pytest.approx(
+                    float(kac.temperature.layer_temperature(unchanged32, positions)), rel=1e-12
+                )
+                assert got[name] == pytest.approx(
+                    float(kac.temperature.layer_temperature(unchanged, positions)), rel=1e-12
+                )

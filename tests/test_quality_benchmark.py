@@ -237,7 +237,6 @@ class TestSummary:
         assert s["median"] == pytest.approx(0.9) and s["seed_spread"] == pytest.approx(0.15)
         assert (s["rate"], s["collapsed"], s["runs"], s["runs_to_tune"]) == (1e-3, 1, 3, 0)
 
-
     def test_mixed_controllers_refused(self, quality):
         runs = [run_record("actcoolr", 0.1, 0, 0.9), run_record("actcoolr", 0.1, 1, 0.9)]
         runs[0]["controller"], runs[1]["controller"] = {}, {"gamma": 2.0}
@@ -276,7 +275,10 @@ class TestOutput:
         assert "pass (-1.0)" in checks and "FAIL (-2.0)" in checks
         assert "development tasks: 3 of 4 checks pass." in text
         # Overview: ActCooLR 97.0 (spread 0.0), constant 98.0, one-cycle 99.0, no cosine, no peers.
-        assert tables[2] == "| digits_cnn_bn (development) | SGD m=0.9 | 97.0 (0.0) | 98.0 | 99.0 | - | - | misses: one-cycle |"
+        assert (
+            tables[2]
+            == "| digits_cnn_bn (development) | SGD m=0.9 | 97.0 (0.0) | 98.0 | 99.0 | - | - | misses: one-cycle |"
+        )
 
     def test_markdown_with_peers(self, quality):
         runs = hand_made_runs(peers=True)
@@ -296,6 +298,7 @@ class TestOutput:
         # Two peer entries but still one checks row (peers have no checks of their own).
         assert sum(line.startswith("| digits_cnn_bn | development |") for line in tables) == 1
         assert "development tasks: 4 of 5 checks pass." in text
+
     def test_plan_sizes(self, quality):
         q = quality
         full = q.plan_runs(q.FULL_PLAN, q.FULL_PLAN, q.DEFAULT_METHODS, q.SEEDS, q.INITIAL_RATES, None, {})

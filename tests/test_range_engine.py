@@ -129,8 +129,15 @@ class TestStartOfTrainingAnalysis:
 
         model = converted_mlp(0.1)
         controller = kac.ActCooLR(every_step=1, initial_learning_rate="auto")
-        model.fit(np.concatenate([x, x]), np.concatenate([y, y]), batch_size=64, epochs=1, callbacks=[controller],
-                  verbose=0, shuffle=False)
+        model.fit(
+            np.concatenate([x, x]),
+            np.concatenate([y, y]),
+            batch_size=64,
+            epochs=1,
+            callbacks=[controller],
+            verbose=0,
+            shuffle=False,
+        )
         analysis = controller.range_analysis
         np.testing.assert_array_equal(analysis["learning_rates"], RATES)
         np.testing.assert_allclose(analysis["layer_temperatures"], expected, rtol=1e-12, atol=0)
@@ -170,7 +177,9 @@ class TestTracedOnce:
         model.compile(optimizer=keras.optimizers.SGD(kac.ActCooLRSchedule(0.05), momentum=0.9), loss=LOSS)
         model.optimizer.build(model.trainable_variables)
         traces = graph_op_types(model)
-        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[kac.ActCooLR(every_step=1, initial_learning_rate=None)])
+        model.fit(
+            x, y, batch_size=16, epochs=1, verbose=0, callbacks=[kac.ActCooLR(every_step=1, initial_learning_rate=None)]
+        )
         # One trace measures every step, those with the 25-rate analysis and those without.
         assert set(traces) == {"estimate"}
         ((outer, library),) = traces["estimate"]
@@ -222,7 +231,7 @@ class TestExecutionOptions:
             results[jit_compile] = controller.range_analysis["layer_temperatures"]
         assert len(np.unique(results[False])) > 10
         # XLA may round a pre-activation otherwise: allow one position per layer and rate to differ.
-        unchanged = {jit: 64 * 2.0 ** -temperatures for jit, temperatures in results.items()}
+        unchanged = {jit: 64 * 2.0**-temperatures for jit, temperatures in results.items()}
         assert np.abs(unchanged[True] - unchanged[False]).max() <= 1 + 1e-9
 
 

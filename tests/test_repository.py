@@ -244,7 +244,10 @@ class TestCitations:
         "heading, anchor",
         [
             ("## Set up", "set-up"),
-            ("### Initial learning rate (supplementary section B, Figure 5)", "initial-learning-rate-supplementary-section-b-figure-5"),
+            (
+                "### Initial learning rate (supplementary section B, Figure 5)",
+                "initial-learning-rate-supplementary-section-b-figure-5",
+            ),
             ("## 2. Definitions", "2-definitions"),
             ("## `keras_actcoolr.zoo`: the networks", "keras_actcoolrzoo-the-networks"),
         ],

@@ -58,8 +58,12 @@ def build_model():
 
 
 CONTROLLERS = {
-    "actcoolr_estimated_sigma": lambda: kac.ActCooLR(initial_learning_rate=None, start_temperature=1.5, every_step=EVERY),
-    "actcoolr_given_sigma": lambda: kac.ActCooLR(initial_learning_rate=None, start_temperature=1.5, gamma=2.0, every_step=EVERY, sigma=1.3),
+    "actcoolr_estimated_sigma": lambda: kac.ActCooLR(
+        initial_learning_rate=None, start_temperature=1.5, every_step=EVERY
+    ),
+    "actcoolr_given_sigma": lambda: kac.ActCooLR(
+        initial_learning_rate=None, start_temperature=1.5, gamma=2.0, every_step=EVERY, sigma=1.3
+    ),
     "dynamic": lambda: kac.DynamicActCooLR(start_probability=0.5, every_step=EVERY),
 }
 
@@ -118,8 +122,15 @@ def assert_same_records(records, reference, rel):
         expected = by_step[record["step"]]
         assert set(record) == set(expected)
         nested = (
-            "layers", "dead", "positions", "saturated", "loss",
-            "group_layers", "group_positions", "group_saturated", "measure",
+            "layers",
+            "dead",
+            "positions",
+            "saturated",
+            "loss",
+            "group_layers",
+            "group_positions",
+            "group_saturated",
+            "measure",
         )
         for key in ("control_temperature",):  # None when the controller held the rate
             if record.get(key) is None or expected.get(key) is None:
@@ -189,7 +200,9 @@ class TestBackupAndRestore:
             # Estimated from the range analyses pooled over the first epoch; the pool is in the
             # backup, so the resumed run refines sigma exactly as the uninterrupted one did.
             assert reference.history[0]["sigma"] > 0
-            assert [r["sigma"] for r in resumed.history] == [r["sigma"] for r in reference.history if r["step"] >= first]
+            assert [r["sigma"] for r in resumed.history] == [
+                r["sigma"] for r in reference.history if r["step"] >= first
+            ]
         for weight, expected in zip(model.get_weights(), reference_weights):
             np.testing.assert_allclose(weight, expected, rtol=1e-6, atol=1e-7)
 
@@ -283,7 +296,11 @@ class TestDeterminism:
         # Two processes, side by side: seeds 0, 0, 1 in the first, 0 in the second.
         procs = [
             subprocess.Popen(
-                [sys.executable, str(script), *seeds], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                [sys.executable, str(script), *seeds],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for seeds in (["0", "0", "1"], ["0"])
         ]

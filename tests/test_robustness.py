@@ -11,13 +11,12 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from controller_helpers import LOSS, converted, data
 from scipy import stats
 from sklearn.datasets import load_digits
 
 import keras_actcoolr as kac
 from keras_actcoolr import messages, temperature
-
-from controller_helpers import LOSS, converted, data
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -186,7 +185,9 @@ class TestQuickstartAtHugeSigma:
 
 
 class TestScheduleArguments:
-    @pytest.mark.parametrize("value", [np.float32(0.1), np.float64(0.1), 1, np.int64(2)], ids=["f32", "f64", "int", "i64"])
+    @pytest.mark.parametrize(
+        "value", [np.float32(0.1), np.float64(0.1), 1, np.int64(2)], ids=["f32", "f64", "int", "i64"]
+    )
     def test_numpy_and_python_numbers_are_accepted(self, value):
         assert kac.ActCooLRSchedule(value).initial_learning_rate == float(value)
 
@@ -210,7 +211,9 @@ class TestActCooLRBounds:
         x, y = data()
         model = converted()
         controller = kac.ActCooLR(min_learning_rate=50.0, every_step=2, collapse_guard=False)
-        with pytest.warns(UserWarning, match=r"automatic `max_learning_rate` .* is not above `min_learning_rate` \(50\)"):
+        with pytest.warns(
+            UserWarning, match=r"automatic `max_learning_rate` .* is not above `min_learning_rate` \(50\)"
+        ):
             model.fit(x, y, batch_size=20, epochs=1, callbacks=[controller, learning_rate_recorder], verbose=0)
         # The start analysis' erf model gives exp(mu + sigma * PhiInv(P*)) for T* = 1 (P* = 1/2): ten times
         # that is the automatic ceiling, below the minimum here.
@@ -266,8 +269,17 @@ class TestAnalysisArguments:
             ({"learning_rates": [0.1, -1.0]}, r"Received: learning_rates=\[0.1, -1.0\]"),
             ({"learning_rates": ["a", "b"]}, r"Received: learning_rates=\['a', 'b'\]"),
         ],
-        ids=["batch_size0", "batch_size_float", "batches0", "batches_float", "batches_bool", "no_rates", "nan_rate",
-             "negative_rate", "text_rates"],
+        ids=[
+            "batch_size0",
+            "batch_size_float",
+            "batches0",
+            "batches_float",
+            "batches_bool",
+            "no_rates",
+            "nan_rate",
+            "negative_rate",
+            "text_rates",
+        ],
     )
     def test_lr_range_analysis_refuses(self, kwargs, match):
         x, y = data(n=32)

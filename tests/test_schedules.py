@@ -13,10 +13,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from controller_helpers import LearningRateRecorder
 
 import keras_actcoolr as kac
-
-from controller_helpers import LearningRateRecorder
 
 
 def evaluate(schedule, steps):
@@ -253,9 +252,7 @@ class TestBindSchedule:
         schedule.assign_pool_counts(counts)
         np.testing.assert_array_equal(schedule.pool_counts(), counts)
 
-    @pytest.mark.parametrize(
-        "learning_rate", [0.1, kac.StepDecay(0.1, step_size=5)], ids=["float", "other_schedule"]
-    )
+    @pytest.mark.parametrize("learning_rate", [0.1, kac.StepDecay(0.1, step_size=5)], ids=["float", "other_schedule"])
     def test_other_learning_rates_bind_nothing(self, learning_rate):
         optimizer = keras.optimizers.SGD(learning_rate)
         count = len(optimizer.variables)
@@ -436,7 +433,9 @@ class TestOneCycleMomentum:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tests), env.get("PYTHONPATH")]))
         argument = json.dumps([x.tolist(), y.tolist()])
-        done = subprocess.run([sys.executable, str(script), argument], env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, str(script), argument], env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         run = json.loads(done.stdout.splitlines()[-1])
         assert run["replicas"] == 2

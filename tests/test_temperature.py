@@ -146,7 +146,17 @@ class TestLayerTemperature:
     @pytest.mark.parametrize(
         "flipped, positions",
         [(0, 64), (1, 64), (8, 64), (32, 64), (48, 64), (63, 64), (1, 3), (2, 3), (999, 1000)],
-        ids=["none_of_64", "1_of_64", "8_of_64", "half_of_64", "48_of_64", "63_of_64", "1_of_3", "2_of_3", "999_of_1000"],
+        ids=[
+            "none_of_64",
+            "1_of_64",
+            "8_of_64",
+            "half_of_64",
+            "48_of_64",
+            "63_of_64",
+            "1_of_3",
+            "2_of_3",
+            "999_of_1000",
+        ],
     )
     def test_hand_counts(self, flipped, positions):
         expected = -math.log2((positions - flipped) / positions)
@@ -415,9 +425,7 @@ class TestStaticLrUpdate:
         np.testing.assert_allclose(new_lr, seed_lr, rtol=1e-10)
         np.testing.assert_allclose(drift, seed_drift, rtol=1e-8)
 
-    @pytest.mark.parametrize(
-        "p", [0.0, 1e-3, 0.3, 0.5, 0.999, 1.0], ids=["0", "1e-3", "0.3", "0.5", "0.999", "1"]
-    )
+    @pytest.mark.parametrize("p", [0.0, 1e-3, 0.3, 0.5, 0.999, 1.0], ids=["0", "1e-3", "0.3", "0.5", "0.999", "1"])
     def test_on_target_keeps_learning_rate(self, p):
         new_lr, drift = temperature.static_lr_update(0.1, p, p, 1.3, 10)
         assert new_lr == 0.1
@@ -554,7 +562,10 @@ class TestAutoStartTemperature:
         params = [(0.5, np.log(0.002)), (0.5, np.log(0.5)), (0.5, np.log(0.5))]
         rates, temperatures = self.layers(params)
         assert temperature.auto_start_temperature(rates, temperatures) == temperature.AUTO_START_BOUNDS[1]
-        assert temperature.auto_start_temperature(rates, temperatures, bounds=(0.1, 100.0)) > temperature.AUTO_START_BOUNDS[1]
+        assert (
+            temperature.auto_start_temperature(rates, temperatures, bounds=(0.1, 100.0))
+            > temperature.AUTO_START_BOUNDS[1]
+        )
 
     def test_layers_that_cannot_be_fitted_are_skipped(self):
         rates, temperatures = self.layers([(1.3, np.log(0.2))])

@@ -12,7 +12,6 @@ from scipy import stats
 import keras_actcoolr as kac
 from keras_actcoolr import zoo
 
-
 pytestmark = pytest.mark.usefixtures("fresh_session")
 
 
@@ -25,7 +24,7 @@ def by_size(cases):
     return [pytest.param(*case, marks=pytest.mark.slow) if case[0] in BIG else case for case in cases]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_network(name):
     """The network with its default arguments, built once for the read-only tests."""
     return zoo.get(name)
@@ -38,7 +37,7 @@ def default_network(name):
 def cifar_resnet_count(depth, variant="standard", classes=10):
     """He et al.'s CIFAR ResNet, option-A shortcuts (no parameters)."""
     n = (depth - 2) // 6
-    convs, bn_channels, scalars = 3 * 3 * 3 * 16, 16, 0
+    convs, bn_channels = 3 * 3 * 3 * 16, 16
     inp = 16
     for width in (16, 32, 64):
         for _ in range(n):
@@ -245,7 +244,9 @@ def train_under_actcoolr(model, input_shape, run_eagerly, sigma=None, steps=4):
     kernel = next(w for w in model.trainable_weights if len(w.shape) == 4)
     before = np.array(kernel)
     # The paper's controller (guards off), whose update is replayed by hand below.
-    controller = kac.ActCooLR(initial_learning_rate=None, start_temperature=1.0, every_step=2, sigma=sigma, guards=False)
+    controller = kac.ActCooLR(
+        initial_learning_rate=None, start_temperature=1.0, every_step=2, sigma=sigma, guards=False
+    )
     history = model.fit(x, y, batch_size=2, epochs=1, callbacks=[controller], verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert [r["step"] for r in controller.history] == list(range(0, steps, 2))

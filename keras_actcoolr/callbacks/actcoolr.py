@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from scipy import special
 
-from keras_actcoolr import temperature as T
 from keras_actcoolr import messages, validation
+from keras_actcoolr import temperature as T
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
 from keras_actcoolr.measurement import DEFAULT_MEASURE, RangeCounts, check_measure, range_measure, record_measure
 from keras_actcoolr.schedules import ActCooLRSchedule
@@ -89,6 +89,7 @@ def _dead_layers(record: dict) -> list[str]:
     """Names of the layers of a record whose every channel was off on the measured batch."""
     dead = record.get("dead", {})
     return [name for name in record["layers"] if dead.get(name, 0.0) >= 1.0]
+
 
 class ActCooLR(MeasuringCallback):
     """Static ActCooLR: sets the learning rate so that the temperature follows a cooling curve.
@@ -351,7 +352,10 @@ class ActCooLR(MeasuringCallback):
             self.start_temperature: float | str = "auto"
         else:
             self.start_temperature = validation.positive("start_temperature", start_temperature)
-        if self.start_temperature != "auto" and T.temperature_to_probability(self.start_temperature) >= 1.0 - self.epsilon:
+        if (
+            self.start_temperature != "auto"
+            and T.temperature_to_probability(self.start_temperature) >= 1.0 - self.epsilon
+        ):
             limit = float(T.probability_to_temperature(1.0 - self.epsilon))
             raise ValueError(
                 "`start_temperature` is so high that its change probability rounds to 1 "
@@ -371,13 +375,15 @@ class ActCooLR(MeasuringCallback):
                 f"Received: target_temperature={target_temperature!r}"
             )
         self.target_temperature = target_temperature
-        self.min_learning_rate = validation.real_in("min_learning_rate", min_learning_rate, 0.0, math.inf, low_open=False)
+        self.min_learning_rate = validation.real_in(
+            "min_learning_rate", min_learning_rate, 0.0, math.inf, low_open=False
+        )
         if max_learning_rate == "auto":
             self.max_learning_rate: float | str = "auto"
             top = float(T.RANGE_LEARNING_RATES[-1])
             if self.min_learning_rate >= top:
                 raise ValueError(
-                    f'`min_learning_rate` must be below {top:g}, the highest rate of the range analysis and the '
+                    f"`min_learning_rate` must be below {top:g}, the highest rate of the range analysis and the "
                     'largest ceiling that `max_learning_rate="auto"` can set; pass a number greater than '
                     f"`min_learning_rate` as `max_learning_rate`. Received: min_learning_rate={min_learning_rate!r}"
                 )
@@ -456,9 +462,14 @@ class ActCooLR(MeasuringCallback):
         if ceiling == "auto":
             stored = state["max_learning_rate"]
             # Kept when a range analysis or the collapse guard set it (a resumed run).
-            ceiling = stored if self._on("runaway_guard") and math.isfinite(stored) and stored < T.RANGE_LEARNING_RATES[-1] and (
-                state["sigma"] > 0 or state["collapses"] > 0
-            ) else float(T.RANGE_LEARNING_RATES[-1])
+            ceiling = (
+                stored
+                if self._on("runaway_guard")
+                and math.isfinite(stored)
+                and stored < T.RANGE_LEARNING_RATES[-1]
+                and (state["sigma"] > 0 or state["collapses"] > 0)
+                else float(T.RANGE_LEARNING_RATES[-1])
+            )
         elif state["collapses"] > 0 and self._on("collapse_guard"):
             ceiling = min(ceiling, state["max_learning_rate"])
         updates: dict[str, float] = {"min_learning_rate": self.min_learning_rate, "max_learning_rate": ceiling}
@@ -606,8 +617,8 @@ class ActCooLR(MeasuringCallback):
         else:
             self._start = self.start_temperature
         # sigma is estimated over the range analyses of the first steps, unless given or estimated.
-        self._pooling = self.sigma is None and not state["pool_done"] and (
-            state["sigma"] <= 0.0 or state["pool_batches"] > 0
+        self._pooling = (
+            self.sigma is None and not state["pool_done"] and (state["sigma"] <= 0.0 or state["pool_batches"] > 0)
         )
         self._pool = None
         self._spike.reset(state["loss_average"], state["loss_count"], state["loss_reference"], state["loss_minimum"])
@@ -637,7 +648,7 @@ class ActCooLR(MeasuringCallback):
                     "ActCooLR: the training data has a single batch per epoch, and the range analysis that "
                     '`initial_learning_rate="auto"` runs before the first step uses that batch up without '
                     "training on it: the first epoch trains nothing (its loss reads 0). Use more data than one "
-                    'batch (or a smaller `batch_size`), or pass `initial_learning_rate=None`.',
+                    "batch (or a smaller `batch_size`), or pass `initial_learning_rate=None`.",
                     stacklevel=3,
                 )
             return "before_step"
@@ -648,9 +659,7 @@ class ActCooLR(MeasuringCallback):
         range_analysis = range_measure(range_analysis, self.measure)
         step_layers = record_measure(record, self.measure)[0]
         step_temperature = float(np.mean(list(step_layers.values()))) if step_layers else 0.0
-        self.range_analysis = dict(
-            range_analysis, step_temperature=step_temperature, measure=self.measure
-        )
+        self.range_analysis = dict(range_analysis, step_temperature=step_temperature, measure=self.measure)
         range_analysis = self._pool_add(record, range_analysis)
         fitted = self._fit(range_analysis)
         if self._start is None:
@@ -682,8 +691,10 @@ class ActCooLR(MeasuringCallback):
         """Target temperature at `progress` in [0, 1]."""
         if self.target_temperature is not None:
             value = self.target_temperature(progress)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                math.isfinite(value) and value >= 0
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not (math.isfinite(value) and value >= 0)
             ):
                 raise ValueError(
                     "`target_temperature` must return a finite number >= 0. "
@@ -917,7 +928,9 @@ class ActCooLR(MeasuringCallback):
         undone = list(range(kept["step"] + 1, step + 1))
         # Batch indices in this epoch of the undone steps (a bad batch can also give a finite loss
         # and NaN weights: its loss shows at the next step).
-        batches = [b for b in (None if batch is None else batch - (step - s) for s in undone) if b is not None and b >= 0]
+        batches = [
+            b for b in (None if batch is None else batch - (step - s) for s in undone) if b is not None and b >= 0
+        ]
         skipped = f"the update of step {step}" + (
             f" and of the {len(undone) - 1} steps before it since the kept state" if len(undone) > 1 else ""
         )
@@ -1175,10 +1188,10 @@ class ActCooLR(MeasuringCallback):
             self._schedule.assign(max_learning_rate=ceiling)
         else:
             messages.warn(
-                f'ActCooLR: the automatic `max_learning_rate` ({ceiling:.4g}, {AUTO_CEILING_FACTOR:g} times the rate '
+                f"ActCooLR: the automatic `max_learning_rate` ({ceiling:.4g}, {AUTO_CEILING_FACTOR:g} times the rate "
                 f"{start_rate:.4g} that the fitted erf model gives for the target) is not above "
                 f"`min_learning_rate` ({self.min_learning_rate:.4g}). `min_learning_rate` wins: the automatic "
                 f"ceiling is not applied and the rate stays within [{self.min_learning_rate:.4g}, "
-                f'{state["max_learning_rate"]:.4g}]. Lower `min_learning_rate` or pass a number as `max_learning_rate`.',
+                f"{state['max_learning_rate']:.4g}]. Lower `min_learning_rate` or pass a number as `max_learning_rate`.",
                 stacklevel=3,
             )

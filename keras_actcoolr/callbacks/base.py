@@ -21,6 +21,7 @@ def require_apt_model(model: Any, callback: str) -> APTModel:
         )
     return model
 
+
 def bind_controller(callback: Any) -> tuple[ActCooLRSchedule, int]:
     """The `ActCooLRSchedule` a controller callback drives, and the number of training steps."""
     name = type(callback).__name__
@@ -43,6 +44,7 @@ def bind_controller(callback: Any) -> tuple[ActCooLRSchedule, int]:
             )
         steps = int(steps_per_epoch) * int(epochs)
     return schedule, steps
+
 
 class MeasuringCallback(keras.callbacks.Callback):
     """Base of the callbacks that ask an `APTModel` for measurements (`keras_actcoolr.models.MeasurementObserver`).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -108,8 +108,10 @@ class DynamicActCooLR(MeasuringCallback):
     ) -> None:
         super().__init__(every_step)
         self.measure = check_measure(measure)
-        if isinstance(start_probability, bool) or not isinstance(start_probability, numbers.Real) or not (
-            0.0 < start_probability < 1.0
+        if (
+            isinstance(start_probability, bool)
+            or not isinstance(start_probability, numbers.Real)
+            or not (0.0 < start_probability < 1.0)
         ):
             raise ValueError(
                 f"`start_probability` must be a number in (0, 1). Received: start_probability={start_probability}"
@@ -129,15 +131,19 @@ class DynamicActCooLR(MeasuringCallback):
         ):
             raise ValueError(f"`total_steps` must be an integer >= 1 or None. Received: total_steps={total_steps}")
         self.total_steps = None if total_steps is None else int(total_steps)
-        if isinstance(min_learning_rate, bool) or not isinstance(min_learning_rate, numbers.Real) or not (
-            math.isfinite(min_learning_rate) and min_learning_rate >= 0
+        if (
+            isinstance(min_learning_rate, bool)
+            or not isinstance(min_learning_rate, numbers.Real)
+            or not (math.isfinite(min_learning_rate) and min_learning_rate >= 0)
         ):
             raise ValueError(
                 f"`min_learning_rate` must be a finite number >= 0. Received: min_learning_rate={min_learning_rate}"
             )
         self.min_learning_rate = float(min_learning_rate)
-        if isinstance(max_learning_rate, bool) or not isinstance(max_learning_rate, numbers.Real) or not (
-            math.isfinite(max_learning_rate) and max_learning_rate > self.min_learning_rate
+        if (
+            isinstance(max_learning_rate, bool)
+            or not isinstance(max_learning_rate, numbers.Real)
+            or not (math.isfinite(max_learning_rate) and max_learning_rate > self.min_learning_rate)
         ):
             raise ValueError(
                 "`max_learning_rate` must be a finite number greater than `min_learning_rate`. "
@@ -158,9 +164,7 @@ class DynamicActCooLR(MeasuringCallback):
         """Target change probability at `progress` in [0, 1]."""
         value = float(self._curve(progress))
         if not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"The target probability must be in [0, 1]. Received: {value} at progress={progress}"
-            )
+            raise ValueError(f"The target probability must be in [0, 1]. Received: {value} at progress={progress}")
         return value
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:

@@ -152,8 +152,10 @@ class TemperatureLogger(MeasuringCallback):
         if self._writer is not None:
             self._writer.flush()
 
+
 # Anchors of the viridis colour map, from cold (0) to hot (1).
 _COLOURS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]) / 255.0
+
 
 def heat_map_image(records: list[dict], pixels: int = 8) -> np.ndarray:
     """`(layers * pixels, steps, 3)` float image of the layer temperatures of `records`.

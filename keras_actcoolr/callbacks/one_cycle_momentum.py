@@ -79,13 +79,17 @@ class OneCycleMomentum(keras.callbacks.Callback):
         ):
             raise ValueError(f"`t_max` must be a number in (0, 1) or None. Received: t_max={t_max}")
         self.t_max = None if t_max is None else float(t_max)
-        if isinstance(base_momentum, bool) or not isinstance(base_momentum, numbers.Real) or not (
-            0.0 < base_momentum <= 1.0
+        if (
+            isinstance(base_momentum, bool)
+            or not isinstance(base_momentum, numbers.Real)
+            or not (0.0 < base_momentum <= 1.0)
         ):
             raise ValueError(f"`base_momentum` must be a number in (0, 1]. Received: base_momentum={base_momentum}")
         self.base_momentum = float(base_momentum)
-        if isinstance(max_momentum, bool) or not isinstance(max_momentum, numbers.Real) or not (
-            self.base_momentum <= max_momentum <= 1.0
+        if (
+            isinstance(max_momentum, bool)
+            or not isinstance(max_momentum, numbers.Real)
+            or not (self.base_momentum <= max_momentum <= 1.0)
         ):
             raise ValueError(
                 "`max_momentum` must be a number in [base_momentum, 1]. "

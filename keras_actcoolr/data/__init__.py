@@ -16,7 +16,8 @@ Tiny ImageNet from a local directory. See `load` and `DATASETS`.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

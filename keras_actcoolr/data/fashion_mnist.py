@@ -40,8 +40,8 @@ DEBIAN_DIRECTORY = "/usr/share/datasets/fashion-mnist"
 HOW_TO_GET = (
     "Fashion-MNIST is read from its four IDX files ({files}, gzip-compressed or not). Get them either "
     "with the Debian/Ubuntu package (`sudo apt-get install dataset-fashion-mnist`, into {debian}), or "
-    "with Keras on a machine with internet access (`python -c \"import keras; "
-    "keras.datasets.fashion_mnist.load_data()\"`, into {keras_cache}), or download them from "
+    'with Keras on a machine with internet access (`python -c "import keras; '
+    'keras.datasets.fashion_mnist.load_data()"`, into {keras_cache}), or download them from '
     "https://github.com/zalandoresearch/fashion-mnist and pass their directory as `path=` "
     "(`--fashion-mnist-dir` on the command line)."
 )
@@ -236,7 +236,6 @@ def fashion_mnist_split(
         keep = len(x_train) - validation_count(len(x_train), validation_percent)
         images, labels = (x_train[:keep], y_train[:keep]) if split == "train" else (x_train[keep:], y_train[keep:])
     return images[..., None], labels.astype(np.int64)
-
 
 
 def write_fake_fashion_mnist(

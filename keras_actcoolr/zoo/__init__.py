@@ -19,7 +19,8 @@ count trainable parameters: compare them with `count_parameters(model)`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 

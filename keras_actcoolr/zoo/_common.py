@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 
 from keras_actcoolr.layers import APTReLU
+
 
 def conv_initializer() -> keras.initializers.Initializer:
     """He et al.'s normal initialisation with the fan-out (as torchvision's ResNets and Han et al.'s PyramidNet)."""

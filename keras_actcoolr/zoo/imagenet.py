@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -43,7 +43,5 @@ def resnet50(
         A `keras_actcoolr.APTModel` that outputs logits.
     """
     shape = check_input(input_shape, num_classes, min_size=32)
-    base = keras.applications.ResNet50(
-        weights=None, input_shape=shape, classes=num_classes, classifier_activation=None
-    )
+    base = keras.applications.ResNet50(weights=None, input_shape=shape, classes=num_classes, classifier_activation=None)
     return convert(base, name=name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -60,9 +60,7 @@ def vgg16(
             block, index = block + 1, 1
             continue
         prefix = f"block{block}_conv{index}"
-        x = keras.layers.Conv2D(
-            item, 3, padding="same", kernel_initializer=conv_initializer(), name=prefix
-        )(x)
+        x = keras.layers.Conv2D(item, 3, padding="same", kernel_initializer=conv_initializer(), name=prefix)(x)
         x = batch_norm(f"{prefix}_bn")(x)
         x = relu(f"{prefix}_relu")(x)
         index += 1
