@@ -46,6 +46,7 @@ def run(method, seed, test, val=None, rate=0.1, network="convnet4", points=(), *
     return record
 
 
+@pytest.mark.slow
 def test_smallest_run_and_resume(bench, tmp_path, monkeypatch):
     directory = data.write_fake_fashion_mnist(tmp_path / "idx", train=200, test=40)
     output = tmp_path / "runs.jsonl"

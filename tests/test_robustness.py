@@ -157,7 +157,7 @@ class TestQuickstartAtHugeSigma:
         "sigma, switches",
         [
             (50.0, {}),
-            (100.0, {"guards": False, "max_learning_rate": 1.0}),
+            pytest.param(100.0, {"guards": False, "max_learning_rate": 1.0}, marks=pytest.mark.slow),
         ],
         ids=["sigma50_guards", "sigma100_no_guards"],
     )

@@ -99,17 +99,21 @@ def assert_no_trace(strategy, optimizer):
     assert history["accuracy"] == expected_history["accuracy"]
 
 
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize(
+    "optimizer",
+    # One optimizer in the fast tier, the others in the slow one.
+    [name if name == "sgd_momentum" else pytest.param(name, marks=pytest.mark.slow) for name in sorted(OPTIMIZERS)],
+)
 def test_analysed_step_leaves_no_trace_on_one_device(fresh_session, optimizer):
     assert_no_trace("none", optimizer)
 
 
-@pytest.mark.parametrize("strategy", ["one_device", "mirrored_one"])
+@pytest.mark.parametrize("strategy", ["one_device", pytest.param("mirrored_one", marks=pytest.mark.slow)])
 def test_analysed_step_leaves_no_trace_under_a_strategy(fresh_session, strategy):
     assert_no_trace(strategy, "sgd_momentum")
 
 
-@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", pytest.param("adam", marks=pytest.mark.slow)])
 def test_the_schedules_initial_rate_changes_nothing_with_auto_start(fresh_session, optimizer):
     """With `initial_learning_rate="auto"` the first rate comes from the analysis, whatever the schedule's."""
     x, y = data(n=4 * BATCH)
