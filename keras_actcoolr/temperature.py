@@ -50,6 +50,7 @@ __all__ = [
     "fit_erf_model",
     "is_saturated",
     "vector_temperature_from_groups",
+    "REFERENCE_GROUPS",
     "LOSS_AVERAGE_WARMUP",
     "LOSS_AVERAGE_WEIGHT",
     "LOSS_CLIP",
@@ -344,8 +345,16 @@ def temperature_ceiling(positions: ArrayLike) -> ArrayLike:
     return np.log2(2.0 * np.asarray(positions, dtype=np.float64))
 
 
+#: The layer filter reads a layer of more than this many groups of 8 channels (64 channels)
+#: as this many groups: `T = REFERENCE_GROUPS * T_g` (see `vector_temperature_from_groups`).
+REFERENCE_GROUPS = 8
+
+
 def vector_temperature_from_groups(
-    group_temperature: ArrayLike, positions: ArrayLike, group_positions: ArrayLike
+    group_temperature: ArrayLike,
+    positions: ArrayLike,
+    group_positions: ArrayLike,
+    max_groups: float | None = None,
 ) -> ArrayLike:
     """The whole-vector temperature that a grouped one implies when channels flip independently.
 
@@ -355,11 +364,14 @@ def vector_temperature_from_groups(
     so `T = G * T_g` (temperatures are `-log2` of the unchanged share). This
     reads a layer whose whole-vector count is saturated (too few unchanged
     positions to resolve `T`) through its grouped count, on the paper's
-    scale. Layers with no positions get 0.
+    scale. Layers with no positions get 0. With `max_groups`, `G` is at most
+    that: the temperature of `8 * max_groups` of the layer's channels.
     """
     positions = np.asarray(positions, dtype=np.float64)
     group_positions = np.asarray(group_positions, dtype=np.float64)
     groups = np.where(positions > 0, group_positions / np.where(positions > 0, positions, 1.0), 0.0)
+    if max_groups is not None:
+        groups = np.minimum(groups, max_groups)
     return groups * np.asarray(group_temperature, dtype=np.float64)
 
 

@@ -38,6 +38,9 @@ def test_independent_flips_give_the_vector_temperature_of_the_groups():
 
 def test_closed_form_and_empty_layer():
     assert vector_temperature_from_groups(0.5, 100, 300) == pytest.approx(1.5)
+    # A 1024-unit layer (128 groups) read as 64 of its channels (8 groups).
+    assert vector_temperature_from_groups(0.25, 10, 1280, max_groups=8) == pytest.approx(2.0)
+    assert vector_temperature_from_groups(0.25, 10, 40, max_groups=8) == pytest.approx(1.0)
     assert vector_temperature_from_groups(0.7, 0.0, 0.0) == 0.0
     np.testing.assert_allclose(vector_temperature_from_groups([0.1, 0.2], [10, 4], [80, 4]), [0.8, 0.2])
 
@@ -52,7 +55,23 @@ def wide_mlp(seed=3):
     return model
 
 
-def test_a_saturated_wide_layer_is_followed_through_its_groups(fresh_session):
+def followed_temperatures(record):
+    """The layer filter's reading of a record, by the rules of docs/method.md (layer filter)."""
+    followed = []
+    for name in ("narrow_relu", "wide_relu"):
+        groups = record["group_positions"][name] / record["positions"][name]
+        if record["dead"][name] >= 1.0:
+            continue
+        if groups > 8 or name in record["saturated"]:
+            if name in record["group_saturated"]:
+                continue  # saturated in both counts: left out
+            followed.append(min(groups, 8) * record["group_layers"][name])
+        else:
+            followed.append(record["layers"][name])
+    return followed
+
+
+def test_a_wide_or_saturated_layer_is_followed_through_its_groups(fresh_session):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(64, 10)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
@@ -61,28 +80,20 @@ def test_a_saturated_wide_layer_is_followed_through_its_groups(fresh_session):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(x, y, batch_size=8, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
-    checked = 0
+    read_through_groups = 0
     for record in controller.measurements:
-        if "wide_relu" not in record["saturated"] or "wide_relu" in record["group_saturated"]:
-            continue
-        # 8 positions (the batch), 96 channels: 12 groups of 8 per position.
+        # 8 positions (the batch), 96 channels: 12 groups of 8 per position, read as 8 groups.
         assert record["positions"]["wide_relu"] == 8 and record["group_positions"]["wide_relu"] == 96
-        followed = []
-        for name in ("narrow_relu", "wide_relu"):
-            if record["dead"][name] >= 1.0 or name in record["group_saturated"]:
-                continue  # dead, or saturated in both counts: left out
-            if name in record["saturated"]:
-                groups = record["group_positions"][name] / record["positions"][name]
-                followed.append(groups * record["group_layers"][name])
-            else:
-                followed.append(record["layers"][name])
-        assert followed
+        followed = followed_temperatures(record)
+        if not followed:
+            assert record["control_temperature"] is None
+            continue
         # The probability of the mean temperature, not trusted below 0.5 / N.
         probability = max(1 - 2.0 ** -np.mean(followed), 0.5 / 8)
         control = -math.log2(1 - probability)
         assert record["control_temperature"] == pytest.approx(control, rel=1e-9)
-        checked += 1
-    assert checked >= 2, "the wide layer was never saturated in its vector count alone: the test proves nothing"
+        read_through_groups += "wide_relu" not in record["group_saturated"]
+    assert read_through_groups >= 2, "the wide layer was never read through its groups: the test proves nothing"
 
 
 def test_the_paper_controller_has_no_such_reading(fresh_session):

@@ -62,13 +62,18 @@ def _warn(message: str, stacklevel: int = 3) -> None:
 def _read_saturated_through_groups(
     record: dict, names: list[str], temperatures: np.ndarray, saturated: set
 ) -> tuple[np.ndarray, set]:
-    """Layer temperatures with each saturated layer read through its grouped counts.
+    """Layer temperatures as the layer filter reads them, through the groups of 8 channels where needed.
 
-    A layer whose whole-vector count is saturated but whose count over groups
-    of 8 channels is not gets the paper-scale temperature its groups imply
-    when channels flip independently, `(N_g / N) * T_g`
-    (`keras_actcoolr.temperature.vector_temperature_from_groups`), and is no
-    longer saturated. Layers saturated in both counts stay saturated.
+    - A layer of more than `REFERENCE_GROUPS` groups (64 channels) is read as
+      that many groups, `T = 8 * T_g`: the temperature of 64 of its channels
+      flipping at its rate, so that one wide layer (a 1024-unit dense layer
+      reads about 16 times a 64-channel one) does not stand for the network.
+    - A saturated layer whose grouped count is not saturated gets the
+      paper-scale temperature its groups imply when channels flip
+      independently, `(N_g / N) * T_g`, and is no longer saturated.
+
+    Both use `keras_actcoolr.temperature.vector_temperature_from_groups`.
+    Layers saturated in both counts stay saturated.
     """
     groups = record.get("group_layers")
     if not groups:
@@ -77,11 +82,13 @@ def _read_saturated_through_groups(
     group_saturated = set(record.get("group_saturated", ()))
     temperatures = temperatures.copy()
     for index, name in enumerate(names):
-        if name in saturated and name not in group_saturated:
-            temperatures[index] = T.vector_temperature_from_groups(
-                groups[name], positions.get(name, 0.0), group_positions.get(name, 0.0)
-            )
+        n, n_g = positions.get(name, 0.0), group_positions.get(name, 0.0)
+        wide = n > 0 and n_g / n > T.REFERENCE_GROUPS
+        if (wide or name in saturated) and name not in group_saturated:
+            temperatures[index] = T.vector_temperature_from_groups(groups[name], n, n_g, T.REFERENCE_GROUPS)
             saturated = saturated - {name}
+        elif wide:
+            saturated = saturated | {name}
     return temperatures, saturated
 
 
@@ -140,7 +147,9 @@ class ActCooLR(MeasuringCallback):
       `temperature` stays the mean of all layers). With `measure="vector"`,
       a layer saturated in its whole-vector count but not in its count over
       groups of 8 channels is kept, read through its groups on the paper's
-      scale (`keras_actcoolr.temperature.vector_temperature_from_groups`).
+      scale, and a layer wider than 64 channels is read as 64 of its
+      channels (`keras_actcoolr.temperature.vector_temperature_from_groups`,
+      `REFERENCE_GROUPS`).
       If every layer is left out, the rate is held.
     - `runaway_guard`: once the rate has risen by more than
       `runaway_factor` since it last fell, and the temperature answered less
