@@ -55,6 +55,19 @@ def wide_mlp(seed=3):
     return model
 
 
+def fit_wide_mlp(**switches):
+    """One epoch of `wide_mlp` at batch 8 under `ActCooLR(sigma=1.0, every_step=2, **switches)`."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 10)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = wide_mlp()
+    controller = kac.ActCooLR(sigma=1.0, every_step=2, initial_learning_rate=None, **switches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=8, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
+    return controller
+
+
 def followed_temperatures(record):
     """The layer filter's reading of a record, by the rules of docs/method.md (layer filter)."""
     followed = []
@@ -72,14 +85,7 @@ def followed_temperatures(record):
 
 
 def test_a_wide_or_saturated_layer_is_followed_through_its_groups(fresh_session):
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(64, 10)).astype("float32")
-    y = (x[:, 0] > 0).astype("int64")
-    model = wide_mlp()
-    controller = kac.ActCooLR(sigma=1.0, every_step=2, initial_learning_rate=None, collapse_guard=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(x, y, batch_size=8, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
+    controller = fit_wide_mlp(collapse_guard=False)
     read_through_groups = 0
     for record in controller.measurements:
         # 8 positions (the batch), 96 channels: 12 groups of 8 per position, read as 8 groups.
@@ -97,13 +103,6 @@ def test_a_wide_or_saturated_layer_is_followed_through_its_groups(fresh_session)
 
 
 def test_the_paper_controller_has_no_such_reading(fresh_session):
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(64, 10)).astype("float32")
-    y = (x[:, 0] > 0).astype("int64")
-    model = wide_mlp()
-    controller = kac.ActCooLR(sigma=1.0, every_step=2, initial_learning_rate=None, guards=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(x, y, batch_size=8, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
+    controller = fit_wide_mlp(guards=False)
     for record in controller.measurements:
         assert record["control_temperature"] == pytest.approx(record["temperature"], rel=1e-12)
