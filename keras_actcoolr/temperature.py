@@ -60,6 +60,7 @@ __all__ = [
     "loss_spike_index",
     "loss_spiked",
     "runaway_limited",
+    "limit_rise",
     "temperature_ceiling",
     "layer_temperature",
     "linear_probability_curve",
@@ -541,6 +542,26 @@ def loss_spike_index(losses: ArrayLike, tolerance: float, **kwargs: float) -> in
         if test.update(float(loss)):
             return index
     return None
+
+
+def limit_rise(
+    learning_rate: float, new_learning_rate: float, drift: float, every_step: int, factor: float
+) -> tuple[float, float]:
+    """Cap an update so that the rate stays at most `factor * learning_rate` until the next measurement.
+
+    The update sets `new_learning_rate` on the step after the measurement and
+    adds `drift` on each of the `every_step - 1` steps after it; with a cap
+    `c = factor * learning_rate`, the result is `min(new, c)` and a drift
+    that reaches at most `c` at the last of those steps. A fall is unchanged.
+
+    Returns:
+        `(new_learning_rate, drift)`.
+    """
+    cap = factor * learning_rate
+    new_learning_rate = min(new_learning_rate, cap)
+    if drift > 0:
+        drift = min(drift, (cap - new_learning_rate) / max(every_step - 1, 1))
+    return float(new_learning_rate), float(drift)
 
 
 def runaway_limited(

@@ -166,6 +166,15 @@ class TestRunawayGuard:
         # Less than the allowed factor: not limited, whatever the answer.
         assert not limited(0.15, 0.1, -1.0, 0.0, sigma=1.0, factor=2.0)
 
+    def test_a_rise_between_two_measurements_is_at_most_the_factor(self):
+        limit = kac.temperature.limit_rise
+        # From 0.1 with a factor of 2: at most 0.2 until the next measurement, 10 steps later.
+        assert limit(0.1, 5.0, 0.5, 10, 2.0) == pytest.approx((0.2, 0.0))
+        # 0.15 on the next step, then at most (0.2 - 0.15) / 9 a step, reaching 0.2 on the 10th.
+        assert limit(0.1, 0.15, 0.01, 10, 2.0) == pytest.approx((0.15, 0.05 / 9))
+        assert limit(0.1, 0.12, 0.001, 10, 2.0) == pytest.approx((0.12, 0.001))  # below the cap: as it was
+        assert limit(0.1, 0.05, -0.01, 10, 2.0) == pytest.approx((0.05, -0.01))  # a fall: as it was
+
     def test_a_rate_rising_without_answer_is_held(self):
         x, y = data()
         model = mlp(initial_learning_rate=1e-4, momentum=0.0)

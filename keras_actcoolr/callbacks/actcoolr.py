@@ -154,7 +154,9 @@ class ActCooLR(MeasuringCallback):
     - `runaway_guard`: once the rate has risen by more than
       `runaway_factor` since it last fell, and the temperature answered less
       than a quarter of what the erf model predicts for that rise, the rate
-      may not rise further (it may still fall).
+      may not rise further (it may still fall); and between two
+      measurements the rate may rise by `runaway_factor` at most
+      (`keras_actcoolr.temperature.limit_rise`).
     - `collapse_guard`: watches for a non-finite loss on any step (a measured
       batch's loss; between measurements Keras' running loss in
       `logs["loss"]`, at no extra cost), a sustained loss spike
@@ -1033,9 +1035,13 @@ class ActCooLR(MeasuringCallback):
         anchor = state["rise_learning_rate"]
         if anchor <= 0:
             self._schedule.assign(rise_learning_rate=rate, rise_z=z)
+            new_rate, drift = T.limit_rise(rate, new_rate, drift, self.every_step, self.runaway_factor)
             return new_rate, drift, False
         if T.runaway_limited(rate, anchor, z, state["rise_z"], sigma, self.runaway_factor):
             return rate, 0.0, True
+        # Between two measurements the rate may rise by `runaway_factor` at most: the paper's update
+        # moves a tenth of the way to a target rate that a large sigma puts orders of magnitude away.
+        new_rate, drift = T.limit_rise(rate, new_rate, drift, self.every_step, self.runaway_factor)
         return new_rate, drift, False
 
     def _anneal(self, step: int, rate: float, new_rate: float, drift: float) -> tuple[float, float]:
