@@ -402,16 +402,21 @@ def test_a_nan_sample_is_bad_data_the_ceiling_stays_and_training_goes_on():
     dirty = x.copy()
     dirty[bad_row, 4] = np.nan
     runs = {}
-    for name, inputs in (("clean", x), ("dirty", dirty)):
-        model = mlp(seed=3)
-        # A ceiling the rate reaches at once: the bad batch comes at a rate that trained healthily.
-        controller = kac.ActCooLR(sigma=1.0, every_step=2, initial_learning_rate=None, max_learning_rate=0.1)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model.fit(inputs, y, batch_size=batch_size, epochs=epochs, callbacks=[controller], verbose=0, shuffle=False)
-        accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test)
-        runs[name] = (model, controller, caught, accuracy)
-    model, controller, caught, accuracy = runs["dirty"]
+    # Five initializations: one run's accuracy on this small task moves by several points when a few
+    # steps are undone, so the cost of the bad sample is judged on the medians.
+    for seed in (3, 4, 5, 6, 7):
+        for name, inputs in (("clean", x), ("dirty", dirty)):
+            model = mlp(seed=seed)
+            # A ceiling the rate reaches at once: the bad batch comes at a rate that trained healthily.
+            controller = kac.ActCooLR(sigma=1.0, every_step=2, initial_learning_rate=None, max_learning_rate=0.1)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.fit(
+                    inputs, y, batch_size=batch_size, epochs=epochs, callbacks=[controller], verbose=0, shuffle=False
+                )
+            accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test)
+            runs[name, seed] = (model, controller, caught, accuracy)
+    model, controller, caught, accuracy = runs["dirty", 3]
     steps_per_epoch = 640 // batch_size
     events = controller.events
     assert [e["event"] for e in events] == ["bad_data"] * epochs
@@ -430,7 +435,10 @@ def test_a_nan_sample_is_bad_data_the_ceiling_stays_and_training_goes_on():
     assert kac.schedules.find_schedule(model.optimizer).state()["collapses"] == 0
     assert any("bad data" in str(w.message) and f"at step {events[0]['step']}" in str(w.message) for w in caught)
     assert np.isfinite(model.get_layer("logits").kernel.numpy()).all()
-    assert accuracy >= runs["clean"][3] - 0.01
+    clean = np.median([runs["clean", seed][3] for seed in (3, 4, 5, 6, 7)])
+    dirty_runs = [runs["dirty", seed] for seed in (3, 4, 5, 6, 7)]
+    assert all(np.isfinite(m.get_layer("logits").kernel.numpy()).all() for m, *_ in dirty_runs)
+    assert np.median([run[3] for run in dirty_runs]) >= clean - 0.01
 
 
 @pytest.mark.slow
