@@ -46,6 +46,7 @@ def test_rate_only_falls_over_the_last_tenth_and_ends_near_zero(fresh_session, l
     assert rates[-1] <= rates[tail] * 2.0 / (TOTAL - tail)
 
 
+@pytest.mark.slow
 def test_the_guard_switches_off(fresh_session, learning_rate_recorder):
     _, rates = run(learning_rate_recorder, final_anneal=False)
     tail = int(np.ceil(0.9 * TOTAL))

@@ -85,6 +85,7 @@ def test_an_explicit_total_steps_spans_the_fits():
     assert min(got) == 2 * STEPS_PER_EPOCH
 
 
+@pytest.mark.slow
 def test_an_explicit_total_steps_already_passed_warns_and_starts_again():
     total = 2 * STEPS_PER_EPOCH
     model = converted()

@@ -272,6 +272,7 @@ def test_a_second_failure_soon_after_lowers_the_ceiling():
     assert schedule["max_learning_rate"] == pytest.approx(event["max_learning_rate"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
     model, controller, _, _, _ = collapse_run(lambda k: np.full_like(k, np.nan), corrupt_after=(7, 9))
     saved = kac.schedules.find_schedule(model.optimizer).state()
@@ -296,6 +297,7 @@ def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
 
 
 class TestGuardsOff:
+    @pytest.mark.slow
     def test_every_guard_off_is_the_paper_controller(self):
         x, y = data()
         histories = []

@@ -302,6 +302,7 @@ class TestAnalysisArguments:
         with pytest.raises(ValueError, match=match):
             kac.measure_temperature(analysis_model(), (x, y), **{"learning_rate": 0.1, **kwargs})
 
+    @pytest.mark.slow
     def test_numpy_rate_and_single_rate(self):
         x, y = data(n=32)
         model = analysis_model()
