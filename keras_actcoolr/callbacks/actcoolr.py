@@ -54,11 +54,6 @@ HEALTHY_RATE_SLACK = 1.25
 FINAL_ANNEAL_SHARE = 0.1
 
 
-def _warn(message: str, stacklevel: int = 3) -> None:
-    """Every warning of the guards and of the target curve goes out here (one place to reroute them)."""
-    messages.warn(message, stacklevel=stacklevel)
-
-
 def _read_saturated_through_groups(
     record: dict, names: list[str], temperatures: np.ndarray, saturated: set
 ) -> tuple[np.ndarray, set]:
@@ -597,11 +592,12 @@ class ActCooLR(MeasuringCallback):
         self.history.append(
             {"step": start, "event": "new_curve", "reason": reason, "origin": start, "total_steps": self._steps}
         )
-        _warn(
+        messages.warn(
             f"ActCooLR: {reason}. ActCooLR follows a new target curve of {self._steps} steps from step {start} "
             f"(from the start temperature down to 0 at step {start + self._steps}). To continue the earlier "
             "curve instead, pass `initial_epoch` to `fit` (e.g. `fit(epochs=4, initial_epoch=2)` after "
             "`fit(epochs=2)`); to set the curve's length across fits, pass `ActCooLR(total_steps=...)`.",
+            stacklevel=2,
         )
 
     def _progress(self, step: int) -> float:
@@ -760,10 +756,11 @@ class ActCooLR(MeasuringCallback):
         dead = record.get("dead", {})
         if names and all(dead.get(n, 0.0) >= 1.0 for n in names) and not self._warned_dead:
             self._warned_dead = True
-            _warn(
+            messages.warn(
                 f"Every APTReLU layer of model {self.model.name!r} is dead at step {step}: no channel is on "
                 "at any position of the measured batch, so the network cannot learn and its temperature "
                 "reads 0. Check the initialization, the input scaling and the learning rate.",
+                stacklevel=2,
             )
         layers, positions, saturated = record_measure(record, self.measure)
         temperatures = np.array([layers[n] for n in names], dtype=np.float64)
@@ -962,11 +959,12 @@ class ActCooLR(MeasuringCallback):
                 "max_learning_rate": self._schedule.state()["max_learning_rate"],
             }
         )
-        _warn(
+        messages.warn(
             f"ActCooLR: {reason} at {self._where(step, batch)}, at learning rate {rate:.4g}, a rate that "
             f"trained healthily up to {proven:.4g}: bad data (a NaN or infinite input, label or loss), not the "
             f"rate. Restored the state of step {kept['step']}: {skipped} are skipped. The learning rate and its "
             "ceiling are unchanged; check the data (a failure again soon after is taken as the rate's).",
+            stacklevel=2,
         )
 
     def _retry_from(self, step: int, reason: str, rate: float, batch: int | None) -> None:
@@ -992,10 +990,11 @@ class ActCooLR(MeasuringCallback):
             "next_learning_rate": restart,
         }
         self.history.append(event)
-        _warn(
+        messages.warn(
             f"ActCooLR: {reason} at {self._where(step, batch)}. Restored the state of step {snapshot['step']} and "
             f"retry at its learning rate {restart:.4g}, the ceiling unchanged; a failure again within "
             f"{self.snapshot_every} healthy measurements lowers the ceiling.",
+            stacklevel=2,
         )
 
     def _restart(self, step: int, snapshot: dict, restart: float, updates: dict) -> None:
@@ -1105,9 +1104,10 @@ class ActCooLR(MeasuringCallback):
             "next_learning_rate": restart,
         }
         self.history.append(event)
-        _warn(
+        messages.warn(
             f"ActCooLR: {reason} at step {step}. Restored the state of step {snapshot['step']}, "
             f"lowered the maximum learning rate to {ceiling:.4g} and restarted at {restart:.4g}.",
+            stacklevel=2,
         )
 
     # ------------------------------------------------------ range analysis
