@@ -338,7 +338,7 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "Give exactly one of `step_size` and `boundaries`. "
                 f"Received: step_size={step_size!r}, boundaries={boundaries!r}"
             )
-        self.step_size = None if step_size is None else validation.integer_at_least_one(step_size, "step_size")
+        self.step_size = None if step_size is None else validation.integer_at_least_one("step_size", step_size)
         if boundaries is not None:
             values = list(boundaries)
             if (
@@ -418,7 +418,7 @@ class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
         self.initial_learning_rate, self.maximal_learning_rate = _rising_rates(
             initial_learning_rate, maximal_learning_rate
         )
-        self.step_size = validation.integer_at_least_one(step_size, "step_size")
+        self.step_size = validation.integer_at_least_one("step_size", step_size)
         self.name = name
 
     def __call__(self, step: Any) -> Any:
@@ -496,7 +496,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         self.initial_learning_rate, self.maximal_learning_rate = _rising_rates(
             initial_learning_rate, maximal_learning_rate
         )
-        self.total_steps = validation.integer_at_least_one(total_steps, "total_steps")
+        self.total_steps = validation.integer_at_least_one("total_steps", total_steps)
         if self.total_steps < 2:
             raise ValueError(f"`total_steps` must be an integer >= 2. Received: total_steps={total_steps!r}")
         if isinstance(t_max, bool) or not isinstance(t_max, numbers.Real) or not 0.0 < t_max < 1.0:

@@ -1,51 +1,130 @@
-"""Checks of constructor arguments, shared by the callbacks and schedules (Keras-style errors)."""
+"""Checks of arguments, shared by every public constructor and function (Keras-style errors).
+
+Every check takes `(name, value, ...)` in that order and returns the value in
+its canonical type, or raises a `ValueError` that names the argument and the
+received value: "`every_step` must be an integer >= 1. Received: every_step=0".
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from keras_actcoolr import messages
 
-__all__ = ["batching", "integer_at_least_one", "positive", "range_learning_rates", "real_in"]
+__all__ = [
+    "batching",
+    "boolean",
+    "callable_or_none",
+    "integer",
+    "integer_at_least_one",
+    "non_negative",
+    "one_of",
+    "positive",
+    "range_learning_rates",
+    "real_in",
+]
 
 
-def integer_at_least_one(value: Any, name: str, allow_none: bool = False) -> int | None:
-    """`value` as an int >= 1 (or None when `allow_none`), or a ValueError naming `name`."""
+def _fail(name: str, requirement: str, value: Any, allow_none: bool = False) -> None:
+    none = " or None" if allow_none else ""
+    raise ValueError(f"`{name}` must be {requirement}{none}. Received: {name}={value!r}")
+
+
+def _is_real(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def integer(
+    name: str, value: Any, minimum: int = 1, maximum: int | None = None, allow_none: bool = False
+) -> int | None:
+    """`value` as an int in `[minimum, maximum]` (or None when `allow_none`), or a ValueError naming `name`."""
     if allow_none and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        none = " or None" if allow_none else ""
-        raise ValueError(f"`{name}` must be an integer >= 1{none}. Received: {name}={value!r}")
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+    if ok and maximum is not None:
+        ok = value <= maximum
+    if not ok:
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        _fail(name, f"an integer {bound}", value, allow_none)
     return int(value)
 
 
-def positive(name: str, value: Any) -> float:
-    """`value` as a positive finite float, or a ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
+def integer_at_least_one(name: str, value: Any, allow_none: bool = False) -> int | None:
+    """`value` as an int >= 1 (or None when `allow_none`), or a ValueError naming `name`."""
+    return integer(name, value, 1, allow_none=allow_none)
+
+
+def positive(name: str, value: Any, allow_none: bool = False) -> float | None:
+    """`value` as a positive finite float (or None when `allow_none`), or a ValueError naming `name`."""
+    if allow_none and value is None:
+        return None
+    if not (_is_real(value) and value > 0):
+        _fail(name, "a positive finite number", value, allow_none)
     return float(value)
 
 
-def real_in(name: str, value: Any, low: float, high: float, low_open: bool = True, high_open: bool = True) -> float:
-    """`value` as a float inside `(low, high)` (bounds closed where told), or a ValueError."""
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+def non_negative(name: str, value: Any, allow_none: bool = False) -> float | None:
+    """`value` as a finite float >= 0 (or None when `allow_none`), or a ValueError naming `name`."""
+    if allow_none and value is None:
+        return None
+    if not (_is_real(value) and value >= 0):
+        _fail(name, "a finite number >= 0", value, allow_none)
+    return float(value)
+
+
+def real_in(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    low_open: bool = True,
+    high_open: bool = True,
+    allow_none: bool = False,
+) -> float | None:
+    """`value` as a float inside `(low, high)` (bounds closed where told), or a ValueError naming `name`."""
+    if allow_none and value is None:
+        return None
+    ok = _is_real(value)
     if ok:
         ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not ok:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"`{name}` must be a number in {interval}. Received: {name}={value!r}")
+        _fail(name, f"a number in {interval}", value, allow_none)
     return float(value)
+
+
+def boolean(name: str, value: Any) -> bool:
+    """`value` if it is a bool (not merely truthy), or a ValueError naming `name`."""
+    if not isinstance(value, (bool, np.bool_)):
+        _fail(name, "a boolean (True or False)", value)
+    return bool(value)
+
+
+def one_of(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """`value` if it is one of `choices`, or a ValueError naming `name` and the choices."""
+    choices = tuple(choices)
+    if isinstance(value, (list, dict, set)) or value not in choices:
+        _fail(name, f"one of {', '.join(map(repr, choices))}", value)
+    return value
+
+
+def callable_or_none(name: str, value: Any, signature: str) -> Callable | None:
+    """`value` if it is callable or None, or a ValueError naming `name` and the expected `signature`."""
+    if value is not None and not callable(value):
+        _fail(name, f"a callable `{signature}`", value, allow_none=True)
+    return value
 
 
 def batching(batch_size: Any, batches: Any) -> tuple[int, int | None]:
     """`(batch_size, batches)` of the analyses, validated (ValueErrors naming the argument)."""
     return (
-        integer_at_least_one(batch_size, "batch_size"),
-        integer_at_least_one(batches, "batches", allow_none=True),
+        integer_at_least_one("batch_size", batch_size),
+        integer_at_least_one("batches", batches, allow_none=True),
     )
 
 

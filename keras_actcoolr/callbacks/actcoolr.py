@@ -418,8 +418,8 @@ class ActCooLR(MeasuringCallback):
         self.loss_tolerance = validation.positive("loss_tolerance", loss_tolerance)
         self.runaway_factor = validation.real_in("runaway_factor", runaway_factor, 1.0, math.inf)
         self.collapse_backoff = validation.real_in("collapse_backoff", collapse_backoff, 0.0, 1.0)
-        self.snapshot_every = validation.integer_at_least_one(snapshot_every, "snapshot_every")
-        self.sigma_examples = validation.integer_at_least_one(sigma_examples, "sigma_examples")
+        self.snapshot_every = validation.integer_at_least_one("snapshot_every", snapshot_every)
+        self.sigma_examples = validation.integer_at_least_one("sigma_examples", sigma_examples)
         self._schedule: ActCooLRSchedule | None = None
         self._start: float | None = None
         self._synced = False

@@ -62,7 +62,7 @@ class MeasuringCallback(keras.callbacks.Callback):
 
     def __init__(self, every_step: int) -> None:
         super().__init__()
-        self.every_step = validation.integer_at_least_one(every_step, "every_step")
+        self.every_step = validation.integer_at_least_one("every_step", every_step)
         self.history: list[dict] = []
         self.remaining_steps: int | None = None
 
