@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 
 __all__ = ["MomentumInjection", "one_cycle_momentum"]
 
@@ -33,19 +34,35 @@ __all__ = ["MomentumInjection", "one_cycle_momentum"]
 _SCALED_VELOCITY = {keras.optimizers.SGD: "momentums", keras.optimizers.RMSprop: "_momentums"}
 
 
-def one_cycle_momentum(step: Any, total_steps: int, t_max: float, base_momentum: float, max_momentum: float) -> Any:
-    """The 1-cycle momentum of `step`, in `keras.ops` (a float32 tensor).
+def one_cycle_momentum(
+    step: Any, total_steps: int, t_max: float, base_momentum: float, max_momentum: float, xp: Any = keras.ops
+) -> Any:
+    """The 1-cycle momentum of `step`: the one formula of `OneCycleMomentum`'s momentum.
 
     With `L = total_steps - 1`, `p = t_max * L` and `s = clip(step, 0, L)`:
     `max_momentum + (base_momentum - max_momentum) * s / p` up to the peak,
     `base_momentum + (max_momentum - base_momentum) * (s - p) / (L - p)` after it.
+
+    Args:
+        step: The optimizer step, an integer (tensor).
+        total_steps: Integer >= 2, the length of the cycle.
+        t_max: Float in (0, 1), the position of the lowest momentum.
+        base_momentum: The momentum at the peak of the learning rate.
+        max_momentum: The momentum at the start and the end.
+        xp: `keras.ops` (the default: a float32 tensor, for a traced
+            update) or `numpy` (a float64 NumPy scalar, for the eager value
+            `OneCycleMomentum` shows between steps).
+
+    Returns:
+        The momentum, a scalar of `xp`.
     """
     last = float(total_steps - 1)
     peak = t_max * last
-    s = keras.ops.clip(keras.ops.cast(step, "float32"), 0.0, last)
+    s = keras.ops.cast(step, "float32") if xp is keras.ops else np.float64(step)
+    s = xp.clip(s, 0.0, last)
     falling = max_momentum + (base_momentum - max_momentum) * (s / peak)
     rising = base_momentum + (max_momentum - base_momentum) * ((s - peak) / (last - peak))
-    return keras.ops.where(s <= peak, falling, rising)
+    return xp.where(s <= peak, falling, rising)
 
 
 class MomentumInjection:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
+import numpy as np
 
+from keras_actcoolr import validation
 from keras_actcoolr.momentum import MomentumInjection, one_cycle_momentum
 from keras_actcoolr.schedules import OneCycle, find_schedule, unwrapped_optimizer
 
@@ -69,33 +69,12 @@ class OneCycleMomentum(keras.callbacks.Callback):
         max_momentum: float = 0.9,
     ) -> None:
         super().__init__()
-        if total_steps is not None and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 2
-        ):
-            raise ValueError(f"`total_steps` must be an integer >= 2 or None. Received: total_steps={total_steps}")
-        self.total_steps = None if total_steps is None else int(total_steps)
-        if t_max is not None and (
-            isinstance(t_max, bool) or not isinstance(t_max, numbers.Real) or not 0.0 < t_max < 1.0
-        ):
-            raise ValueError(f"`t_max` must be a number in (0, 1) or None. Received: t_max={t_max}")
-        self.t_max = None if t_max is None else float(t_max)
-        if (
-            isinstance(base_momentum, bool)
-            or not isinstance(base_momentum, numbers.Real)
-            or not (0.0 < base_momentum <= 1.0)
-        ):
-            raise ValueError(f"`base_momentum` must be a number in (0, 1]. Received: base_momentum={base_momentum}")
-        self.base_momentum = float(base_momentum)
-        if (
-            isinstance(max_momentum, bool)
-            or not isinstance(max_momentum, numbers.Real)
-            or not (self.base_momentum <= max_momentum <= 1.0)
-        ):
-            raise ValueError(
-                "`max_momentum` must be a number in [base_momentum, 1]. "
-                f"Received: base_momentum={base_momentum}, max_momentum={max_momentum}"
-            )
-        self.max_momentum = float(max_momentum)
+        self.total_steps = validation.integer("total_steps", total_steps, minimum=2, allow_none=True)
+        self.t_max = validation.real_in("t_max", t_max, 0, 1, allow_none=True)
+        self.base_momentum = validation.real_in("base_momentum", base_momentum, 0, 1, high_open=False)
+        self.max_momentum = validation.real_in(
+            "max_momentum", max_momentum, self.base_momentum, 1, low_open=False, high_open=False
+        )
         self._injection: MomentumInjection | None = None
         self._cycle: tuple[int, float] | None = None
 
@@ -104,12 +83,7 @@ class OneCycleMomentum(keras.callbacks.Callback):
         if self._cycle is None:
             raise ValueError("OneCycleMomentum knows `total_steps` and `t_max` once `fit` has begun.")
         total_steps, t_max = self._cycle
-        last = float(total_steps - 1)
-        peak = t_max * last
-        s = min(max(float(step), 0.0), last)
-        if s <= peak:
-            return self.max_momentum + (self.base_momentum - self.max_momentum) * s / peak
-        return self.base_momentum + (self.max_momentum - self.base_momentum) * (s - peak) / (last - peak)
+        return float(one_cycle_momentum(step, total_steps, t_max, self.base_momentum, self.max_momentum, xp=np))
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         optimizer = unwrapped_optimizer(self.model.optimizer)
