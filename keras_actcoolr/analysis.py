@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -405,10 +404,7 @@ def measure_temperature(
         if optimizer is None:
             raise ValueError("measure_temperature takes an optimizer step: compile the model first.")
         learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    if isinstance(learning_rate, bool) or not (
-        isinstance(learning_rate, numbers.Real) and math.isfinite(learning_rate) and learning_rate >= 0
-    ):
-        raise ValueError(f"`learning_rate` must be a finite number >= 0. Received: learning_rate={learning_rate!r}")
+    learning_rate = validation.non_negative("learning_rate", learning_rate)
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
     counts, examples, _ = _runner(model).counts([float(learning_rate)], step_batch, measure_batches)
     unchanged, positions = counts[0, :, 0], counts[0, :, 1]

@@ -50,7 +50,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_actcoolr import data, zoo
+from keras_actcoolr import data, validation, zoo
 from keras_actcoolr.callbacks import ActCooLR, OneCycleMomentum, TemperatureLogger
 from keras_actcoolr.presets import METHODS, PRESETS, Preset, get_preset
 from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle
@@ -142,8 +142,7 @@ def list_presets(stream: Any = None) -> None:
 
 def choose_strategy(name: str = "auto", gpus: int | None = None) -> tf.distribute.Strategy:
     """`MirroredStrategy` for `"mirrored"`, or for `"auto"` when more than one GPU is visible; else the default."""
-    if name not in ("auto", "mirrored", "default"):
-        raise ValueError(f"`name` must be 'auto', 'mirrored' or 'default'. Received: name={name!r}")
+    validation.one_of("name", name, ("auto", "mirrored", "default"))
     if gpus is None:
         gpus = len(tf.config.list_logical_devices("GPU"))
     if name == "mirrored" or (name == "auto" and gpus > 1):
@@ -217,6 +216,124 @@ def _figures(output_dir: str, preset: Preset, history: dict, records: list, step
     return [layers, training]
 
 
+def _smoke_sizes(
+    preset: Preset, epochs: int, steps_per_epoch: int | None, batch_size: int, image_size: int
+) -> tuple[Preset, int, int, int, int]:
+    """`(preset, epochs, steps_per_epoch, batch_size, image_size)` cut to a smoke run's."""
+    return (
+        preset.replace(every_step=min(preset.every_step, SMOKE_STEPS)),
+        min(epochs, SMOKE_EPOCHS),
+        min(steps_per_epoch or SMOKE_STEPS, SMOKE_STEPS),
+        min(batch_size, SMOKE_BATCH),
+        min(image_size, max(SMOKE_IMAGE_SIZE, SMOKE_MIN_IMAGE_SIZE.get(preset.network, 0))),
+    )
+
+
+def _splits(
+    stack: contextlib.ExitStack, preset: Preset, output_dir: str, smoke: bool, sizes: tuple, seed: int, where: dict
+) -> tuple[dict, int]:
+    """`(data.load_splits of the preset's data set, steps per epoch)`.
+
+    `sizes` is `(batch_size, image_size, steps_per_epoch or None)`; `where` holds `data_dir`,
+    `manual_dir`, `tiny_imagenet_dir`, `fashion_mnist_dir` and `download`. A smoke run reads mock
+    (tfds) or fake data for the rest of `stack`.
+    """
+    batch_size, image_size, steps_per_epoch = sizes
+    where = dict(where)
+    paths = {name: where.pop(f"{name}_dir") for name in ("tiny_imagenet", "fashion_mnist")}
+    fake_dir = _enter_smoke_data(stack, preset.dataset, output_dir, batch_size) if smoke else None
+    path = fake_dir or (paths["fashion_mnist"] if preset.dataset == "fashion_mnist" else paths["tiny_imagenet"])
+    splits = data.load_splits(
+        preset.dataset, batch_size=batch_size, image_size=image_size, path=path, seed=seed, **where
+    )
+    steps = steps_per_epoch or int(splits["train"].cardinality())
+    if steps < 1:
+        raise ValueError(
+            "The number of training steps per epoch is unknown: pass --steps-per-epoch. "
+            f"Received: cardinality={steps!r}"
+        )
+    return splits, steps
+
+
+def _enter_smoke_data(stack: contextlib.ExitStack, dataset: str, output_dir: str, batch_size: int) -> str | None:
+    """Mock the tfds data sets for the rest of `stack`; the directory of fake files for the others, or None."""
+    import tensorflow_datasets as tfds
+
+    stack.enter_context(tfds.testing.mock_data(num_examples=batch_size * SMOKE_STEPS * SMOKE_EPOCHS))
+    if dataset == "tiny_imagenet":
+        return data.write_fake_tiny_imagenet(os.path.join(output_dir, "smoke-data"), per_class=34, size=16)
+    if dataset == "fashion_mnist":
+        return data.write_fake_fashion_mnist(os.path.join(output_dir, "smoke-data"), 200, 20)
+    return None
+
+
+def _loss_and_metrics(spec: data.DatasetSpec) -> tuple[Any, list]:
+    """The loss (on logits) and the accuracy metrics of a data set (top-5 with many classes)."""
+    if spec.one_hot:
+        metrics: list = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if spec.num_classes > 5:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+        return keras.losses.CategoricalCrossentropy(from_logits=True), metrics
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if spec.num_classes > 100:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics
+
+
+def _compiled_model(
+    preset: Preset, spec: data.DatasetSpec, image_size: int, total_steps: int, output_dir: str, smoke: bool
+) -> tuple[keras.Model, list, Any]:
+    """The preset's network, compiled with its optimizer, loss and metrics; its callbacks; `(logger, controller)`."""
+    model = zoo.get(preset.network, input_shape=(image_size, image_size, spec.channels), num_classes=spec.num_classes)
+    optimizer, callbacks, observers = _training(preset, total_steps, os.path.join(output_dir, "temperatures.csv"))
+    loss, metrics = _loss_and_metrics(spec)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, run_eagerly=smoke)
+    return model, callbacks, observers
+
+
+def _fit_and_test(
+    model: keras.Model,
+    splits: dict,
+    epochs: int,
+    steps_per_epoch: int | None,
+    callbacks: list,
+    verbose: int,
+    smoke: bool,
+) -> tuple[keras.callbacks.History, float, dict]:
+    """Train on the training split (validating on the validation split), then evaluate on the test split.
+
+    Returns:
+        `(history, training time in seconds, test metrics)`.
+    """
+    started = time.perf_counter()
+    history = model.fit(
+        splits["train"],
+        validation_data=splits["validation"],
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=1 if smoke else None,
+        shuffle=False,  # the training split is shuffled by its pipeline
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    training_time = time.perf_counter() - started
+    test = model.evaluate(splits["test"], steps=1 if smoke else None, return_dict=True, verbose=verbose)
+    return history, training_time, test
+
+
+def _run_facts(model: keras.Model, distribution: tf.distribute.Strategy, controller: Any) -> dict:
+    """The replicas, devices, parameters and last sigma of a run, for `results.json`."""
+    sigma = None
+    if controller is not None:
+        sigma = next((r["sigma"] for r in reversed(controller.history) if "sigma" in r), None)
+    return {
+        "replicas": distribution.num_replicas_in_sync,
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "parameters": zoo.count_parameters(model),
+        "sigma": sigma,
+    }
+
+
 def run(
     preset: Preset,
     output_dir: str | os.PathLike,
@@ -238,99 +355,40 @@ def run(
     os.makedirs(output_dir, exist_ok=True)
     keras.utils.set_random_seed(seed)
     spec = data.DATASETS[preset.dataset]
-    epochs = preset.epochs
-    batch_size = preset.batch_size or spec.batch_size
-    image_size = spec.image_size
+    epochs, batch_size, image_size = preset.epochs, preset.batch_size or spec.batch_size, spec.image_size
     if smoke:
-        epochs = min(epochs, SMOKE_EPOCHS)
-        steps_per_epoch = min(steps_per_epoch or SMOKE_STEPS, SMOKE_STEPS)
-        batch_size = min(batch_size, SMOKE_BATCH)
-        image_size = min(image_size, max(SMOKE_IMAGE_SIZE, SMOKE_MIN_IMAGE_SIZE.get(preset.network, 0)))
-        preset = preset.replace(every_step=min(preset.every_step, SMOKE_STEPS))
-    with contextlib.ExitStack() as stack:
-        if smoke:
-            import tensorflow_datasets as tfds
-
-            stack.enter_context(tfds.testing.mock_data(num_examples=batch_size * SMOKE_STEPS * SMOKE_EPOCHS))
-            if preset.dataset == "tiny_imagenet":
-                tiny_imagenet_dir = data.write_fake_tiny_imagenet(
-                    os.path.join(output_dir, "smoke-data"), per_class=34, size=16
-                )
-            if preset.dataset == "fashion_mnist":
-                fashion_mnist_dir = data.write_fake_fashion_mnist(os.path.join(output_dir, "smoke-data"), 200, 20)
-        splits = data.load_splits(
-            preset.dataset,
-            batch_size=batch_size,
-            image_size=image_size,
-            data_dir=data_dir,
-            manual_dir=manual_dir,
-            path=fashion_mnist_dir if preset.dataset == "fashion_mnist" else tiny_imagenet_dir,
-            download=download,
-            seed=seed,
+        preset, epochs, steps_per_epoch, batch_size, image_size = _smoke_sizes(
+            preset, epochs, steps_per_epoch, batch_size, image_size
         )
-        steps = steps_per_epoch or int(splits["train"].cardinality())
-        if steps < 1:
-            raise ValueError(
-                "The number of training steps per epoch is unknown: pass --steps-per-epoch. "
-                f"Received: cardinality={steps!r}"
-            )
+    with contextlib.ExitStack() as stack:
+        where = dict(data_dir=data_dir, manual_dir=manual_dir, download=download)
+        where.update(tiny_imagenet_dir=tiny_imagenet_dir, fashion_mnist_dir=fashion_mnist_dir)
+        splits, steps = _splits(
+            stack, preset, output_dir, smoke, (batch_size, image_size, steps_per_epoch), seed, where
+        )
         distribution = choose_strategy(strategy)
         with distribution.scope():
-            model = zoo.get(
-                preset.network, input_shape=(image_size, image_size, spec.channels), num_classes=spec.num_classes
+            model, callbacks, (logger, controller) = _compiled_model(
+                preset, spec, image_size, epochs * steps, output_dir, smoke
             )
-            optimizer, callbacks, (logger, controller) = _training(
-                preset, epochs * steps, os.path.join(output_dir, "temperatures.csv")
-            )
-            if spec.one_hot:
-                loss: Any = keras.losses.CategoricalCrossentropy(from_logits=True)
-                metrics: list = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-                if spec.num_classes > 5:
-                    metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
-            else:
-                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-                metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-                if spec.num_classes > 100:
-                    metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
-            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, run_eagerly=smoke)
-        started = time.perf_counter()
-        history = model.fit(
-            splits["train"],
-            validation_data=splits["validation"],
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=1 if smoke else None,
-            shuffle=False,  # the training split is shuffled by its pipeline
-            callbacks=callbacks,
-            verbose=verbose,
-        )
-        training_time = time.perf_counter() - started
-        test = model.evaluate(splits["test"], steps=1 if smoke else None, return_dict=True, verbose=verbose)
+        history, training_time, test = _fit_and_test(model, splits, epochs, steps_per_epoch, callbacks, verbose, smoke)
     history_dict = _jsonable(history.history)
     _write_json(os.path.join(output_dir, "history.json"), history_dict)
     if controller is not None:
         _write_json(os.path.join(output_dir, "controller.json"), controller.history)
-    figures = _figures(output_dir, preset, history_dict, logger.history, steps)
+    sizes = dict(epochs=epochs, steps_per_epoch=steps, batch_size=batch_size, image_size=image_size)
     results = {
         "preset": dataclasses.asdict(preset),
         "overrides": overrides or {},
         "smoke": smoke,
-        "epochs": epochs,
-        "steps_per_epoch": steps,
-        "batch_size": batch_size,
-        "image_size": image_size,
-        "replicas": distribution.num_replicas_in_sync,
-        "devices": [d.name for d in tf.config.list_logical_devices()],
-        "parameters": zoo.count_parameters(model),
+        **sizes,
+        **_run_facts(model, distribution, controller),
         "training_time_seconds": training_time,
         "test": test,
         "test_top1_error_percent": 100.0 * (1.0 - float(test["accuracy"])),
         "published_top1_error_percent": preset.published_error,
-        "sigma": next((r["sigma"] for r in reversed(controller.history) if "sigma" in r), None)
-        if controller is not None
-        else None,
         "measurements": len(logger.history),
-        "figures": [os.path.basename(f) for f in figures],
+        "figures": [os.path.basename(f) for f in _figures(output_dir, preset, history_dict, logger.history, steps)],
     }
     _write_json(os.path.join(output_dir, "results.json"), results)
     return results

@@ -10,6 +10,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from keras_actcoolr import validation
+
 __all__ = ["APTReLU"]
 
 # One measurement at a time per thread. Under `tf.distribute.MirroredStrategy`
@@ -217,9 +219,7 @@ class APTReLU(keras.layers.ReLU):
         **kwargs: Any,
     ) -> None:
         super().__init__(max_value=max_value, negative_slope=negative_slope, threshold=threshold, **kwargs)
-        if not isinstance(axis, int) or isinstance(axis, bool):
-            raise ValueError(f"`axis` must be an integer. Received: axis={axis!r}")
-        self.axis = axis
+        self.axis = validation.integer("axis", axis, minimum=None)
 
     def build(self, input_shape: tuple) -> None:
         rank = len(input_shape)

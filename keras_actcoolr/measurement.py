@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from keras_actcoolr import temperature as T
+from keras_actcoolr import validation
 
 __all__ = ["DEFAULT_MEASURE", "MEASURES", "Measurement", "RangeCounts"]
 
@@ -243,9 +244,7 @@ def check_measure(measure: Any) -> str:
     Raises:
         ValueError: naming the argument and the received value otherwise.
     """
-    if not isinstance(measure, str) or measure not in MEASURES:
-        raise ValueError(f"`measure` must be one of {', '.join(map(repr, MEASURES))}. Received: measure={measure!r}")
-    return measure
+    return validation.one_of("measure", measure, MEASURES)
 
 
 def record_measure(record: Mapping, measure: str) -> tuple[dict, dict, list]:

@@ -28,6 +28,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_actcoolr import validation
+
 __all__ = ["MomentumInjection", "one_cycle_momentum"]
 
 # The optimizers that test their `momentum` in Python, and the list of their momentum slots.
@@ -77,8 +79,7 @@ class MomentumInjection:
     """
 
     def __init__(self, optimizer: keras.optimizers.Optimizer, attribute: str, schedule: Callable[[Any], Any]) -> None:
-        if attribute not in ("momentum", "beta_1"):
-            raise ValueError(f"`attribute` must be 'momentum' or 'beta_1'. Received: attribute={attribute!r}")
+        validation.one_of("attribute", attribute, ("momentum", "beta_1"))
         self.optimizer = optimizer
         self.attribute = attribute
         self.schedule = schedule

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from keras_actcoolr import temperature as T
+from keras_actcoolr import validation
 
 __all__ = ["plot_layer_temperatures", "plot_temperature_vs_learning_rate", "plot_training"]
 
@@ -191,10 +192,7 @@ def plot_training(
     """
     if not histories:
         raise ValueError("`histories` is empty: there is no run to plot.")
-    if learning_rate_scale not in ("linear", "log"):
-        raise ValueError(
-            f"`learning_rate_scale` must be 'linear' or 'log'. Received: learning_rate_scale={learning_rate_scale!r}"
-        )
+    validation.one_of("learning_rate_scale", learning_rate_scale, ("linear", "log"))
     figure, axes = _new_figure((8.0, 7.0), rows=len(_PANELS))
     for name, run in histories.items():
         run = getattr(run, "history", run)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from keras_actcoolr import validation
+
 __all__ = ["METHODS", "PRESETS", "Preset", "get_preset"]
 
 METHODS = ("actcoolr", "one_cycle", "constant")
@@ -74,8 +76,7 @@ class Preset:
     assumed: str = ""
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}. Received: method={self.method!r}")
+        validation.one_of("method", self.method, METHODS)
         if self.method == "actcoolr" and (self.start_temperature is None or self.gamma is None):
             raise ValueError(f"Preset {self.name!r}: ActCooLR needs `start_temperature` and `gamma`.")
         if self.method == "one_cycle" and (self.max_learning_rate is None or self.t_max is None):

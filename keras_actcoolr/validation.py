@@ -40,17 +40,25 @@ def _is_real(value: Any) -> bool:
 
 
 def integer(
-    name: str, value: Any, minimum: int = 1, maximum: int | None = None, allow_none: bool = False
+    name: str, value: Any, minimum: int | None = 1, maximum: int | None = None, allow_none: bool = False
 ) -> int | None:
-    """`value` as an int in `[minimum, maximum]` (or None when `allow_none`), or a ValueError naming `name`."""
+    """`value` as an int in `[minimum, maximum]` (or None when `allow_none`), or a ValueError naming `name`.
+
+    `minimum=None` (with `maximum=None`): any integer.
+    """
     if allow_none and value is None:
         return None
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+    if ok and minimum is not None:
+        ok = value >= minimum
     if ok and maximum is not None:
         ok = value <= maximum
     if not ok:
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        _fail(name, f"an integer {bound}", value, allow_none)
+        if minimum is None:
+            bound = "" if maximum is None else f" <= {maximum}"
+        else:
+            bound = f" >= {minimum}" if maximum is None else f" in [{minimum}, {maximum}]"
+        _fail(name, f"an integer{bound}", value, allow_none)
     return int(value)
 
 

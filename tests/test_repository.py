@@ -642,9 +642,6 @@ OVERSIZED_ALLOWED = {
     "keras_actcoolr/models.py::convert",
     # The schedule holds the rate only (issue 19, part 1).
     "keras_actcoolr/schedules.py",
-    # To be split in this session's tidy branch.
-    "keras_actcoolr/experiments.py::run",
-    "keras_actcoolr/temperature.py",
 }
 
 

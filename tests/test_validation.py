@@ -45,6 +45,25 @@ class TestInteger:
             message="`percent` must be an integer in [0, 99]. Received: percent=100",
         )
 
+    def test_any_integer_without_bounds(self):
+        assert validation.integer("axis", -3, minimum=None) == -3
+        for value in (1.0, True, "1"):
+            rejects(
+                validation.integer,
+                "axis",
+                value,
+                minimum=None,
+                message=f"`axis` must be an integer. Received: axis={value!r}",
+            )
+        rejects(
+            validation.integer,
+            "axis",
+            3,
+            minimum=None,
+            maximum=2,
+            message="`axis` must be an integer <= 2. Received: axis=3",
+        )
+
     def test_none_only_when_allowed(self):
         assert validation.integer("total_steps", None, minimum=2, allow_none=True) is None
         rejects(

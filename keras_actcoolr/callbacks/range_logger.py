@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import keras
@@ -59,10 +58,8 @@ class RangeAnalysisLogger(keras.callbacks.Callback):
         batches: int | None = 1,
     ) -> None:
         super().__init__()
-        if isinstance(every_epochs, bool) or not isinstance(every_epochs, numbers.Integral) or every_epochs < 1:
-            raise ValueError(f"`every_epochs` must be an integer >= 1. Received: every_epochs={every_epochs}")
-        if not isinstance(at_train_begin, bool):
-            raise ValueError(f"`at_train_begin` must be True or False. Received: at_train_begin={at_train_begin!r}")
+        every_epochs = validation.integer_at_least_one("every_epochs", every_epochs)
+        at_train_begin = validation.boolean("at_train_begin", at_train_begin)
         self.data = data
         self.every_epochs = int(every_epochs)
         self.at_train_begin = at_train_begin

@@ -7,6 +7,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from keras_actcoolr import validation
 from keras_actcoolr.data import _pipeline as P
 from keras_actcoolr.data._spec import DatasetNotFoundError, DatasetSpec
 from keras_actcoolr.data.fashion_mnist import fashion_mnist_split
@@ -132,10 +133,7 @@ def split_names(name: str, validation_percent: int | None = None) -> dict[str, s
     """
     spec = _spec(name)
     percent = spec.validation_percent if validation_percent is None else validation_percent
-    if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent < 100:
-        raise ValueError(
-            f"`validation_percent` must be an integer in [0, 100). Received: validation_percent={percent!r}"
-        )
+    percent = validation.integer("validation_percent", percent, minimum=0, maximum=99)
     keep = 100 - percent
     return {"train": f"train[:{keep}%]", "validation": f"train[{keep}%:]", "test": spec.test_split}
 
@@ -295,14 +293,9 @@ def load(
         ValueError: for a bad argument, or a corrupt Fashion-MNIST IDX file.
     """
     spec = _spec(name)
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
-    batch_size = spec.batch_size if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
-    size = spec.image_size if image_size is None else image_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"`image_size` must be an integer >= 1. Received: image_size={image_size!r}")
+    validation.one_of("split", split, SPLITS)
+    batch_size = validation.integer_at_least_one("batch_size", spec.batch_size if batch_size is None else batch_size)
+    size = validation.integer_at_least_one("image_size", spec.image_size if image_size is None else image_size)
     training = split == "train"
     augment = training if augment is None else bool(augment)
     cache = spec.cache if cache is None else cache

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from keras_actcoolr import validation
 from keras_actcoolr.data._spec import DatasetNotFoundError
 
 __all__ = [
@@ -260,9 +261,8 @@ def write_fake_fashion_mnist(
     Returns:
         The directory, to pass as `path=`.
     """
-    for name, value in (("train", train), ("test", test)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    validation.integer_at_least_one("train", train)
+    validation.integer_at_least_one("test", test)
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 
+from keras_actcoolr import validation
 from keras_actcoolr.layers import APTReLU
 
 
@@ -40,13 +41,15 @@ def classifier(x: Any, num_classes: int, name: str = "logits", **kwargs: Any) ->
 
 
 def check_input(input_shape: Sequence[int], num_classes: int, min_size: int = 1) -> tuple[int, ...]:
-    shape = tuple(input_shape)
-    if len(shape) != 3 or any(not isinstance(d, int) or d < 1 for d in shape):
+    try:
+        shape = tuple(validation.integer_at_least_one("input_shape", d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3:
         raise ValueError(f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape!r}")
     if shape[0] < min_size or shape[1] < min_size:
         raise ValueError(
             f"This network needs inputs of at least {min_size}x{min_size}. Received: input_shape={input_shape!r}"
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be an integer >= 1. Received: num_classes={num_classes!r}")
+    validation.integer_at_least_one("num_classes", num_classes)
     return shape

@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 
+from keras_actcoolr import validation
 from keras_actcoolr.models import APTModel
 from keras_actcoolr.zoo._common import batch_norm, check_input, classifier, conv, relu
 from keras_actcoolr.zoo.layers import ChannelZeroPadding, ScalarBias, ScalarScale
@@ -119,10 +120,13 @@ def cifar_resnet(
     Returns:
         A `keras_actcoolr.APTModel` that outputs logits.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+    try:
+        valid = validation.integer("depth", depth, minimum=8) % 6 == 2
+    except ValueError:
+        valid = False
+    if not valid:
         raise ValueError(f"`depth` must be 6n + 2 with n >= 1 (20, 32, 56, 110, ...). Received: depth={depth!r}")
-    if variant not in _VARIANTS:
-        raise ValueError(f"`variant` must be one of {_VARIANTS}. Received: variant={variant!r}")
+    validation.one_of("variant", variant, _VARIANTS)
     shape = check_input(input_shape, num_classes)
     blocks = (depth - 2) // 6
     fixup = variant == "fixup"

@@ -6,6 +6,8 @@ from typing import Any
 
 import keras
 
+from keras_actcoolr import validation
+
 __all__ = ["ChannelZeroPadding", "ScalarBias", "ScalarScale"]
 
 
@@ -38,11 +40,8 @@ class ChannelZeroPadding(keras.layers.Layer):
 
     def __init__(self, before: int = 0, after: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        for name, value in (("before", before), ("after", after)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
-        self.before = before
-        self.after = after
+        self.before = validation.integer("before", before, minimum=0)
+        self.after = validation.integer("after", after, minimum=0)
 
     def call(self, inputs: Any) -> Any:
         rank = len(inputs.shape)

@@ -8,6 +8,7 @@ from typing import Any
 
 import keras
 
+from keras_actcoolr import validation
 from keras_actcoolr.models import APTModel
 from keras_actcoolr.zoo._common import batch_norm, check_input, classifier, conv, relu
 from keras_actcoolr.zoo.layers import ChannelZeroPadding
@@ -24,11 +25,16 @@ def stage_blocks(depth: int, bottleneck: bool, stages: int = 3) -> tuple[int, ..
     (`(depth - 2) / 6` per stage for Han et al.'s basic CIFAR networks).
     """
     per_block = 3 if bottleneck else 2
-    valid = isinstance(depth, int) and not isinstance(depth, bool) and depth >= 2 + per_block * stages
-    if not valid or (depth - 2) % per_block:
+    try:
+        depth = validation.integer("depth", depth, minimum=2 + per_block * stages)
+    except ValueError:
+        depth, received = None, depth
+    else:
+        received = depth
+    if depth is None or (depth - 2) % per_block:
         raise ValueError(
             f"`depth` must be {per_block}k + 2 with k >= {stages} for "
-            f"{'bottleneck' if bottleneck else 'basic'} blocks. Received: depth={depth!r}"
+            f"{'bottleneck' if bottleneck else 'basic'} blocks. Received: depth={received!r}"
         )
     total = (depth - 2) // per_block
     base, extra = divmod(total, stages)
@@ -109,8 +115,7 @@ def pyramidnet(
         A `keras_actcoolr.APTModel` that outputs logits.
     """
     blocks = stage_blocks(depth, bottleneck)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"`alpha` must be a positive number. Received: alpha={alpha!r}")
+    alpha = validation.positive("alpha", alpha)
     shape = check_input(input_shape, num_classes)
     total = sum(blocks)
     done = 0
