@@ -10,7 +10,6 @@ batch-norm statistics, seed states): calling them changes nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,88 +23,9 @@ from keras_actcoolr import engine, validation
 from keras_actcoolr import temperature as T
 from keras_actcoolr.layers import PatternCounter, measuring
 from keras_actcoolr.models import APTModel
+from keras_actcoolr.records import RangeAnalysis, fit_range
 
-__all__ = ["RangeAnalysis", "lr_range_analysis", "measure_temperature"]
-
-
-@dataclasses.dataclass(frozen=True)
-class RangeAnalysis:
-    """Result of `lr_range_analysis`: temperatures of one step per learning rate, and the erf fit.
-
-    Attributes:
-        learning_rates: `(K,)` learning rates.
-        layer_names: names of the `APTReLU` layers, in model order.
-        layer_temperatures: `(K, L)` temperature of each layer for each rate.
-        temperatures: `(K,)` network temperature (mean over layers).
-        sigma: fitted erf-model `sigma`, or None when the fit failed.
-        mu: fitted erf-model `mu`, or None when the fit failed.
-        residual: root mean square of the fit's residuals in probability, or None.
-        examples: number of examples the temperatures were measured on.
-        group_layer_temperatures: `(K, L)` grouped temperature of each layer
-            for each rate (groups of `keras_actcoolr.layers.GROUP_CHANNELS`
-            channels, see `keras_actcoolr.APTReLU`), or None.
-        group_temperatures: `(K,)` grouped network temperature, or None.
-        group_sigma: erf-model `sigma` fitted to `group_temperatures`, or None.
-        group_mu: erf-model `mu` fitted to `group_temperatures`, or None.
-    """
-
-    learning_rates: np.ndarray
-    layer_names: tuple[str, ...]
-    layer_temperatures: np.ndarray
-    temperatures: np.ndarray
-    sigma: float | None
-    mu: float | None
-    residual: float | None
-    examples: int
-    group_layer_temperatures: np.ndarray | None = None
-    group_temperatures: np.ndarray | None = None
-    group_sigma: float | None = None
-    group_mu: float | None = None
-
-    def layer(self, name: str) -> np.ndarray:
-        """`(K,)` temperatures of one layer."""
-        return self.layer_temperatures[:, self.layer_names.index(name)]
-
-    def probabilities(self) -> np.ndarray:
-        """`(K,)` network change probabilities."""
-        return T.temperature_to_probability(self.temperatures)
-
-    def predicted_learning_rate(self, temperature: float) -> float:
-        """The learning rate whose step the fitted erf model expects at `temperature`."""
-        if self.sigma is None or self.mu is None:
-            raise ValueError("The erf model could not be fitted to this analysis.")
-        return float(T.erf_learning_rate(T.temperature_to_probability(temperature), self.sigma, self.mu))
-
-    def as_dict(self) -> dict:
-        """Plain Python values (lists and floats), for JSON or CSV."""
-        return {
-            "learning_rates": self.learning_rates.tolist(),
-            "layer_names": list(self.layer_names),
-            "layer_temperatures": self.layer_temperatures.tolist(),
-            "temperatures": self.temperatures.tolist(),
-            "sigma": self.sigma,
-            "mu": self.mu,
-            "residual": self.residual,
-            "examples": self.examples,
-            "group_layer_temperatures": _listed(self.group_layer_temperatures),
-            "group_temperatures": _listed(self.group_temperatures),
-            "group_sigma": self.group_sigma,
-            "group_mu": self.group_mu,
-        }
-
-
-def _listed(values: np.ndarray | None) -> list | None:
-    return None if values is None else values.tolist()
-
-
-def fit_range(learning_rates: np.ndarray, temperatures: np.ndarray) -> tuple[float | None, float | None, float | None]:
-    """`(sigma, mu, rms residual)` of the erf fit, or Nones when it cannot be fitted."""
-    try:
-        sigma, mu = T.fit_erf_model(learning_rates, temperatures)
-    except ValueError:
-        return None, None, None
-    residuals = T.erf_probability(learning_rates, sigma, mu) - T.temperature_to_probability(temperatures)
-    return sigma, mu, float(np.sqrt(np.mean(residuals**2)))
+__all__ = ["RangeAnalysis", "fit_range", "lr_range_analysis", "measure_temperature"]
 
 
 def _unpack(batch: Any) -> tuple[Any, Any, Any]:
@@ -311,7 +231,8 @@ def lr_range_analysis(
             `None` for all. Defaults to `1`.
 
     Returns:
-        A `RangeAnalysis`.
+        A `keras_actcoolr.RangeAnalysis` with its erf fit (`sigma`, `mu`,
+        `residual`, `group_sigma`, `group_mu`), `layer_names` and `examples`.
 
     Raises:
         ValueError: for empty or non-finite or negative `learning_rates`, a
@@ -323,27 +244,7 @@ def lr_range_analysis(
     learning_rates = validation.range_learning_rates(learning_rates)
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
     counts, examples, _ = _runner(model).counts(learning_rates, step_batch, measure_batches)
-    layer_temperatures = T.layer_temperature(counts[..., 0], counts[..., 1])
-    temperatures = layer_temperatures.mean(axis=1)
-    group_layer_temperatures = T.layer_temperature(counts[..., 2], counts[..., 3])
-    group_temperatures = group_layer_temperatures.mean(axis=1)
-    positive = learning_rates > 0
-    sigma, mu, residual = fit_range(learning_rates[positive], temperatures[positive])
-    group_sigma, group_mu, _ = fit_range(learning_rates[positive], group_temperatures[positive])
-    return RangeAnalysis(
-        learning_rates=learning_rates,
-        layer_names=_layer_names(model),
-        layer_temperatures=layer_temperatures,
-        temperatures=temperatures,
-        sigma=sigma,
-        mu=mu,
-        residual=residual,
-        examples=examples,
-        group_layer_temperatures=group_layer_temperatures,
-        group_temperatures=group_temperatures,
-        group_sigma=group_sigma,
-        group_mu=group_mu,
-    )
+    return RangeAnalysis(learning_rates, counts, layer_names=_layer_names(model), examples=examples).fitted()
 
 
 def measure_temperature(
@@ -353,7 +254,7 @@ def measure_temperature(
     step_data: Any = None,
     batch_size: int = 32,
     batches: int | None = None,
-) -> dict:
+) -> RangeAnalysis:
     """Temperature of one optimizer step, measured over many batches (a whole data set).
 
     The model takes one step at the optimizer's current rate on the first
@@ -370,7 +271,7 @@ def measure_temperature(
 
     ```python
     result = keras_actcoolr.measure_temperature(model, (x_train, y_train), learning_rate=0.1)
-    result["temperature"], result["layers"]
+    result.temperature, result.layers
     ```
 
     Args:
@@ -385,12 +286,14 @@ def measure_temperature(
             Defaults to `None`.
 
     Returns:
-        `{"learning_rate", "temperature", "layers", "unchanged", "positions", "examples"}`
-        with per-layer dictionaries for `layers`, `unchanged` and `positions`,
-        and the grouped counterparts `"group_temperature"`, `"group_layers"`,
-        `"group_unchanged"`, `"group_positions"` (groups of
-        `keras_actcoolr.layers.GROUP_CHANNELS` channels, see
-        `keras_actcoolr.APTReLU`).
+        A `keras_actcoolr.RangeAnalysis` of the one rate: `learning_rate`,
+        `temperature`, `examples`, the per-layer dictionaries `layers`,
+        `unchanged` and `positions`, and the grouped counterparts
+        `group_temperature`, `group_layers`, `group_unchanged`,
+        `group_positions` (groups of `keras_actcoolr.layers.GROUP_CHANNELS`
+        channels, see `keras_actcoolr.APTReLU`). It replaces the dict of
+        earlier releases, whose keys it still reads (`result["temperature"]`,
+        deprecated: read `result.temperature`).
 
     Raises:
         ValueError: for a `learning_rate` that is not a finite number >= 0,
@@ -406,21 +309,5 @@ def measure_temperature(
         learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     learning_rate = validation.non_negative("learning_rate", learning_rate)
     step_batch, measure_batches = _step_and_measure_batches(data, step_data, batch_size, batches)
-    counts, examples, _ = _runner(model).counts([float(learning_rate)], step_batch, measure_batches)
-    unchanged, positions = counts[0, :, 0], counts[0, :, 1]
-    temperatures = T.layer_temperature(unchanged, positions)
-    group_unchanged, group_positions = counts[0, :, 2], counts[0, :, 3]
-    group_temperatures = T.layer_temperature(group_unchanged, group_positions)
-    names = _layer_names(model)
-    return {
-        "learning_rate": float(learning_rate),
-        "temperature": float(np.mean(temperatures)),
-        "layers": dict(zip(names, map(float, temperatures))),
-        "unchanged": dict(zip(names, map(float, unchanged))),
-        "positions": dict(zip(names, map(float, positions))),
-        "examples": examples,
-        "group_temperature": float(np.mean(group_temperatures)),
-        "group_layers": dict(zip(names, map(float, group_temperatures))),
-        "group_unchanged": dict(zip(names, map(float, group_unchanged))),
-        "group_positions": dict(zip(names, map(float, group_positions))),
-    }
+    counts, examples, _ = _runner(model).counts([learning_rate], step_batch, measure_batches)
+    return RangeAnalysis([learning_rate], counts, layer_names=_layer_names(model), examples=examples)

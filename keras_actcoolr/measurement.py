@@ -1,59 +1,34 @@
 """The records an `APTModel` gives its measurement observers.
 
 A measured step becomes a `Measurement`; a step measured with a range
-analysis also gives its `RangeCounts`. Both are typed, immutable and read
-like the dicts they replace (`record["temperature"]`, `dict(record)`), so
-that callbacks, `history`, the CSV and TensorBoard writers and the plots all
-read the same keys; `history` keeps `dict(record)`.
+analysis also gives its `keras_actcoolr.RangeAnalysis`
+(`keras_actcoolr.records`). Both are typed and immutable; code reads their
+attributes. They also read like the dicts they replaced
+(`record["temperature"]`, `dict(record)`), the form `history`, the CSV and
+TensorBoard writers and the plots keep; `history` keeps `dict(record)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr import validation
+from keras_actcoolr.records import DEFAULT_MEASURE, MEASURES, RangeAnalysis, Record
 
-__all__ = ["DEFAULT_MEASURE", "MEASURES", "Measurement", "RangeCounts"]
+__all__ = ["DEFAULT_MEASURE", "MEASURES", "Measurement", "RangeAnalysis", "RangeCounts"]
 
-#: The temperature measurements a controller can follow: `"grouped"` (patterns of groups of
-#: `keras_actcoolr.layers.GROUP_CHANNELS` channels) and `"vector"` (the paper's whole pattern vector).
-MEASURES = ("grouped", "vector")
-
-#: `ActCooLR(measure=...)` and `DynamicActCooLR(measure=...)` default.
-DEFAULT_MEASURE = "vector"
-
-
-class _FieldMapping(Mapping):
-    """Read a dataclass like a dict of its fields; a field that is `None` is no key."""
-
-    _KEYS: tuple[str, ...] = ()
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self._KEYS:
-            value = getattr(self, key)
-            if value is not None:
-                return value
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return (key for key in self._KEYS if getattr(self, key) is not None)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def as_dict(self) -> dict:
-        """A plain dict of the keys (the form `history` keeps)."""
-        return {key: self[key] for key in self}
+#: Deprecated alias of `keras_actcoolr.RangeAnalysis` (the analyses inside `fit` and those of
+#: `lr_range_analysis` are one type now); kept for one release.
+RangeCounts = RangeAnalysis
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Measurement(_FieldMapping):
+class Measurement(Record):
     """One measured step: temperatures of the step's own update, per layer and for the network.
 
     Attributes:
@@ -79,7 +54,7 @@ class Measurement(_FieldMapping):
             unchanged group positions.
     """
 
-    _KEYS = (
+    KEYS = (
         "step",
         "learning_rate",
         "temperature",
@@ -163,81 +138,6 @@ class Measurement(_FieldMapping):
         )
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class RangeCounts(_FieldMapping):
-    """The counts of a range analysis of one batch: one step per rate of `learning_rates`.
-
-    Attributes:
-        learning_rates: `(K,)` learning rates (the Table-1 rates).
-        counts: `(K, L, 2)` float64 counts per rate and layer: unchanged
-            positions and positions (the paper's whole-vector counts).
-            Analyses of several batches add up.
-        layer_temperatures: `(K, L)` temperatures of the counts.
-        temperatures: `(K,)` network temperatures (mean over layers).
-        group_counts: `(K, L, 2)` grouped counts (unchanged group positions,
-            group positions), or `None` (then no key).
-        group_layer_temperatures: `(K, L)` grouped temperatures, or `None`.
-        group_temperatures: `(K,)` grouped network temperatures, or `None`.
-
-    A `(K, L, 4)` array given as `counts` is split: its first two columns are
-    `counts`, its last two `group_counts`.
-    """
-
-    _KEYS = (
-        "learning_rates",
-        "temperatures",
-        "layer_temperatures",
-        "counts",
-        "group_temperatures",
-        "group_layer_temperatures",
-        "group_counts",
-    )
-
-    learning_rates: np.ndarray
-    counts: np.ndarray
-    group_counts: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        counts = np.asarray(self.counts, dtype=np.float64)
-        if counts.ndim == 3 and counts.shape[-1] == 4:
-            object.__setattr__(self, "counts", counts[..., :2])
-            if self.group_counts is None:
-                object.__setattr__(self, "group_counts", counts[..., 2:])
-
-    def measure(self, measure: str) -> RangeCounts:
-        """The analysis of one measure: its `counts` are those of `measure` (`"vector"` or `"grouped"`).
-
-        Raises:
-            ValueError: for another `measure`, or `"grouped"` without grouped counts.
-        """
-        if measure == "vector":
-            return RangeCounts(self.learning_rates, self.counts)
-        if measure == "grouped" and self.group_counts is not None:
-            return RangeCounts(self.learning_rates, self.group_counts)
-        raise ValueError(
-            f'`measure` must be one of {MEASURES} ("grouped" needs grouped counts). Received: measure={measure!r}'
-        )
-
-    @functools.cached_property
-    def layer_temperatures(self) -> np.ndarray:
-        return T.layer_temperature(self.counts[..., 0], self.counts[..., 1])
-
-    @functools.cached_property
-    def temperatures(self) -> np.ndarray:
-        return self.layer_temperatures.mean(axis=1)
-
-    @functools.cached_property
-    def group_layer_temperatures(self) -> np.ndarray | None:
-        if self.group_counts is None:
-            return None
-        return T.layer_temperature(self.group_counts[..., 0], self.group_counts[..., 1])
-
-    @functools.cached_property
-    def group_temperatures(self) -> np.ndarray | None:
-        layers = self.group_layer_temperatures
-        return None if layers is None else layers.mean(axis=1)
-
-
 def check_measure(measure: Any) -> str:
     """`measure` if it is one of `MEASURES`.
 
@@ -248,11 +148,13 @@ def check_measure(measure: Any) -> str:
 
 
 def record_measure(record: Mapping, measure: str) -> tuple[dict, dict, list]:
-    """`(layers, positions, saturated)` of a record (a `Measurement` or its dict) for `measure`.
+    """`(layers, positions, saturated)` of a record (a `Measurement`, or its dict in `history`) for `measure`.
 
     Raises:
         ValueError: `"grouped"` on a record without grouped keys.
     """
+    if isinstance(record, Measurement) and (measure == "vector" or record.group_layers is not None):
+        return record.measure(measure)
     if measure == "vector":
         return record["layers"], record.get("positions", {}), list(record.get("saturated", ()))
     if "group_layers" not in record:
@@ -264,14 +166,14 @@ def record_measure(record: Mapping, measure: str) -> tuple[dict, dict, list]:
 
 
 def range_measure(range_analysis: Mapping, measure: str) -> Mapping:
-    """The range analysis of `measure`: a `RangeCounts` whose `counts` are that measure's.
+    """The range analysis of `measure`: a `RangeAnalysis` whose `counts` are that measure's.
 
-    A mapping that is no `RangeCounts` is returned as it is for `"vector"`.
+    A mapping that is no `RangeAnalysis` (a dict of one) is returned as it is for `"vector"`.
     """
-    if isinstance(range_analysis, RangeCounts):
+    if isinstance(range_analysis, RangeAnalysis):
         return range_analysis.measure(measure)
     if measure == "vector":
         return range_analysis
     if "group_counts" not in range_analysis:
         raise ValueError("measure='grouped' needs a range analysis with grouped counts (`group_counts`).")
-    return RangeCounts(np.asarray(range_analysis["learning_rates"]), np.asarray(range_analysis["group_counts"]))
+    return RangeAnalysis(range_analysis["learning_rates"], range_analysis["group_counts"], measured="grouped")

@@ -99,6 +99,8 @@ class TestCountsAgainstNumPy:
         assert 0 < unchanged.min() and unchanged.max() < 96
 
         result = kac.measure_temperature(model, (x, y), batch_size=32)
+        assert isinstance(result, kac.RangeAnalysis)
+        assert result.examples == 96 and result.layers == result["layers"]
         assert result["examples"] == 96
         assert result["positions"] == {"d1_relu": 96.0, "d2_relu": 96.0}
         assert result["unchanged"] == {"d1_relu": unchanged[0], "d2_relu": unchanged[1]}
@@ -145,14 +147,7 @@ class TestRangeAnalysis:
 
     def test_predicted_learning_rate_inverts_the_model(self):
         result = analysis.RangeAnalysis(
-            learning_rates=np.array([0.1, 1.0]),
-            layer_names=("a",),
-            layer_temperatures=np.zeros((2, 1)),
-            temperatures=np.zeros(2),
-            sigma=2.0,
-            mu=-1.0,
-            residual=0.0,
-            examples=1,
+            np.array([0.1, 1.0]), np.full((2, 1, 2), 8.0), layer_names=("a",), examples=1, sigma=2.0, mu=-1.0
         )
         rate = result.predicted_learning_rate(3.03)
         expected = np.exp(-1.0 + 2.0 * stats.norm.ppf(1 - 2.0**-3.03))

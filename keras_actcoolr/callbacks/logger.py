@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from keras_actcoolr import engine
 from keras_actcoolr.callbacks.base import MeasuringCallback
+from keras_actcoolr.measurement import Measurement
+from keras_actcoolr.records import RangeAnalysis
 
 __all__ = ["TemperatureLogger", "heat_map_image"]
 
@@ -109,33 +111,34 @@ class TemperatureLogger(MeasuringCallback):
                 ) from error
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
-    def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
+    def on_measurement(self, record: Measurement, range_analysis: RangeAnalysis | None) -> None:
         super().on_measurement(record, range_analysis)
+        names = list(record.layers)
         if self._csv_writer is not None:
-            dead = record.get("dead", {})
+            group_layers = record.group_layers or {}
             self._csv_writer.writerow(
                 [
-                    record["step"],
-                    record["learning_rate"],
-                    record["temperature"],
-                    *record["layers"].values(),
-                    *(dead.get(name, 0.0) for name in record["layers"]),
-                    record.get("group_temperature", ""),
-                    *(record.get("group_layers", {}).get(name, "") for name in record["layers"]),
+                    record.step,
+                    record.learning_rate,
+                    record.temperature,
+                    *record.layers.values(),
+                    *(record.dead.get(name, 0.0) for name in names),
+                    "" if record.group_temperature is None else record.group_temperature,
+                    *(group_layers.get(name, "") for name in names),
                 ]
             )
             self._csv_file.flush()
         if self._writer is not None:
-            with self._writer.as_default(step=record["step"]):
-                tf.summary.scalar("learning_rate", record["learning_rate"])
-                tf.summary.scalar("temperature/network", record["temperature"])
-                for name, value in record["layers"].items():
+            with self._writer.as_default(step=record.step):
+                tf.summary.scalar("learning_rate", record.learning_rate)
+                tf.summary.scalar("temperature/network", record.temperature)
+                for name, value in record.layers.items():
                     tf.summary.scalar(f"temperature/{name}", value)
-                for name, value in record.get("dead", {}).items():
+                for name, value in record.dead.items():
                     tf.summary.scalar(f"dead/{name}", value)
-                if "group_temperature" in record:
-                    tf.summary.scalar("group_temperature/network", record["group_temperature"])
-                    for name, value in record["group_layers"].items():
+                if record.group_temperature is not None:
+                    tf.summary.scalar("group_temperature/network", record.group_temperature)
+                    for name, value in record.group_layers.items():
                         tf.summary.scalar(f"group_temperature/{name}", value)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

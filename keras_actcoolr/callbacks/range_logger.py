@@ -8,6 +8,7 @@ import keras
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr import validation
+from keras_actcoolr.analysis import lr_range_analysis
 
 __all__ = ["RangeAnalysisLogger"]
 
@@ -58,19 +59,15 @@ class RangeAnalysisLogger(keras.callbacks.Callback):
         batches: int | None = 1,
     ) -> None:
         super().__init__()
-        every_epochs = validation.integer_at_least_one("every_epochs", every_epochs)
-        at_train_begin = validation.boolean("at_train_begin", at_train_begin)
         self.data = data
-        self.every_epochs = int(every_epochs)
-        self.at_train_begin = at_train_begin
+        self.every_epochs = validation.integer_at_least_one("every_epochs", every_epochs)
+        self.at_train_begin = validation.boolean("at_train_begin", at_train_begin)
         # Checked now rather than at the first analysis, in the middle of `fit`.
         self.learning_rates = validation.range_learning_rates(learning_rates)
         self.batch_size, self.batches = validation.batching(batch_size, batches)
         self.history: list[dict] = []
 
     def _analyse(self, epoch: int) -> None:
-        from keras_actcoolr.analysis import lr_range_analysis
-
         optimizer = self.model.optimizer
         self.history.append(
             {
