@@ -428,7 +428,8 @@ class _ObjectReachFinder(ast.NodeVisitor):
     Everything else is a reach into another object: `other._x` (even of the same class: a
     method of `A` that reads `other._x` of another `A` depends on its internals as much as a
     second class would), `self.model._x`, `getattr(model, "_x")`, `setattr(obj, "_x", v)`,
-    `hasattr` and `delattr`. Not counted here: names bound by an `import` (a module's
+    `hasattr` and `delattr`. Not counted here: names bound by `import x` and the lowercase
+    names bound by `from x import name` (modules, by the naming convention; a module's
     attributes are the module-level check's, `private_reaches`), the Keras private API that
     `KERAS_PRIVATE_ALLOWED` lists with its reason, and the named-tuple API
     (`PUBLIC_UNDERSCORE_ATTRIBUTES`).
