@@ -2,6 +2,7 @@
 
 import ast
 import os
+import re
 import types
 from pathlib import Path
 
@@ -286,3 +287,40 @@ class TestMissingData:
             data.load("mnist")
         with pytest.raises(ValueError, match="split"):
             data.load("cifar10", "val")
+
+    @pytest.mark.parametrize(
+        "call, message",
+        [
+            (
+                lambda: data.load("cifar10", "val"),
+                "`split` must be one of 'train', 'validation', 'test'. Received: split='val'",
+            ),
+            (
+                lambda: data.load("cifar10", batch_size=0),
+                "`batch_size` must be an integer >= 1. Received: batch_size=0",
+            ),
+            (
+                lambda: data.load("cifar10", image_size=True),
+                "`image_size` must be an integer >= 1. Received: image_size=True",
+            ),
+            (
+                lambda: data.split_names("cifar10", 100),
+                "`validation_percent` must be an integer in [0, 99]. Received: validation_percent=100",
+            ),
+            (
+                lambda: data.split_names("cifar10", 2.5),
+                "`validation_percent` must be an integer in [0, 99]. Received: validation_percent=2.5",
+            ),
+            (
+                lambda: data.write_fake_fashion_mnist("unused", train=0),
+                "`train` must be an integer >= 1. Received: train=0",
+            ),
+            (
+                lambda: data.write_fake_fashion_mnist("unused", test=None),
+                "`test` must be an integer >= 1. Received: test=None",
+            ),
+        ],
+    )
+    def test_argument_errors_name_the_argument(self, call, message):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()

@@ -2,6 +2,7 @@
 
 import functools
 import math
+import re
 from fractions import Fraction
 
 import keras
@@ -170,6 +171,52 @@ class TestShapes:
             zoo.vgg16(input_shape=(16, 16, 3))
         with pytest.raises(ValueError, match="Unknown network"):
             zoo.get("resnet19")
+
+    @pytest.mark.parametrize(
+        "build, message",
+        [
+            (
+                lambda: zoo.cifar_resnet(True),
+                "`depth` must be 6n + 2 with n >= 1 (20, 32, 56, 110, ...). Received: depth=True",
+            ),
+            (
+                lambda: zoo.cifar_resnet(20.0),
+                "`depth` must be 6n + 2 with n >= 1 (20, 32, 56, 110, ...). Received: depth=20.0",
+            ),
+            (lambda: zoo.cifar_resnet(20, variant="v3"), "`variant` must be one of"),
+            (
+                lambda: zoo.cifar_resnet(20, num_classes=0),
+                "`num_classes` must be an integer >= 1. Received: num_classes=0",
+            ),
+            (
+                lambda: zoo.cifar_resnet(20, input_shape=(32, 32)),
+                "`input_shape` must be (height, width, channels). Received: input_shape=(32, 32)",
+            ),
+            (
+                lambda: zoo.cifar_resnet(20, input_shape=(32, 0, 3)),
+                "`input_shape` must be (height, width, channels). Received: input_shape=(32, 0, 3)",
+            ),
+            (lambda: zoo.pyramidnet(9, 48), "`depth` must be 2k + 2 with k >= 3 for basic blocks. Received: depth=9"),
+            (
+                lambda: zoo.pyramidnet(10.0, 48),
+                "`depth` must be 2k + 2 with k >= 3 for basic blocks. Received: depth=10.0",
+            ),
+            (
+                lambda: zoo.pyramidnet(13, 48, bottleneck=True),
+                "`depth` must be 3k + 2 with k >= 3 for bottleneck blocks. Received: depth=13",
+            ),
+            (lambda: zoo.pyramidnet(8, alpha=0), "`alpha` must be a positive finite number. Received: alpha=0"),
+            (
+                lambda: zoo.pyramidnet(8, alpha=math.inf),
+                "`alpha` must be a positive finite number. Received: alpha=inf",
+            ),
+            (lambda: zoo.ChannelZeroPadding(before=-1), "`before` must be an integer >= 0. Received: before=-1"),
+            (lambda: zoo.ChannelZeroPadding(after=1.5), "`after` must be an integer >= 0. Received: after=1.5"),
+        ],
+    )
+    def test_argument_errors_name_the_argument(self, build, message):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            build()
 
 
 class TestArchitecture:
