@@ -597,3 +597,18 @@ class TestErfLearningRate:
         assert temperature.erf_learning_rate(0.0, 1.0, 0.0, epsilon=1e-3) == pytest.approx(
             math.exp(stats.norm.ppf(1e-3)), rel=1e-12
         )
+
+
+class TestGuardArithmetic:
+    def test_temperature_re_exports_the_guard_arithmetic(self):
+        from keras_actcoolr import guard_math
+
+        for name in guard_math.__all__:
+            assert getattr(temperature, name) is getattr(guard_math, name)
+            assert name in temperature.__all__
+
+    def test_loss_spiked_by_hand(self):
+        # Margin 0.5 * max(2.0 - 1.0, 1.0) = 0.5 above the minimum 1.0.
+        assert temperature.loss_spiked(1.6, 1.0, 2.0, 0.5)
+        assert not temperature.loss_spiked(1.4, 1.0, 2.0, 0.5)
+        assert temperature.loss_spiked(math.nan, 1.0, 2.0, 0.5)
