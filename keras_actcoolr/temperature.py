@@ -80,6 +80,7 @@ __all__ = [
     "linear_probability_curve",
     "power_cooling",
     "probability_to_temperature",
+    "probit",
     "static_lr_update",
     "target_temperature",
     "temperature_to_probability",
@@ -121,8 +122,15 @@ def erf_learning_rate(probability: ArrayLike, sigma: float, mu: float, epsilon: 
 
     The inverse of `erf_probability`; `P` is clamped to `[epsilon, 1 - epsilon]`.
     """
-    probability = np.clip(np.asarray(probability, dtype=np.float64), epsilon, 1 - epsilon)
-    return np.exp(mu + sigma * special.ndtri(probability))
+    return np.exp(mu + sigma * probit(probability, epsilon))
+
+
+def probit(probability: ArrayLike, epsilon: float = EPSILON) -> ArrayLike:
+    """`z = PhiInv(P)`, the standard normal quantile of a change probability clamped to `[epsilon, 1 - epsilon]`.
+
+    The erf model is linear in it: `z = (ln(lr) - mu) / sigma`.
+    """
+    return special.ndtri(np.clip(np.asarray(probability, dtype=np.float64), epsilon, 1.0 - epsilon))
 
 
 def fit_erf_model(learning_rates: ArrayLike, temperatures: ArrayLike) -> tuple[float, float]:
@@ -242,10 +250,6 @@ def linear_probability_curve(start_probability: float) -> Callable[[ArrayLike], 
     return lambda progress: power_cooling(progress, start_probability, 1.0)
 
 
-def _clamp(probability: ArrayLike, epsilon: float) -> ArrayLike:
-    return np.clip(np.asarray(probability, dtype=np.float64), epsilon, 1.0 - epsilon)
-
-
 #: The largest float32: `static_lr_update` keeps its target rate below it, so that the rate and its drift
 #: stay finite in the float32 variables of `ActCooLRSchedule`.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -316,7 +320,7 @@ def static_lr_update(
     high = min(float(max_learning_rate), FLOAT32_MAX)
     low = min(max(float(min_learning_rate), 0.0), high)
     learning_rate = float(learning_rate)
-    z_gap = float(special.ndtri(_clamp(target_probability, epsilon)) - special.ndtri(_clamp(probability, epsilon)))
+    z_gap = float(probit(target_probability, epsilon) - probit(probability, epsilon))
     if learning_rate > 0 and high > 0:
         # |z_gap| <= 2 * PhiInv(1 - epsilon), but `sigma * z_gap` may still be huge (even +-inf): it is
         # compared with the log-distance to the ceiling before any `exp`, which then cannot overflow.

@@ -612,3 +612,16 @@ class TestGuardArithmetic:
         assert temperature.loss_spiked(1.6, 1.0, 2.0, 0.5)
         assert not temperature.loss_spiked(1.4, 1.0, 2.0, 0.5)
         assert temperature.loss_spiked(math.nan, 1.0, 2.0, 0.5)
+
+
+class TestProbit:
+    def test_standard_normal_quantile_of_the_clamped_probability(self):
+        probabilities = np.array([0.0, 1e-9, 0.025, 0.5, 0.975, 1.0])
+        clamped = np.array([1e-6, 1e-6, 0.025, 0.5, 0.975, 1 - 1e-6])
+        np.testing.assert_allclose(temperature.probit(probabilities), stats.norm.ppf(clamped), rtol=1e-12)
+        assert temperature.probit(0.3, epsilon=0.4) == pytest.approx(stats.norm.ppf(0.4), rel=1e-12)
+
+    def test_the_erf_model_is_linear_in_it(self):
+        sigma, mu, rate = 1.5, -2.0, 0.07
+        probability = temperature.erf_probability(rate, sigma, mu)
+        assert temperature.probit(probability) == pytest.approx((math.log(rate) - mu) / sigma, rel=1e-9)
