@@ -55,7 +55,7 @@ class MeasuringTrainFunction:
         self.step: int | None = None
         #: The record of the last measurement.
         self.last: Measurement | None = None
-        self._learning_rate: float | None = None
+        self._rate_of_last_measurement: float | None = None
         self._warned_divergence = False
         self._range_rates: tf.Variable | None = None
         self._single: dict[str | None, Callable] = {}
@@ -220,11 +220,11 @@ class MeasuringTrainFunction:
         schedule = find_schedule(optimizer)
         if isinstance(schedule, ActCooLRSchedule):
             return schedule.value_at(step)
-        if refresh or self._learning_rate is None:
+        if refresh or self._rate_of_last_measurement is None:
             # After the step: `optimizer.learning_rate` would be the rate of the next one.
             rate = schedule(step) if schedule is not None else optimizer.learning_rate
-            self._learning_rate = float(keras.ops.convert_to_numpy(rate))
-        return self._learning_rate
+            self._rate_of_last_measurement = float(keras.ops.convert_to_numpy(rate))
+        return self._rate_of_last_measurement
 
     def _decorate(self, logs: dict, step: int) -> dict:
         if self.last is None:
