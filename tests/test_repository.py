@@ -378,7 +378,7 @@ KERAS_PRIVATE_ALLOWED = {
     "_momentums",
     # Keras's build of a model's variables before its first step (layers, compiled metrics and loss,
     # optimizer slots), which `fit` runs under a strategy only: the step that ActCooLR takes and undoes
-    # before the first step needs them built before it to put them back (models._build_state).
+    # before the first step needs them built before it to put them back (`APTModel.build_training_state`).
     "_symbolic_build",
 }
 
