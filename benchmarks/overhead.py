@@ -100,16 +100,19 @@ def resnet20(input_shape: tuple[int, int, int] = (32, 32, 3), num_classes: int =
 
 
 def count_traces(model: keras.Model) -> dict[str, int]:
-    """Count the traces of `model.train_step` by mode (Python runs it once per trace)."""
+    """Count the traces of the model's train steps by mode (Python runs a step once per trace)."""
     counts = {"plain": 0, "measure": 0}
-    train_step = model.train_step
 
-    def counting_train_step(data: Any) -> Any:
-        mode = getattr(model, "_apt_trace_mode", None)
-        counts["plain" if mode is None else "measure"] += 1
-        return train_step(data)
+    def counting(step: Callable, mode: str) -> Callable:
+        def counting_step(data: Any, **kwargs: Any) -> Any:
+            counts[mode] += 1
+            return step(data, **kwargs)
 
-    model.train_step = counting_train_step
+        return counting_step
+
+    model.train_step = counting(model.train_step, "plain")
+    if isinstance(model, kac.APTModel):
+        model.measured_train_step = counting(model.measured_train_step, "measure")
     return counts
 
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from keras_actcoolr import engine, validation
 from keras_actcoolr import temperature as T
 from keras_actcoolr.layers import PatternCounter, measuring
-from keras_actcoolr.models import APTModel
+from keras_actcoolr.models import require_apt_model
 from keras_actcoolr.records import RangeAnalysis, fit_range
 
 __all__ = ["RangeAnalysis", "fit_range", "lr_range_analysis", "measure_temperature"]
@@ -64,13 +64,7 @@ class _Runner:
     """
 
     def __init__(self, model: keras.Model) -> None:
-        if not isinstance(model, APTModel):
-            raise ValueError(
-                "The analyses need a `keras_actcoolr.APTModel` (build one with `keras_actcoolr.convert(model)`). "
-                f"Received: model of type {type(model).__name__}"
-            )
-        if not model.apt_layers():
-            raise ValueError(f"Model '{model.name}' has no APTReLU layer to measure.")
+        require_apt_model(model, "The range analysis")
         if getattr(model, "optimizer", None) is None:
             raise ValueError("The analyses take optimizer steps: compile the model first.")
         self.model = model

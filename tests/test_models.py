@@ -304,3 +304,131 @@ class TestLoadWeights:
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(restored), keras.ops.convert_to_numpy(kept))
         for restored, kept in zip(fresh.get_weights(), model.get_weights()):
             np.testing.assert_array_equal(restored, kept)
+
+
+class Recorder(kac.models.MeasurementObserver):
+    """A plain observer (no Keras callback): the protocol's defaults, and the steps it receives."""
+
+    every_step = 3
+
+    def __init__(self):
+        self.steps = []
+
+    def on_measurement(self, record, range_analysis):
+        self.steps.append((record.step, range_analysis))
+
+
+class TestObserverProtocol:
+    def test_defaults_of_the_base_class(self):
+        observer = kac.models.MeasurementObserver()
+        assert [observer.steps_to_measurement(step) for step in range(4)] == [0, 0, 0, 0]
+        observer.every_step = 4
+        # Steps to the next multiple of 4, counted by hand.
+        assert [observer.steps_to_measurement(step) for step in range(6)] == [0, 3, 2, 1, 0, 3]
+        assert observer.wants_range_analysis(0) is kac.models.AnalysisMode.NONE
+        assert observer.on_divergence(0, math.nan) is False
+        assert observer.remaining_steps is None and observer.drives_learning_rate is False
+        assert isinstance(kac.TemperatureLogger(), kac.models.MeasurementObserver)
+
+    @pytest.mark.parametrize(
+        "legacy, mode", [(False, "NONE"), (True, "AFTER_STEP"), ("before_step", "BEFORE_STEP")], ids=str
+    )
+    def test_values_of_release_0_2_0_are_read_with_a_deprecation_warning(self, legacy, mode):
+        with pytest.warns(DeprecationWarning, match="AnalysisMode"):
+            assert kac.models.AnalysisMode.of(legacy) is kac.models.AnalysisMode[mode]
+
+    @pytest.mark.parametrize("value", ["after", 1, None], ids=repr)
+    def test_other_analysis_values_are_refused(self, value):
+        with pytest.raises(ValueError, match=f"AnalysisMode.*Received: {value!r}"):
+            kac.models.AnalysisMode.of(value)
+
+    def test_a_plain_observer_measures_the_steps_it_asks_for(self):
+        x, y = data(n=7 * 8, shape=(10,), classes=3)
+        model = kac.convert(mlp())
+        model.compile(optimizer="sgd", loss=LOSS)
+        observer = Recorder()
+        model.add_measurement_observer(observer)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        # 7 steps (0..6): the multiples of 3, no range analysis.
+        assert observer.steps == [(0, None), (3, None), (6, None)]
+        # The end of fit unregisters it: a second fit measures nothing for it.
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        assert len(observer.steps) == 3
+
+    def test_an_object_that_is_no_observer_is_refused(self):
+        model = kac.convert(mlp())
+        with pytest.raises(TypeError, match="MeasurementObserver.*Received: observer of type object"):
+            model.add_measurement_observer(object())
+
+    def test_an_observer_that_drives_the_rate_is_a_controller_for_fit(self):
+        class Driver(Recorder):
+            drives_learning_rate = True
+
+        x, y = data(n=16, shape=(10,), classes=3)
+        model = actcoolr_mlp()
+        with pytest.raises(ValueError, match="ReduceLROnPlateau cannot run next to Driver"):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[Driver(), keras.callbacks.ReduceLROnPlateau()])
+
+    def test_measured_steps_keep_steps_per_execution(self):
+        # The measured steps are single steps traced on their own: the model's setting is never changed.
+        x, y = data(n=10 * 8, shape=(10,), classes=3)
+        model = kac.convert(mlp())
+        model.compile(optimizer="sgd", loss=LOSS, steps_per_execution=4)
+        seen = []
+        measured_train_step = model.measured_train_step
+
+        def recording(batch, **kwargs):
+            seen.append((kwargs["mode"], model.steps_per_execution))
+            return measured_train_step(batch, **kwargs)
+
+        model.measured_train_step = recording
+        logger = kac.TemperatureLogger(every_step=3)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[logger])
+        assert [r["step"] for r in logger.history] == [0, 3, 6, 9]
+        assert seen == [("measure", 4)]  # traced once, with the model's own setting
+
+
+class TestRequireAPTModel:
+    def test_an_apt_model_with_apt_layers_is_returned(self):
+        model = kac.convert(mlp())
+        assert kac.models.require_apt_model(model, "X") is model
+
+    def test_a_plain_model_is_refused_with_its_type(self):
+        with pytest.raises(
+            ValueError, match="Caller needs a `keras_actcoolr.APTModel`.*Received: model of type Functional"
+        ):
+            kac.models.require_apt_model(mlp(), "Caller")
+
+    def test_an_apt_model_without_apt_layers_is_refused(self):
+        inputs = keras.Input((10,))
+        model = kac.APTModel(inputs, keras.layers.Dense(3)(inputs), name="bare")
+        with pytest.raises(ValueError, match="Model 'bare' has no APTReLU layer"):
+            kac.models.require_apt_model(model, "Caller")
+        with pytest.raises(ValueError, match="Model 'bare' has no APTReLU layer"):
+            kac.lr_range_analysis(model, data(n=8, shape=(10,), classes=3))
+
+
+class TestBuildTrainingState:
+    def test_the_optimizer_slots_exist_before_the_first_step_and_are_kept_after(self):
+        model = actcoolr_mlp()
+        assert not model.optimizer.built
+        model.build_training_state()
+        assert model.optimizer.built
+        # SGD with momentum: one momentum per trainable variable, of its shape, at zero.
+        momentums = [v for v in model.optimizer.variables if "momentum" in v.path]
+        assert [tuple(m.shape) for m in momentums] == [tuple(v.shape) for v in model.trainable_variables]
+        assert all(not np.any(m.numpy()) for m in momentums)
+        variables = list(model.optimizer.variables)
+        model.build_training_state()
+        assert list(model.optimizer.variables) == variables  # built once
+
+    def test_restoring_puts_every_variable_back(self):
+        x, y = data(n=16, shape=(10,), classes=3)
+        model = actcoolr_mlp()
+        before = [v.numpy().copy() for v in model.weights]
+        with model.restoring_training_state():
+            model.train_on_batch(x, y)
+            assert any(not np.array_equal(v.numpy(), b) for v, b in zip(model.weights, before))
+        for v, b in zip(model.weights, before):
+            np.testing.assert_array_equal(v.numpy(), b)
+        assert int(model.optimizer.iterations.numpy()) == 0

@@ -50,18 +50,21 @@ def conv_net(relu=kac.APTReLU, model=kac.APTModel, seed=0):
 
 
 def count_traces(model):
-    """Counts the traces of `model.train_step` by mode, and keeps each trace's op types."""
+    """Counts the traces of the model's train steps by mode (plain or measuring), and keeps each trace's op types."""
     traces = {"plain": [], "measure": []}
-    train_step = model.train_step
 
-    def counting_train_step(batch):
-        logs = train_step(batch)
-        mode = "plain" if getattr(model, "_apt_trace_mode", None) is None else "measure"
-        ops = tf.compat.v1.get_default_graph().get_operations()
-        traces[mode].append(collections.Counter(op.type for op in ops))
-        return logs
+    def counting(step, mode):
+        def counting_step(batch, **kwargs):
+            logs = step(batch, **kwargs)
+            ops = tf.compat.v1.get_default_graph().get_operations()
+            traces[mode].append(collections.Counter(op.type for op in ops))
+            return logs
 
-    model.train_step = counting_train_step
+        return counting_step
+
+    model.train_step = counting(model.train_step, "plain")
+    if isinstance(model, kac.APTModel):
+        model.measured_train_step = counting(model.measured_train_step, "measure")
     return traces
 
 

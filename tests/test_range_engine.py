@@ -99,21 +99,28 @@ def converted_mlp(rate, jit_compile=False):
 
 
 def graph_op_types(model):
-    """Per trace of `model.train_step` by mode: op types of the step's graph and of its function library."""
+    """Per trace of the model's train steps by mode: op types of the step's graph and of its function library.
+
+    The mode is None for `train_step`, and the `mode` that the train function passes to `measured_train_step`.
+    """
     traces = collections.defaultdict(list)
-    train_step = model.train_step
 
-    def recording_train_step(batch):
-        logs = train_step(batch)
-        graph = tf.compat.v1.get_default_graph()
-        library = collections.Counter(
-            node.op for function in graph.as_graph_def().library.function for node in function.node_def
-        )
-        outer = collections.Counter(op.type for op in graph.get_operations())
-        traces[getattr(model, "_apt_trace_mode", None)].append((outer, library))
-        return logs
+    def recording(step):
+        def recording_step(batch, **kwargs):
+            logs = step(batch, **kwargs)
+            graph = tf.compat.v1.get_default_graph()
+            library = collections.Counter(
+                node.op for function in graph.as_graph_def().library.function for node in function.node_def
+            )
+            outer = collections.Counter(op.type for op in graph.get_operations())
+            traces[kwargs.get("mode")].append((outer, library))
+            return logs
 
-    model.train_step = recording_train_step
+        return recording_step
+
+    model.train_step = recording(model.train_step)
+    if isinstance(model, kac.APTModel):
+        model.measured_train_step = recording(model.measured_train_step)
     return traces
 
 

@@ -37,7 +37,7 @@ class BeforeFirstStep(kac.callbacks.MeasuringCallback):
         return 0 if step == 0 and not self.analyses else 10**9
 
     def wants_range_analysis(self, step):
-        return "before_step"
+        return kac.models.AnalysisMode.BEFORE_STEP
 
     def on_range_analysis_before_step(self, record, range_analysis):
         self.analyses.append(range_analysis)

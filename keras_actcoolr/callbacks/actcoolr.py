@@ -15,6 +15,7 @@ from keras_actcoolr import messages, validation
 from keras_actcoolr import temperature as T
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
 from keras_actcoolr.measurement import DEFAULT_MEASURE, RangeCounts, check_measure, range_measure, record_measure
+from keras_actcoolr.models import AnalysisMode
 from keras_actcoolr.schedules import ActCooLRSchedule
 
 __all__ = ["ActCooLR"]
@@ -513,10 +514,8 @@ class ActCooLR(MeasuringCallback):
         if self._on("collapse_guard"):
             # The state before the first step: a run that starts far too high can fall back to it.
             step = self._optimizer_step()
-            optimizer = self.model.optimizer
-            if not optimizer.built:
-                # Its slots are created at the first step otherwise; the kept state needs them now.
-                optimizer.build(self.model.trainable_variables)
+            # The optimizer's slots are created at the first step otherwise; the kept state needs them now.
+            self.model.build_training_state()
             values = [tf.identity(v.value) for v in self._guarded_variables()]
             rate = self._schedule.value_at(step)
             self._snapshots = [
@@ -645,9 +644,9 @@ class ActCooLR(MeasuringCallback):
         """Every step while sigma is being estimated, then every `every_step` steps."""
         return 0 if self._analysing() else (-step) % self.every_step
 
-    def wants_range_analysis(self, step: int) -> bool | str:
+    def wants_range_analysis(self, step: int) -> AnalysisMode:
         if self._schedule is None:
-            return False
+            return AnalysisMode.NONE
         if self.initial_learning_rate == "auto" and self.auto_learning_rate is None and step == 0:
             if self.params and self.params.get("steps") == 1 and not self._warned_single_batch:
                 self._warned_single_batch = True
@@ -658,8 +657,9 @@ class ActCooLR(MeasuringCallback):
                     "batch (or a smaller `batch_size`), or pass `initial_learning_rate=None`.",
                     stacklevel=3,
                 )
-            return "before_step"
-        return self._analysing() or self._schedule.state()["sigma"] <= 0.0
+            return AnalysisMode.BEFORE_STEP
+        wanted = self._analysing() or self._schedule.state()["sigma"] <= 0.0
+        return AnalysisMode.AFTER_STEP if wanted else AnalysisMode.NONE
 
     def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
         self._sync()

@@ -7,19 +7,10 @@ from typing import Any
 import keras
 
 from keras_actcoolr import messages, validation
-from keras_actcoolr.models import APTModel
+from keras_actcoolr.models import AnalysisMode, MeasurementObserver, require_apt_model
 from keras_actcoolr.schedules import ActCooLRSchedule, bind_schedule, find_schedule
 
 __all__ = ["MeasuringCallback", "bind_controller", "require_apt_model"]
-
-
-def require_apt_model(model: Any, callback: str) -> APTModel:
-    if not isinstance(model, APTModel):
-        raise ValueError(
-            f"{callback} needs a `keras_actcoolr.APTModel` (build one with `keras_actcoolr.convert(model)`). "
-            f"Received: model of type {type(model).__name__}"
-        )
-    return model
 
 
 def bind_controller(callback: Any) -> tuple[ActCooLRSchedule, int]:
@@ -46,18 +37,32 @@ def bind_controller(callback: Any) -> tuple[ActCooLRSchedule, int]:
     return schedule, steps
 
 
-class MeasuringCallback(keras.callbacks.Callback):
-    """Base of the callbacks that ask an `APTModel` for measurements (`keras_actcoolr.models.MeasurementObserver`).
+class MeasuringCallback(keras.callbacks.Callback, MeasurementObserver):
+    """Base of the callbacks that ask an `APTModel` for measurements (a `keras_actcoolr.models.MeasurementObserver`).
 
     It registers with the model for the length of `fit` and keeps the records
-    in `history`. A subclass overrides what it needs: `steps_to_measurement`
-    (default: every `every_step` steps), `wants_range_analysis` (default:
-    never), `on_measurement` (default: append the record to `history`) and
-    `on_range_analysis_before_step`.
+    in `history`. A subclass overrides what it needs of the observer protocol:
+    `steps_to_measurement` (default: every `every_step` steps),
+    `wants_range_analysis` (default: `AnalysisMode.NONE`), `on_measurement`
+    (default: append the record to `history`), `on_range_analysis_before_step`
+    and `on_divergence` (default: not handled).
 
     Args:
         every_step: Integer >= 1, measure on optimizer steps that are
             multiples of it.
+
+    Raises:
+        ValueError: at the start of `fit`, if the model is no `APTModel` with
+            an `APTReLU` layer.
+
+    Example:
+
+    ```python
+    class FirstTemperature(keras_actcoolr.callbacks.MeasuringCallback):
+        def on_measurement(self, record, range_analysis):
+            super().on_measurement(record, range_analysis)
+            print(record.step, record.temperature)
+    ```
     """
 
     def __init__(self, every_step: int) -> None:
@@ -66,16 +71,9 @@ class MeasuringCallback(keras.callbacks.Callback):
         self.history: list[dict] = []
         self.remaining_steps: int | None = None
 
-    def steps_to_measurement(self, step: int) -> int:
-        """Steps from `step` to the next step to measure: every `every_step` steps."""
-        return (-step) % self.every_step
-
-    def wants_range_analysis(self, step: int) -> bool | str:
-        """False, True (with this step's measurement) or "before_step" (state put back afterwards)."""
-        return False
-
-    def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
-        """Receives the range analysis of a step that was taken and undone."""
+    def wants_range_analysis(self, step: int) -> AnalysisMode:
+        """`AnalysisMode.NONE`: no range analysis with the measurements."""
+        return AnalysisMode.NONE
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.remaining_steps = None
