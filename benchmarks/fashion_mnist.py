@@ -5,6 +5,7 @@
     python benchmarks/fashion_mnist.py --quick --output quick.jsonl           # about 10 minutes
     python benchmarks/fashion_mnist.py --report fmnist.jsonl --plot fmnist.png  # no training: tables and figure
     python benchmarks/fashion_mnist.py --sigma --epochs 10 --plot sigma.png  # sigma along training (section C)
+    python benchmarks/fashion_mnist.py --methods actcoolr_adam --controller '{"adam_units": false}' --output v.jsonl
 
 The data are Fashion-MNIST's IDX files, read by `keras_actcoolr.data` (from
 `--fashion-mnist-dir`, Keras' dataset cache or the Debian package
@@ -70,6 +71,12 @@ measurements, not a measured full run.
 images, 2 epochs, seed 0, the methods `actcoolr`, `paper`, `paper_constant`,
 `adam`, `schedule_free_adamw`, `sgdm` and `onecycle` over a grid of 2 rates.
 Not evidence: a check that everything runs and reports.
+
+`--controller` (a JSON object) adds keyword arguments to ActCooLR's defaults
+in the `actcoolr` and `actcoolr_adam` runs (not to `paper`); it is part of
+their resume key, so variants can share an output file. ActCooLR runs keep
+per measurement the step, rate, temperature, target and control
+temperatures, sigma, next rate, ceiling, runaway flag and `step_scale`.
 
 Each finished run is appended as one JSON line to `--output` (default
 `fashion_mnist.jsonl`): a killed run loses only the run in progress, and a
