@@ -5,6 +5,7 @@
     python benchmarks/fashion_mnist.py --quick --output quick.jsonl           # about 10 minutes
     python benchmarks/fashion_mnist.py --report fmnist.jsonl --plot fmnist.png  # no training: tables and figure
     python benchmarks/fashion_mnist.py --sigma --epochs 10 --plot sigma.png  # sigma along training (section C)
+    python benchmarks/fashion_mnist.py --methods actcoolr_adam --controller '{"adam_units": false}' --output v.jsonl
 
 The data are Fashion-MNIST's IDX files, read by `keras_actcoolr.data` (from
 `--fashion-mnist-dir`, Keras' dataset cache or the Debian package
@@ -70,6 +71,12 @@ measurements, not a measured full run.
 images, 2 epochs, seed 0, the methods `actcoolr`, `paper`, `paper_constant`,
 `adam`, `schedule_free_adamw`, `sgdm` and `onecycle` over a grid of 2 rates.
 Not evidence: a check that everything runs and reports.
+
+`--controller` (a JSON object) adds keyword arguments to ActCooLR's defaults
+in the `actcoolr` and `actcoolr_adam` runs (not to `paper`); it is part of
+their resume key, so variants can share an output file. ActCooLR runs keep
+per measurement the step, rate, temperature, target and control
+temperatures, sigma, next rate, ceiling, runaway flag and `step_scale`.
 
 Each finished run is appended as one JSON line to `--output` (default
 `fashion_mnist.jsonl`): a killed run loses only the run in progress, and a
@@ -156,6 +163,8 @@ if not hasattr(keras.optimizers, "ScheduleFreeAdamW"):  # older Keras
     del UNTUNED["schedule_free_adamw"]
 METHODS = (*UNTUNED, *GRIDS)
 CONTROLLED = tuple(name for name, config in UNTUNED.items() if "controller" in config)
+#: The runs of ActCooLR's defaults, which `--controller` adds keyword arguments to.
+DEFAULTS_CONTROLLED = tuple(name for name, config in UNTUNED.items() if config.get("controller") == "defaults")
 TARGET_METHOD = "onecycle"
 
 QUICK = {
@@ -179,13 +188,17 @@ class RunSpec:
     seed: int
     epochs: int
     train_examples: int | None = None
+    #: `--controller`: JSON keyword arguments added to the ActCooLR runs' defaults ("" for none).
+    controller_options: str = ""
 
     def key(self) -> str:
-        return json.dumps([self.network, self.method, self.rate, self.seed, self.epochs, self.train_examples])
+        key = [self.network, self.method, self.rate, self.seed, self.epochs, self.train_examples]
+        return json.dumps(key + [self.controller_options] if self.controller_options else key)
 
     def label(self) -> str:
         rate = "default" if self.rate is None else f"{self.rate:g}"
-        return f"{self.network} {self.method} rate={rate} seed={self.seed}"
+        options = f" controller={self.controller_options}" if self.controller_options else ""
+        return f"{self.network} {self.method} rate={rate} seed={self.seed}{options}"
 
 
 def plain_convnet4() -> keras.Model:
@@ -226,13 +239,14 @@ def make_optimizer(name: str, learning_rate: Any) -> keras.optimizers.Optimizer:
     raise ValueError(f"Unknown optimizer. Received: name={name!r}")
 
 
-def controller_kwargs(kind: str) -> dict[str, Any]:
+def controller_kwargs(kind: str, options: str = "") -> dict[str, Any]:
+    """ActCooLR's keyword arguments: the paper's (`paper`) or the defaults plus `--controller`'s `options`."""
     if kind == "paper":
         kwargs: dict[str, Any] = {"start_temperature": PAPER.start_temperature, "gamma": PAPER.gamma}
         if Q.has_guards():
             kwargs["guards"] = False
         return kwargs
-    return {}
+    return json.loads(options) if options else {}
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -357,7 +371,7 @@ def train_run(spec: RunSpec, path: str | None) -> dict[str, Any]:
     controller = None
     callbacks: list = []
     if spec.method in CONTROLLED:
-        controller = kac.ActCooLR(**controller_kwargs(config["controller"]))
+        controller = kac.ActCooLR(**controller_kwargs(config["controller"], spec.controller_options))
         learning_rate: Any = kac.ActCooLRSchedule(spec.rate)
         callbacks.append(controller)
     elif spec.method == "onecycle":
@@ -370,7 +384,9 @@ def train_run(spec: RunSpec, path: str | None) -> dict[str, Any]:
     recorder = EpochRecorder(*data["test"])
     result: dict[str, Any] = dataclasses.asdict(spec)
     result.update(optimizer=config["optimizer"], steps_per_epoch=steps, total_steps=total_steps)
-    result.update(controller=controller_kwargs(config["controller"]) if controller is not None else None)
+    result.update(
+        controller=controller_kwargs(config["controller"], spec.controller_options) if controller is not None else None
+    )
     error = None
     losses: list = []
     val_accuracy = test_accuracy = None
@@ -418,7 +434,18 @@ def train_run(spec: RunSpec, path: str | None) -> dict[str, Any]:
         # The sigma the controller used: given, or fitted (its records carry it when they have the key).
         fitted = [value for value in map(_record_sigma, getattr(controller, "history", [])) if value]
         result.update(sigma=controller.sigma if controller.sigma is not None else (fitted[-1] if fitted else None))
-        keys = ("step", "learning_rate", "temperature", "target_temperature", "sigma")
+        keys = (
+            "step",
+            "learning_rate",
+            "temperature",
+            "target_temperature",
+            "control_temperature",
+            "sigma",
+            "next_learning_rate",
+            "max_learning_rate",
+            "runaway",
+            "step_scale",
+        )
         history = list(getattr(controller, "history", []))
         result.update(
             records=[{k: r.get(k) for k in keys} for r in history if isinstance(r, dict) and "event" not in r],
@@ -446,7 +473,8 @@ def read_results(path: str) -> list[dict[str, Any]]:
 
 
 def key_of(run: dict[str, Any]) -> str:
-    return RunSpec(*(run[k] for k in ("network", "method", "rate", "seed", "epochs", "train_examples"))).key()
+    fields = (run[k] for k in ("network", "method", "rate", "seed", "epochs", "train_examples"))
+    return RunSpec(*fields, run.get("controller_options", "")).key()
 
 
 def untuned_rate(method: str) -> float | None:
@@ -472,15 +500,20 @@ def pending(
     train_examples: int | None,
     grids: dict[str, tuple[float, ...]],
     done: list[dict[str, Any]],
+    controller_options: str = "",
 ) -> list[RunSpec]:
     """The runs still to make, given those `done`: untuned methods, then grids on the first seed, then the
-    chosen grid points on the other seeds (which need the grid's results, so come after them)."""
+    chosen grid points on the other seeds (which need the grid's results, so come after them).
+    `controller_options` (`--controller`) goes with the runs of ActCooLR's defaults."""
     done_keys = {key_of(r) for r in done}
     specs = []
     for network in networks:
         for method in methods:
             if method in UNTUNED:
-                specs += [RunSpec(network, method, untuned_rate(method), s, epochs, train_examples) for s in seeds]
+                options = controller_options if method in DEFAULTS_CONTROLLED else ""
+                specs += [
+                    RunSpec(network, method, untuned_rate(method), s, epochs, train_examples, options) for s in seeds
+                ]
                 continue
             grid = [RunSpec(network, method, rate, seeds[0], epochs, train_examples) for rate in grids[method]]
             specs += grid
@@ -499,7 +532,16 @@ def run_plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     while True:
         done = read_results(args.output)
         finished = [r for r in done if not r.get("error")]
-        todo = pending(args.networks, args.methods, args.seeds, args.epochs, args.train_examples, args.grids, finished)
+        todo = pending(
+            args.networks,
+            args.methods,
+            args.seeds,
+            args.epochs,
+            args.train_examples,
+            args.grids,
+            finished,
+            args.controller,
+        )
         todo = [spec for spec in todo if spec.key() not in attempted]
         if not todo:
             return done
@@ -759,7 +801,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", nargs="+", default=None, metavar="JSONL", help="no training: report these files")
     parser.add_argument("--sigma", action="store_true", help="sigma along training of convnet4 (section C)")
     parser.add_argument("--sigma-per-epoch", type=int, default=4, help="--sigma: range analyses per epoch")
+    parser.add_argument(
+        "--controller",
+        default="",
+        help="JSON keyword arguments added to ActCooLR's defaults in the actcoolr and actcoolr_adam runs "
+        "(part of the resume key)",
+    )
     args = parser.parse_args(argv)
+    if args.controller:
+        try:
+            options = json.loads(args.controller)
+        except json.JSONDecodeError:
+            options = None
+        if not isinstance(options, dict):
+            parser.error(f"--controller takes a JSON object. Received: --controller={args.controller}")
+        args.controller = json.dumps(options, sort_keys=True) if options else ""
 
     def names(value: str | None, known: Iterable[str], option: str, default: Iterable[str]) -> tuple[str, ...]:
         if value is None:
@@ -809,6 +865,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             and r["method"] in args.methods
             and r["seed"] in args.seeds
             and (r["epochs"], r["train_examples"]) == (args.epochs, args.train_examples)
+            and r.get("controller_options", "") == (args.controller if r["method"] in DEFAULTS_CONTROLLED else "")
         ]
     summary = summarize(runs)
     print(render(summary))

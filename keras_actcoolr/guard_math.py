@@ -1,4 +1,4 @@
-"""The pure arithmetic of ActCooLR's guards: the collapse guard's loss-spike test, the runaway guard's limits.
+"""The pure arithmetic of ActCooLR's guards: the collapse guard's loss-spike test, the runaway guard's limits and Adam's units.
 
 `keras_actcoolr.temperature` re-exports every name of this module, with the
 guards' arithmetic on temperatures (`temperature_ceiling`, `is_saturated`,
@@ -18,6 +18,8 @@ __all__ = [
     "LOSS_EXAMPLES",
     "LOSS_SUSTAIN",
     "LossSpikeTest",
+    "adam_noise_step_scale",
+    "adam_step_scale",
     "limit_rise",
     "loss_spike_index",
     "loss_spiked",
@@ -210,3 +212,44 @@ def runaway_limited(
         return False
     predicted = math.log(learning_rate / anchor_learning_rate) / sigma
     return (z - anchor_z) < response * predicted
+
+
+def adam_step_scale(
+    momentums: list, velocities: list, step: int, beta_1: float, beta_2: float, epsilon: float
+) -> float:
+    """Adam's step per unit of learning rate: the root mean square of `m_hat / (sqrt(v_hat) + epsilon)`.
+
+    Adam moves weight `i` by `lr * m_hat_i / (sqrt(v_hat_i) + epsilon)`, with
+    `m_hat = m / (1 - beta_1 ** step)` and `v_hat = v / (1 - beta_2 ** step)`
+    (`step` is the optimizer's count of applied updates, the one the slots
+    `m` and `v` were last updated with). This is the root mean square of that
+    factor over every weight of `momentums` and `velocities` (matching lists
+    of arrays; a weight with `v = 0` counts as not moving): the first step moves every weight with a non-zero gradient
+    by the rate (1), later steps by less once the gradients' signs vary
+    (`adam_noise_step_scale`). 0 for no weights or `step < 1`.
+    """
+    if step < 1:
+        return 0.0
+    m_correction = 1.0 - beta_1**step
+    v_correction = 1.0 - beta_2**step
+    total, count = 0.0, 0
+    for m, v in zip(momentums, velocities):
+        m_hat = np.asarray(m, dtype=np.float64) / m_correction
+        v_hat = np.asarray(v, dtype=np.float64) / v_correction
+        denominator = np.sqrt(v_hat) + epsilon
+        # A weight that never had a gradient (m = v = 0) does not move.
+        factor = np.divide(m_hat, denominator, out=np.zeros_like(m_hat), where=denominator > 0)
+        total += float(np.sum(factor**2))
+        count += m_hat.size
+    return math.sqrt(total / count) if count else 0.0
+
+
+def adam_noise_step_scale(beta_1: float) -> float:
+    """`adam_step_scale` once the gradients are pure noise: `sqrt((1 - beta_1) / (1 + beta_1))`.
+
+    With independent zero-mean gradients of variance `s**2`, `m` (an
+    exponential average of weight `1 - beta_1`) has variance
+    `s**2 * (1 - beta_1) / (1 + beta_1)` and `v_hat` tends to `s**2`: Adam's
+    step is then this share of the first one (0.229 for `beta_1 = 0.9`).
+    """
+    return math.sqrt((1.0 - beta_1) / (1.0 + beta_1))

@@ -168,3 +168,21 @@ def test_quick_plan(bench):
     plan = bench.pending(args.networks, args.methods, args.seeds, args.epochs, args.train_examples, args.grids, [])
     # 6 untuned methods x 1 seed + one-cycle's 2 grid points.
     assert len(plan) == 6 + 2
+
+
+def test_controller_option_goes_with_the_defaults_runs_and_the_resume_key(bench, capsys):
+    args = bench.parse_args(["--controller", '{"adam_units": false}', "--methods", "actcoolr_adam,adam,paper"])
+    assert args.controller == '{"adam_units": false}'
+    plan = bench.pending(["convnet4"], args.methods, (0,), 1, None, {}, [], args.controller)
+    options = {s.method: s.controller_options for s in plan}
+    # Only the runs of ActCooLR's defaults take it; the paper's preset and the plain optimizers do not.
+    assert options == {"actcoolr_adam": '{"adam_units": false}', "adam": "", "paper": ""}
+    assert bench.controller_kwargs("defaults", options["actcoolr_adam"]) == {"adam_units": False}
+    # A run made without the option does not stand for one with it (and the other way round).
+    done = [run("actcoolr_adam", 0, 0.9, rate=1e-3, epochs=1)]
+    again = bench.pending(["convnet4"], ["actcoolr_adam"], (0,), 1, None, {}, done, args.controller)
+    assert [s.controller_options for s in again] == ['{"adam_units": false}']
+    assert bench.pending(["convnet4"], ["actcoolr_adam"], (0,), 1, None, {}, done, "") == []
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--controller", "[1, 2]"])
+    assert "--controller takes a JSON object" in capsys.readouterr().err

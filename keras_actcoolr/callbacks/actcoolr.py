@@ -16,7 +16,7 @@ from keras_actcoolr import temperature as T
 from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
 from keras_actcoolr.measurement import DEFAULT_MEASURE, RangeCounts, check_measure, range_measure, record_measure
 from keras_actcoolr.models import AnalysisMode
-from keras_actcoolr.schedules import ActCooLRSchedule
+from keras_actcoolr.schedules import ActCooLRSchedule, unwrapped_optimizer
 
 __all__ = ["ActCooLR"]
 
@@ -198,6 +198,21 @@ class ActCooLR(MeasuringCallback):
     given and no `initial_learning_rate="auto"`) or with the runaway guard
     off, it is `100`, the top of the range analysis.
 
+    **Adam's units.** Adam moves every weight by about the rate times
+    `m_hat / (sqrt(v_hat) + epsilon)`: by the rate itself on its first step
+    (the step the range analysis before the first step reads), by about a
+    fifth of it once the gradients' signs vary from batch to batch. The
+    network then cools at a constant rate, and the paper's runaway guard
+    reads the controller's rise as a rise without answer and holds the rate.
+    With `adam_units=True` (the default) and a `keras.optimizers.Adam` (or
+    `AdamW`) optimizer, the runaway guard reads the rate times Adam's step
+    per unit rate after the measured step
+    (`keras_actcoolr.temperature.adam_step_scale`, the record's
+    `step_scale`), and the automatic ceiling is ten times the start step in
+    the units of a step on noise gradients: `10 / adam_noise_step_scale(beta_1)`
+    (43.6 for `beta_1 = 0.9`) times the start rate. Other optimizers are
+    unaffected.
+
     **Measure.** `measure` chooses the layer temperatures the controller
     follows: `"vector"`, the paper's (a position changes when any of the
     layer's channels flips), or `"grouped"`, the same on groups of 8
@@ -213,8 +228,9 @@ class ActCooLR(MeasuringCallback):
     extended by `target_temperature`, `control_temperature` (the value the
     controller followed, of the chosen measure; `None` when it held the rate because no layer was left),
     `measure`,
-    `max_learning_rate` (the ceiling in force), `sigma`, `next_learning_rate` and `runaway` (the
-    runaway guard held the rate), and one record per event (`"collapse"`, `"retry"`,
+    `max_learning_rate` (the ceiling in force), `sigma`, `next_learning_rate`, `runaway` (the
+    runaway guard held the rate) and `step_scale` (Adam's step per unit rate that the runaway guard
+    read, 1 without Adam's units; `None` when the guard did not run), and one record per event (`"collapse"`, `"retry"`,
     `"bad_data"`, `"new_curve"`; see `events`).
 
     Example:
@@ -228,6 +244,11 @@ class ActCooLR(MeasuringCallback):
     )
     model.fit(x, y, epochs=10, callbacks=[
         keras_actcoolr.ActCooLR(start_temperature=1.0, gamma=1.0, every_step=10)])
+
+    # Driving Adam: the runaway guard and the automatic ceiling read the rate in Adam's units.
+    model.compile(optimizer=keras.optimizers.Adam(keras_actcoolr.ActCooLRSchedule(1e-3)),
+                  loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=10, callbacks=[keras_actcoolr.ActCooLR()])  # adam_units=True
     ```
 
     Args:
@@ -306,6 +327,12 @@ class ActCooLR(MeasuringCallback):
             is the paper's controller. Defaults to `"vector"`
             (`keras_actcoolr.measurement.DEFAULT_MEASURE`; chosen on the
             development tasks, `docs/method.md#wide-layers-the-grouped-measurement`).
+        adam_units: Boolean, with a `keras.optimizers.Adam` (or `AdamW`)
+            optimizer, read the rate in Adam's units in the runaway guard and
+            the automatic ceiling (see above); `False` reads it as with any
+            optimizer (the behaviour before this argument). No effect on other
+            optimizers. Defaults to `True` (chosen on the development tasks,
+            `docs/quality.md#actcoolr-driving-adam`).
 
     Raises:
         ValueError: for an argument out of its range, naming it and the
@@ -339,6 +366,7 @@ class ActCooLR(MeasuringCallback):
         final_anneal: bool = True,
         final_anneal_share: float = FINAL_ANNEAL_SHARE,
         measure: str = DEFAULT_MEASURE,
+        adam_units: bool = True,
     ) -> None:
         super().__init__(every_step)
         self.measure = check_measure(measure)
@@ -407,6 +435,7 @@ class ActCooLR(MeasuringCallback):
             ("runaway_guard", runaway_guard),
             ("layer_filter", layer_filter),
             ("final_anneal", final_anneal),
+            ("adam_units", adam_units),
         ):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
@@ -415,6 +444,7 @@ class ActCooLR(MeasuringCallback):
         self.runaway_guard = runaway_guard
         self.layer_filter = layer_filter
         self.final_anneal = final_anneal
+        self.adam_units = adam_units
         self.final_anneal_share = validation.real_in("final_anneal_share", final_anneal_share, 0.0, 1.0)
         self.loss_tolerance = validation.positive("loss_tolerance", loss_tolerance)
         self.runaway_factor = validation.real_in("runaway_factor", runaway_factor, 1.0, math.inf)
@@ -777,7 +807,7 @@ class ActCooLR(MeasuringCallback):
             kept = [positions.get(n, 0.0) for n, out in zip(names, excluded) if not out]
             if kept and min(kept) > 0:
                 probability = max(probability, 0.5 / min(kept))
-        runaway = False
+        runaway, scale = False, None
         if probability is None:
             # Nothing left to follow (every layer dead or saturated): hold the rate.
             new_rate, drift = rate, 0.0
@@ -796,7 +826,8 @@ class ActCooLR(MeasuringCallback):
                 max_learning_rate=state["max_learning_rate"],
             )
             if self._on("runaway_guard"):
-                new_rate, drift, runaway = self._limit_runaway(rate, probability, sigma, new_rate, drift, state)
+                scale = self._step_scale()
+                new_rate, drift, runaway = self._limit_runaway(rate, probability, sigma, new_rate, drift, state, scale)
         if self._on("final_anneal"):
             new_rate, drift = self._anneal(step, rate, new_rate, drift)
         ceiling = state["max_learning_rate"]
@@ -813,6 +844,7 @@ class ActCooLR(MeasuringCallback):
                 next_learning_rate=new_rate,
                 max_learning_rate=ceiling,
                 runaway=runaway,
+                step_scale=scale,
                 measure=self.measure,
             )
         )
@@ -1024,8 +1056,16 @@ class ActCooLR(MeasuringCallback):
         self._healthy = 1
 
     def _limit_runaway(
-        self, rate: float, probability: float, sigma: float, new_rate: float, drift: float, state: dict
+        self,
+        rate: float,
+        probability: float,
+        sigma: float,
+        new_rate: float,
+        drift: float,
+        state: dict,
+        scale: float = 1.0,
     ) -> tuple[float, float, bool]:
+        """The runaway guard; the rise and its anchor are read as `rate * scale` (`_step_scale`)."""
         z = float(special.ndtri(np.clip(probability, self.epsilon, 1 - self.epsilon)))
         if new_rate <= rate:
             if state["rise_learning_rate"] > 0:
@@ -1033,10 +1073,10 @@ class ActCooLR(MeasuringCallback):
             return new_rate, drift, False
         anchor = state["rise_learning_rate"]
         if anchor <= 0:
-            self._schedule.assign(rise_learning_rate=rate, rise_z=z)
+            self._schedule.assign(rise_learning_rate=rate * scale, rise_z=z)
             new_rate, drift = T.limit_rise(rate, new_rate, drift, self.every_step, self.runaway_factor)
             return new_rate, drift, False
-        if T.runaway_limited(rate, anchor, z, state["rise_z"], sigma, self.runaway_factor):
+        if T.runaway_limited(rate * scale, anchor, z, state["rise_z"], sigma, self.runaway_factor):
             return rate, 0.0, True
         # Between two measurements the rate may rise by `runaway_factor` at most: the paper's update
         # moves a tenth of the way to a target rate that a large sigma puts orders of magnitude away.
@@ -1194,16 +1234,57 @@ class ActCooLR(MeasuringCallback):
             probability = T.temperature_to_probability(self.target(0.0))
         return float(T.erf_learning_rate(probability, sigma, mu, self.epsilon))
 
+    def _adam(self) -> keras.optimizers.Adam | None:
+        """The model's optimizer when `adam_units` is on and it is a `keras.optimizers.Adam` (or `AdamW`)."""
+        optimizer = unwrapped_optimizer(self.model.optimizer) if self.adam_units else None
+        return optimizer if isinstance(optimizer, keras.optimizers.Adam) else None
+
+    def _step_scale(self) -> float:
+        """Adam's step per unit rate after the measured step (`temperature.adam_step_scale`); 1 without Adam."""
+        optimizer = self._adam()
+        if optimizer is None:
+            return 1.0
+        slots = {v.path: v for v in optimizer.variables}
+        pairs = [
+            (slot, slots[path[: -len("_momentum")] + "_velocity"])
+            for path, slot in slots.items()
+            if path.endswith("_momentum") and path[: -len("_momentum")] + "_velocity" in slots
+        ]
+        numpy = keras.ops.convert_to_numpy
+        scale = T.adam_step_scale(
+            [numpy(m.value) for m, _ in pairs],
+            [numpy(v.value) for _, v in pairs],
+            int(numpy(optimizer.iterations)),
+            float(optimizer.beta_1),
+            float(optimizer.beta_2),
+            float(optimizer.epsilon),
+        )
+        return scale if scale > 0.0 else 1.0
+
+    def _ceiling_factor(self) -> float:
+        """The automatic ceiling's multiple of the start rate: `AUTO_CEILING_FACTOR`, in Adam's units with Adam.
+
+        The start rate is read on Adam's first step, which moves every weight
+        by the rate; once the gradients are noise a step moves them by
+        `adam_noise_step_scale(beta_1)` of it (0.229), so the ceiling is
+        `AUTO_CEILING_FACTOR` times the start step in those units.
+        """
+        optimizer = self._adam()
+        if optimizer is None:
+            return AUTO_CEILING_FACTOR
+        return AUTO_CEILING_FACTOR / T.adam_noise_step_scale(float(optimizer.beta_1))
+
     def _set_auto_ceiling(self, start_rate: float) -> None:
         if self.max_learning_rate != "auto" or not self._on("runaway_guard"):
             return
         state = self._schedule.state()
-        ceiling = min(AUTO_CEILING_FACTOR * start_rate, state["max_learning_rate"], float(T.RANGE_LEARNING_RATES[-1]))
+        factor = self._ceiling_factor()
+        ceiling = min(factor * start_rate, state["max_learning_rate"], float(T.RANGE_LEARNING_RATES[-1]))
         if ceiling > self.min_learning_rate:
             self._schedule.assign(max_learning_rate=ceiling)
         else:
             messages.warn(
-                f"ActCooLR: the automatic `max_learning_rate` ({ceiling:.4g}, {AUTO_CEILING_FACTOR:g} times the rate "
+                f"ActCooLR: the automatic `max_learning_rate` ({ceiling:.4g}, {factor:.4g} times the rate "
                 f"{start_rate:.4g} that the fitted erf model gives for the target) is not above "
                 f"`min_learning_rate` ({self.min_learning_rate:.4g}). `min_learning_rate` wins: the automatic "
                 f"ceiling is not applied and the rate stays within [{self.min_learning_rate:.4g}, "
