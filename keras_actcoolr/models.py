@@ -527,9 +527,11 @@ class _MeasuringTrainFunction:
 
             schedule = _find_schedule(self.model.optimizer)
             if isinstance(schedule, ActCooLRSchedule) and schedule.built:
-                state = schedule.state()  # one read of the variables per call
-                logs["learning_rate"] = schedule.value_at(step, state)
-                logs["collapses"] = state["collapses"]
+                from keras_actcoolr.state import controller_state
+
+                logs["learning_rate"] = schedule.value_at(step)
+                state = controller_state(self.model.optimizer)
+                logs["collapses"] = 0 if state is None else state["collapse"].read().collapses
             else:
                 logs["learning_rate"] = self.model._apt_learning_rate_at(step)
         return logs

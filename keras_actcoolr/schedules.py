@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import numbers
 import warnings
@@ -11,16 +13,12 @@ import keras
 import numpy as np
 
 from keras_actcoolr import validation
-from keras_actcoolr.temperature import RANGE_LEARNING_RATES
-
-#: Rows of the pooled range-analysis counts: one per rate of the range analysis.
-RANGE_RATES = len(RANGE_LEARNING_RATES)
-#: The state entries held as integers.
-_INTEGER_STATE = ("anchor_step", "collapses", "loss_count", "pool_examples", "pool_batches", "pool_done")
+from keras_actcoolr.state import StateVariables, controller_state, load_optimizer_variables, state_field
 
 __all__ = [
     "ActCooLRSchedule",
     "OneCycle",
+    "RateState",
     "StepDecay",
     "TriangularCyclic",
     "bind_schedule",
@@ -45,10 +43,14 @@ def bind_schedule(optimizer: Any, layers: int | None = None) -> ActCooLRSchedule
     """The `ActCooLRSchedule` of an optimizer, its state built; None for any other learning rate.
 
     The one place that binds a schedule to its optimizer: it looks through a
-    `keras.optimizers.LossScaleOptimizer` to the optimizer it wraps and creates
-    the schedule's state as variables of that optimizer (once; later calls
-    return the same schedule and variables). `APTModel.compile` and the
-    controllers call it.
+    `keras.optimizers.LossScaleOptimizer` to the optimizer it wraps and
+    creates, as variables of that optimizer (once; later calls return the
+    same schedule and variables), the rate's state (`ActCooLRSchedule.build`)
+    and the typed state of every registered controller part
+    (`keras_actcoolr.state.controller_state`), in a fixed order, so that a
+    saved file loads by position. `APTModel.compile` and the controllers call
+    it. Files written by release 0.2.0 load too
+    (`keras_actcoolr.state.load_optimizer_variables`).
 
     Args:
         optimizer: A Keras optimizer, or `None`.
@@ -63,8 +65,35 @@ def bind_schedule(optimizer: Any, layers: int | None = None) -> ActCooLRSchedule
     schedule = find_schedule(optimizer) if optimizer is not None else None
     if not isinstance(schedule, ActCooLRSchedule):
         return None
-    schedule.build(unwrapped_optimizer(optimizer), layers=layers)
+    inner = unwrapped_optimizer(optimizer)
+    if not schedule.built:
+        schedule.build(inner)
+        controller_state(inner, layers=layers, create=True)
+        # Keras loads optimizer variables by position, all or nothing: read files of 0.2.0 too.
+        inner.load_own_variables = functools.partial(
+            load_optimizer_variables, inner, rate=schedule.rate_variables, load=inner.load_own_variables
+        )
     return schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class RateState:
+    """The state of an `ActCooLRSchedule`: the rate between two measurements.
+
+    Attributes:
+        anchor_step: The step from which the rate drifts.
+        anchor_learning_rate: The rate of `anchor_step`.
+        drift: The change of the rate per step after `anchor_step`.
+        min_learning_rate: The lower bound in force.
+        max_learning_rate: The upper bound in force (the user's bound, or a
+            guard's lower ceiling; `inf` before a controller sets one).
+    """
+
+    anchor_step: int = state_field("int64", 0)
+    anchor_learning_rate: float = state_field("float32", 0.1)
+    drift: float = state_field("float32", 0.0)
+    min_learning_rate: float = state_field("float32", 0.0)
+    max_learning_rate: float = state_field("float32", math.inf)
 
 
 @keras.saving.register_keras_serializable(package="keras_actcoolr")
@@ -80,9 +109,11 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     ```
 
     Before the first measurement, `lr(step) = initial_learning_rate`. The
-    anchor, drift, bounds and the controller's `sigma` are variables of the
-    optimizer (created when an `APTModel` is compiled with this schedule), so
-    checkpoints, `BackupAndRestore` and `.keras` files keep them.
+    anchor, drift and bounds (`RateState`) are variables of the optimizer,
+    named `actcoolr_rate_<field>` (created when an `APTModel` is compiled
+    with this schedule), so checkpoints, `BackupAndRestore` and `.keras`
+    files keep them. The controllers' own state (sigma, the guards) is not
+    the schedule's: see `keras_actcoolr.state`.
 
     Example:
 
@@ -105,123 +136,56 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         super().__init__()
         self.initial_learning_rate = validation.positive("initial_learning_rate", initial_learning_rate)
         self.name = name
-        self._variables: dict[str, Any] | None = None
-        self._pool: Any = None
+        self._rate: StateVariables | None = None
 
     @property
     def built(self) -> bool:
-        return self._variables is not None
+        return self._rate is not None
 
     @property
     def variables(self) -> list:
-        """The controller-state variables (empty before `build`)."""
-        if self._variables is None:
-            return []
-        return list(self._variables.values()) + ([] if self._pool is None else [self._pool])
+        """The rate's variables (empty before `build`)."""
+        return [] if self._rate is None else self._rate.variables
 
-    def build(self, optimizer: keras.optimizers.Optimizer, layers: int | None = None) -> None:
-        """Create the controller state as variables of `optimizer` (once).
+    @property
+    def rate_variables(self) -> StateVariables | None:
+        """The `StateVariables` of the rate (`None` before `build`)."""
+        return self._rate
+
+    def build(self, optimizer: keras.optimizers.Optimizer) -> None:
+        """Create the rate's state as variables of `optimizer` (once).
 
         Prefer `keras_actcoolr.schedules.bind_schedule(optimizer)`, which also
-        finds the schedule behind a `LossScaleOptimizer`. With `layers`, the
-        state also holds the pooled range-analysis counts (`pool_counts`).
+        finds the schedule behind a `LossScaleOptimizer` and creates the
+        controllers' state.
         """
-        if self._variables is not None:
-            return
-        specs = {
-            "anchor_step": ("int64", 0),
-            "anchor_learning_rate": ("float32", self.initial_learning_rate),
-            "drift": ("float32", 0.0),
-            "min_learning_rate": ("float32", 0.0),
-            "max_learning_rate": ("float32", np.inf),
-            "sigma": ("float32", 0.0),
-            # ActCooLR's guards (see `ActCooLR`): collapses so far, the moving average of the loss,
-            # its first value and its minimum (NaN until measured), and the start of the current
-            # rise of the rate (0: none).
-            "collapses": ("int64", 0),
-            "loss_average": ("float32", np.nan),
-            "loss_count": ("int64", 0),
-            "loss_reference": ("float32", np.nan),
-            "loss_minimum": ("float32", np.nan),
-            "rise_learning_rate": ("float32", 0.0),
-            "rise_z": ("float32", 0.0),
-            # `ActCooLR(start_temperature=...)` in force (0: "auto", not chosen yet).
-            "start_temperature": ("float32", 0.0),
-            # The range analyses pooled to estimate sigma: examples and batches so far, and
-            # whether the pool is complete (1) or still filling (0).
-            "pool_examples": ("int64", 0),
-            "pool_batches": ("int64", 0),
-            "pool_done": ("int64", 0),
-        }
-        self._variables = {
-            key: optimizer.add_variable(
-                shape=(),
-                dtype=dtype,
-                initializer=keras.initializers.Constant(value),
-                aggregation="only_first_replica",
-                name=f"actcoolr_{key}",
-            )
-            for key, (dtype, value) in specs.items()
-        }
-        if layers is not None:
-            self._pool = optimizer.add_variable(
-                shape=(RANGE_RATES, int(layers), 2),
-                dtype="float64",
-                initializer="zeros",
-                aggregation="only_first_replica",
-                name="actcoolr_pool_counts",
-            )
-
-    def pool_counts(self) -> np.ndarray | None:
-        """The pooled `[rates, layers, 2]` range-analysis counts, or None without a pool in the state."""
-        return None if self._pool is None else np.array(self._pool.value.numpy())
-
-    def assign_pool_counts(self, counts: np.ndarray) -> None:
-        """Store the pooled range-analysis counts (eagerly, in cross-replica context)."""
-        if self._pool is not None:
-            self._pool.assign(np.asarray(counts, dtype=np.float64))
+        if self._rate is None:
+            defaults = {"anchor_learning_rate": self.initial_learning_rate}
+            self._rate = StateVariables(optimizer, "rate", RateState, defaults=defaults)
 
     def __call__(self, step: Any) -> Any:
-        if self._variables is None:
+        if self._rate is None:
             return keras.ops.convert_to_tensor(self.initial_learning_rate, "float32")
-        v = self._variables
-        elapsed = keras.ops.maximum(keras.ops.cast(step, "int64") - v["anchor_step"], 0)
+        anchor_step, anchor, drift, low, high = self._rate.variables
+        elapsed = keras.ops.maximum(keras.ops.cast(step, "int64") - anchor_step, 0)
         # No drift on the anchor step itself (no `drift * 0`, NaN for an infinite drift).
-        offset = keras.ops.where(elapsed > 0, v["drift"] * keras.ops.cast(elapsed, "float32"), 0.0)
-        return keras.ops.clip(v["anchor_learning_rate"] + offset, v["min_learning_rate"], v["max_learning_rate"])
+        offset = keras.ops.where(elapsed > 0, drift * keras.ops.cast(elapsed, "float32"), 0.0)
+        return keras.ops.clip(anchor + offset, low, high)
 
     # ----------------------------------------------- controller side (eager)
 
+    def read(self) -> RateState:
+        """The rate's state (`RateState`), read from the variables on every call."""
+        if self._rate is None:
+            return RateState(anchor_learning_rate=self.initial_learning_rate)
+        return self._rate.read()
+
     def state(self) -> dict[str, float]:
-        """The controller state as Python numbers, read from the variables on every call."""
-        if self._variables is None:
-            return {
-                "anchor_step": 0,
-                "anchor_learning_rate": self.initial_learning_rate,
-                "drift": 0.0,
-                "min_learning_rate": 0.0,
-                "max_learning_rate": math.inf,
-                "sigma": 0.0,
-                "collapses": 0,
-                "loss_average": math.nan,
-                "loss_count": 0,
-                "loss_reference": math.nan,
-                "loss_minimum": math.nan,
-                "rise_learning_rate": 0.0,
-                "rise_z": 0.0,
-                "start_temperature": 0.0,
-                "pool_examples": 0,
-                "pool_batches": 0,
-                "pool_done": 0,
-            }
-        # `.value.numpy()` (a TensorFlow read) costs half of `keras.ops.convert_to_numpy` per variable.
-        return {
-            key: (int if key in _INTEGER_STATE else float)(variable.value.numpy())
-            for key, variable in self._variables.items()
-        }
+        """The rate's state as a dict of Python numbers (`read()` as a dict)."""
+        return dataclasses.asdict(self.read())
 
     def assign(self, **values: float) -> None:
-        """Set parts of the controller state (eagerly, in cross-replica context).
+        """Set fields of the rate's state (eagerly, in cross-replica context).
 
         Raises:
             ValueError: if `anchor_learning_rate` or `drift` is not finite in
@@ -238,8 +202,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                         f"`{key}` of the ActCooLR state must be {'a number' if bound else 'finite in float32'}. "
                         f"Received: {key}={values[key]!r}"
                     )
-        for key, value in values.items():
-            self._variables[key].assign(value)
+        self._rate.write(**values)
 
     def refresh(self) -> None:
         """Deprecated: does nothing. `state()` reads the variables on every call."""
@@ -250,18 +213,20 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             stacklevel=2,
         )
 
-    def value_at(self, step: int, state: dict | None = None) -> float:
+    def value_at(self, step: int, state: dict | RateState | None = None) -> float:
         """The learning rate at `step` as a Python float (the formula above, in float64).
 
-        `state` is a `state()` already read, or `None` to read it.
+        `state` is a `read()` or `state()` already read, or `None` to read it.
         """
-        s = self.state() if state is None else state
-        elapsed = max(step - s["anchor_step"], 0)
-        rate = s["anchor_learning_rate"] + (s["drift"] * elapsed if elapsed > 0 else 0.0)
-        return float(min(max(rate, s["min_learning_rate"]), s["max_learning_rate"]))
+        s = self.read() if state is None else state
+        if isinstance(s, dict):
+            s = RateState(**s)
+        elapsed = max(step - s.anchor_step, 0)
+        rate = s.anchor_learning_rate + (s.drift * elapsed if elapsed > 0 else 0.0)
+        return float(min(max(rate, s.min_learning_rate), s.max_learning_rate))
 
     def _require_built(self) -> None:
-        if self._variables is None:
+        if self._rate is None:
             raise ValueError(
                 "This ActCooLRSchedule has no state yet: compile a `keras_actcoolr.APTModel` with an "
                 "optimizer that uses it (for example `keras_actcoolr.convert(model)` then `compile`)."
