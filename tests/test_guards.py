@@ -3,6 +3,7 @@
 The method page (docs/method.md, "Guards") states the rules these tests check.
 """
 
+import dataclasses
 import math
 import warnings
 
@@ -73,7 +74,8 @@ class Snapshots(keras.callbacks.Callback):
 def guarded(model):
     """Model variables and optimizer slots (not the step count, not the controller state)."""
     optimizer = model.optimizer
-    state = {id(v) for v in kac.schedules.find_schedule(optimizer).variables} | {id(optimizer.iterations)}
+    controller = kac.schedules.find_schedule(optimizer).variables + kac.state.controller_state(optimizer).variables
+    state = {id(v) for v in controller} | {id(optimizer.iterations)}
     return list(model.variables) + [v for v in optimizer.variables if id(v) not in state]
 
 
@@ -237,7 +239,8 @@ def test_a_failure_is_retried_from_the_kept_state_bit_for_bit_with_the_ceiling_u
     before = [r for r in controller.measurements if r["step"] < event["step"]][-1]
     schedule = kac.schedules.find_schedule(model.optimizer).state()
     assert schedule["max_learning_rate"] == pytest.approx(before["max_learning_rate"], rel=1e-6)
-    assert schedule["collapses"] == 0 and history.history["collapses"][-1] == 0
+    collapse = kac.state.controller_state(model.optimizer)["collapse"].read()
+    assert collapse.collapses == 0 and collapse.ceiling is None and history.history["collapses"][-1] == 0
     assert any(f"at step {event['step']}" in str(w.message) for w in caught)
     assert np.isfinite(history.history["loss"][-1])
 
@@ -268,21 +271,24 @@ def test_a_second_failure_soon_after_lowers_the_ceiling():
     assert history.history["collapses"][-1] == 1
     assert np.isfinite(history.history["loss"][-1])
     schedule = kac.schedules.find_schedule(model.optimizer).state()
-    assert schedule["collapses"] == 1
+    collapse = kac.state.controller_state(model.optimizer)["collapse"].read()
+    assert collapse.collapses == 1
     assert schedule["max_learning_rate"] == pytest.approx(event["max_learning_rate"], rel=1e-6)
+    assert collapse.ceiling == pytest.approx(event["max_learning_rate"], rel=1e-6)
 
 
 @pytest.mark.slow
 def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
     model, controller, _, _, _ = collapse_run(lambda k: np.full_like(k, np.nan), corrupt_after=(7, 9))
-    saved = kac.schedules.find_schedule(model.optimizer).state()
+    saved = controller_values(model)
     path = tmp_path / "model.keras"
     model.save(path)
     restored = keras.models.load_model(path)
-    state = kac.schedules.find_schedule(restored.optimizer).state()
+    state = controller_values(restored)
+    assert state.keys() == saved.keys()
     for key, value in saved.items():
-        if isinstance(value, float) and math.isnan(value):
-            assert math.isnan(state[key]), key
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            assert state[key] is None or math.isnan(state[key]), key
         else:
             assert state[key] == pytest.approx(value), key
     # A new controller on the resumed model keeps the lowered ceiling.
@@ -291,9 +297,18 @@ def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
         sigma=1.0, start_temperature=1.0, every_step=2, max_learning_rate=10.0, initial_learning_rate=None
     )
     restored.fit(x, y, batch_size=16, epochs=1, callbacks=[again], verbose=0)
-    assert kac.schedules.find_schedule(restored.optimizer).state()["max_learning_rate"] <= saved[
-        "max_learning_rate"
-    ] * (1 + 1e-6)
+    ceiling = kac.schedules.find_schedule(restored.optimizer).state()["max_learning_rate"]
+    assert ceiling <= saved["rate.max_learning_rate"] * (1 + 1e-6)
+
+
+def controller_values(model):
+    """The rate's state and every part's scalar fields, by `part.field`."""
+    values = {f"rate.{k}": v for k, v in kac.schedules.find_schedule(model.optimizer).state().items()}
+    for name, part in kac.state.controller_state(model.optimizer).parts.items():
+        for key, value in dataclasses.asdict(part.read()).items():
+            if key != "pool_counts":
+                values[f"{name}.{key}"] = value
+    return values
 
 
 class TestGuardsOff:
@@ -434,7 +449,7 @@ def test_a_nan_sample_is_bad_data_the_ceiling_stays_and_training_goes_on():
         before = [r for r in controller.measurements if r["step"] < event["step"]][-1]
         after = next(r for r in controller.measurements if r["step"] > event["step"])
         assert after["max_learning_rate"] == before["max_learning_rate"]
-    assert kac.schedules.find_schedule(model.optimizer).state()["collapses"] == 0
+    assert kac.state.controller_state(model.optimizer)["collapse"].read().collapses == 0
     assert any("bad data" in str(w.message) and f"at step {events[0]['step']}" in str(w.message) for w in caught)
     assert np.isfinite(model.get_layer("logits").kernel.numpy()).all()
     clean = np.median([runs["clean", seed][3] for seed in (3, 4, 5, 6, 7)])
