@@ -291,12 +291,6 @@ class ActCooLR(StaticController):
         self.rate_guards = list(rate_guards or [])
         self.auto_learning_rate: float | None = None
         self.range_analysis: dict | None = None
-        self.estimator = None
-        self.collapse = None
-        self.layer_filter_part = None
-        self.rate_guard_parts: list[RateGuard] = []
-        self._warned_single_batch = False
-        self._batch: int | None = None
 
     @property
     def sigma_analysis(self) -> dict | None:
@@ -313,4 +307,4 @@ class ActCooLR(StaticController):
                     f"Received: {value!r} at progress={progress!r}"
                 )
             return float(value)
-        return float(T.target_temperature(progress, self._start(), self.gamma))
+        return float(T.target_temperature(progress, self.start_in_force(), self.gamma))

@@ -28,6 +28,15 @@ class StaticController(ControllerCallback):
     (`RunawayGuard`, `FinalAnneal`, then `rate_guards`).
     """
 
+    # The parts, bound at `on_train_begin` (none before the first fit).
+    estimator: SigmaEstimator | None = None
+    collapse: CollapseGuard | None = None
+    layer_filter_part: LayerFilter | None = None
+    rate_guard_parts: tuple | list = ()
+    _synced = False
+    _warned_single_batch = False
+    _batch: int | None = None
+
     def _on(self, guard: str) -> bool:
         return self.guards and bool(getattr(self, guard))
 
@@ -183,7 +192,8 @@ class StaticController(ControllerCallback):
             return "before_step"
         return self._analysing() or self.estimator.sigma is None
 
-    def _start(self) -> float:
+    def start_in_force(self) -> float:
+        """The start temperature of the target curve: given, chosen ("auto"), or the fallback until chosen."""
         if self.start_temperature != "auto":
             return self.start_temperature
         start = self.estimator.start
