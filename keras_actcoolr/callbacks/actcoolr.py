@@ -108,23 +108,17 @@ class ActCooLR(StaticController):
 
     More guards: `rate_guards` (see docs/method.md#writing-a-controller).
 
-    With `max_learning_rate="auto"` the ceiling comes from the range
-    analysis that estimates `sigma` (or picks the first rate): ten times the
-    rate the fitted erf model gives for the start temperature, at most
-    `100`; it belongs to the runaway guard. Without a range analysis (`sigma`
-    given and no `initial_learning_rate="auto"`) or with the runaway guard
-    off, it is `100`, the top of the range analysis.
+    With `max_learning_rate="auto"` the runaway guard's ceiling is ten times
+    the rate the erf model fitted by the range analysis gives for the start
+    temperature, at most `100` (the top of the range analysis), and `100`
+    without a range analysis or with the runaway guard off.
 
-    **Measure.** `measure` chooses the layer temperatures the controller
-    follows: `"vector"`, the paper's (a position changes when any of the
-    layer's channels flips), or `"grouped"`, the same on groups of 8
-    channels (see `keras_actcoolr.APTReLU`), which resolves wide layers that
-    the paper's count saturates. The network temperature, the erf fits for
-    sigma and the first rate, the pooled range analyses, `"auto"` start
-    temperatures and the saturation filter all use the chosen measure. The
-    grouped scale is cooler than the paper's on layers wider than 8 channels
-    (about `8 / C` of it when channels flip independently), so a start
-    temperature means a hotter network under `"grouped"`.
+    **Measure.** `measure` chooses the layer temperatures followed:
+    `"vector"`, the paper's, or `"grouped"`, over groups of 8 channels (see
+    `keras_actcoolr.APTReLU`), which resolves wide layers that the paper's
+    count saturates; every fit, pool and filter uses it. The grouped scale is
+    cooler on layers wider than 8 channels (about `8 / C` of the paper's), so
+    a start temperature means a hotter network under `"grouped"`.
 
     `measurements` holds one record per measurement (see `TemperatureLogger`),
     extended by `target_temperature`, `control_temperature` (the value the
@@ -138,13 +132,9 @@ class ActCooLR(StaticController):
 
     ```python
     model = keras_actcoolr.convert(model)
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            keras_actcoolr.ActCooLRSchedule(initial_learning_rate=0.1), momentum=0.9),
-        loss="sparse_categorical_crossentropy",
-    )
-    model.fit(x, y, epochs=10, callbacks=[
-        keras_actcoolr.ActCooLR(start_temperature=1.0, gamma=1.0, every_step=10)])
+    schedule = keras_actcoolr.ActCooLRSchedule(initial_learning_rate=0.1)
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=10, callbacks=[keras_actcoolr.ActCooLR(start_temperature=1.0, every_step=10)])
     ```
 
     Args:
@@ -232,7 +222,6 @@ class ActCooLR(StaticController):
             received value (for example `measure="patterns"`).
     """
 
-
     def __init__(
         self,
         start_temperature: float | str = 1.0,
@@ -301,7 +290,11 @@ class ActCooLR(StaticController):
         """Target temperature at `progress` in [0, 1]."""
         if self.target_temperature is not None:
             value = self.target_temperature(progress)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not (math.isfinite(value) and value >= 0)
+            ):
                 raise ValueError(
                     "`target_temperature` must return a finite number >= 0. "
                     f"Received: {value!r} at progress={progress!r}"

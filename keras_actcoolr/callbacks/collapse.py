@@ -281,7 +281,9 @@ class CollapseGuard:
         undone = list(range(kept["step"] + 1, step + 1))
         # Batch indices in this epoch of the undone steps (a bad batch can also give a finite loss
         # and NaN weights: its loss shows at the next step).
-        batches = [b for b in (None if batch is None else batch - (step - s) for s in undone) if b is not None and b >= 0]
+        batches = [
+            b for b in (None if batch is None else batch - (step - s) for s in undone) if b is not None and b >= 0
+        ]
         skipped = f"the update of step {step}" + (
             f" and of the {len(undone) - 1} steps before it since the kept state" if len(undone) > 1 else ""
         )

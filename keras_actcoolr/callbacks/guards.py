@@ -15,9 +15,19 @@ import numpy as np
 from scipy import special
 
 from keras_actcoolr import temperature as T
+from keras_actcoolr.measurement import record_measure
 from keras_actcoolr.state import StateVariables, register_state, state_field
 
-__all__ = ["FinalAnneal", "LayerFilter", "RateGuard", "RateUpdate", "RunawayGuard", "RunawayState", "dead_layers"]
+__all__ = [
+    "FinalAnneal",
+    "LayerFilter",
+    "RateGuard",
+    "RateUpdate",
+    "RunawayGuard",
+    "RunawayState",
+    "dead_layers",
+    "followed_probability",
+]
 
 
 def dead_layers(record: dict) -> list[str]:
@@ -119,6 +129,30 @@ def _read_through_groups(record: dict, names: list[str], temperatures: np.ndarra
     return temperatures, saturated
 
 
+def followed_probability(
+    record: dict, measure: str, layer_filter: LayerFilter | None
+) -> tuple[float | None, float | None]:
+    """The change probability the controller follows (the layer filter applied) and its temperature.
+
+    `(None, None)` when no layer is left (every one dead or saturated): the rate is then held.
+    """
+    names = list(record["layers"])
+    layers, positions, saturated = record_measure(record, measure)
+    temperatures = np.array([layers[n] for n in names], dtype=np.float64)
+    excluded = None
+    if layer_filter is not None:
+        temperatures, excluded = layer_filter.excluded(record, names, temperatures, saturated)
+    probability = T.control_probability(temperatures, excluded)
+    if probability is None:
+        return None, None
+    if excluded is not None:
+        # With N positions a count resolves P down to about 1/N: no change is no proof of P = 0.
+        kept = [positions.get(n, 0.0) for n, out in zip(names, excluded) if not out]
+        if kept and min(kept) > 0:
+            probability = max(probability, 0.5 / min(kept))
+    return probability, float(T.probability_to_temperature(probability))
+
+
 @register_state("runaway")
 @dataclasses.dataclass(frozen=True)
 class RunawayState:
@@ -207,5 +241,6 @@ class FinalAnneal(RateGuard):
             return update.replace(new_rate=min(update.new_rate, rate), drift=min(update.drift, 0.0))
         remaining = max(update.total_steps - update.step, 1)
         return update.replace(
-            new_rate=min(update.new_rate, rate * (remaining - 1) / remaining), drift=min(update.drift, -rate / remaining)
+            new_rate=min(update.new_rate, rate * (remaining - 1) / remaining),
+            drift=min(update.drift, -rate / remaining),
         )

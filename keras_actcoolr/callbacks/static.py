@@ -2,156 +2,43 @@
 
 from __future__ import annotations
 
-import math
-
-import keras
 import numpy as np
 
 from keras_actcoolr import messages
 from keras_actcoolr import temperature as T
-from keras_actcoolr.callbacks.collapse import CollapseGuard
-from keras_actcoolr.callbacks.controller import ControllerCallback
-from keras_actcoolr.callbacks.guards import FinalAnneal, LayerFilter, RateGuard, RateUpdate, RunawayGuard
-from keras_actcoolr.callbacks.sigma import FALLBACK_SIGMA, FALLBACK_START_TEMPERATURE, SigmaEstimator, fit
+from keras_actcoolr.callbacks.guards import (
+    RateUpdate,
+    followed_probability,
+)
+from keras_actcoolr.callbacks.parts import ControllerParts
+from keras_actcoolr.callbacks.sigma import FALLBACK_SIGMA, FALLBACK_START_TEMPERATURE, fit
 from keras_actcoolr.measurement import range_measure, record_measure
-from keras_actcoolr.schedules import unwrapped_optimizer
-from keras_actcoolr.state import controller_state
 
 __all__ = ["StaticController"]
 
 
-class StaticController(ControllerCallback):
-    """The static controller's fit: binds the parts at `on_train_begin` and calls them per measurement.
+class StaticController(ControllerParts):
+    """The static controller's sequence: the start of a fit, then each measurement through the parts.
 
-    `ActCooLR` validates the arguments; this class runs the parts: a
-    `SigmaEstimator`, a `LayerFilter`, a `CollapseGuard` and the rate guards
-    (`RunawayGuard`, `FinalAnneal`, then `rate_guards`).
+    `ActCooLR` validates the arguments, `ControllerParts` binds the parts;
+    here the first step reads their state (`sync`), the range analyses
+    choose the start temperature, sigma and the first rate, and
+    `on_measurement` calls the parts in order: the sigma estimator, the
+    collapse guard, the layer filter, the paper's update, the rate guards.
     """
 
-    # The parts, bound at `on_train_begin` (none before the first fit).
-    estimator: SigmaEstimator | None = None
-    collapse: CollapseGuard | None = None
-    layer_filter_part: LayerFilter | None = None
-    rate_guard_parts: tuple | list = ()
     _synced = False
+    _anchored = False
+    _warned_dead = False
     _warned_single_batch = False
-    _batch: int | None = None
-
-    def _on(self, guard: str) -> bool:
-        return self.guards and bool(getattr(self, guard))
-
-    def _bind_parts(self) -> None:
-        schedule = self.bind()
-        state = controller_state(unwrapped_optimizer(self.model.optimizer))
-        self.estimator = SigmaEstimator(
-            state["sigma"], self.sigma, self.start_temperature, self.sigma_examples, self.epsilon
-        )
-        self.layer_filter_part = LayerFilter(self.measure) if self._on("layer_filter") else None
-        self.collapse = None
-        if self._on("collapse_guard"):
-            self.collapse = CollapseGuard(
-                state["collapse"], self.loss_tolerance, self.collapse_backoff, self.snapshot_every, self.min_learning_rate
-            )
-            skip = lambda: schedule.variables + state.variables  # noqa: E731
-            self.collapse.bind(self.model, schedule, skip, self._report)
-        self.rate_guard_parts: list[RateGuard] = []
-        if self._on("runaway_guard"):
-            self.rate_guard_parts.append(RunawayGuard(state["runaway"], self.runaway_factor, self.epsilon))
-        if self._on("final_anneal"):
-            self.rate_guard_parts.append(FinalAnneal(self.final_anneal_share))
-        if self.guards:
-            self.rate_guard_parts.extend(self.rate_guards)
-        self.estimator.begin_fit()
-        schedule.assign(min_learning_rate=self.min_learning_rate, max_learning_rate=self._ceiling(state))
-
-    def _ceiling(self, state) -> float:
-        """The ceiling in force: the user's bound or the automatic one, and a collapse's."""
-        top = float(T.RANGE_LEARNING_RATES[-1])
-        if self.max_learning_rate == "auto":
-            auto = state["sigma"].read().ceiling
-            ceiling = auto if auto is not None and self._on("runaway_guard") else top
-        else:
-            ceiling = self.max_learning_rate
-        lowered = state["collapse"].read().ceiling
-        if lowered is not None and self._on("collapse_guard"):
-            ceiling = min(ceiling, lowered)
-        return ceiling
-
-    def _report(self, event: dict) -> None:
-        self.record_event(event)
-        if event["event"] in ("retry", "collapse"):
-            for guard in self.rate_guard_parts:
-                guard.reset()
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._bind_parts()
         self._synced = False  # the start temperature and the pool are read at the first step
         self._anchored = False
-        self._origin = 0
-        self._curve_set = False
         self._warned_dead = False
-        self._loss_finite = True
         super().on_train_begin(logs)
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        if self.collapse is not None:
-            self.collapse.epoch = epoch
-        self._loss_finite = True  # Keras resets the running loss at each epoch
-        if self._curve_set or self.schedule is None:
-            return
-        # At the first epoch of the fit, once every callback's `on_train_begin` ran (a
-        # `BackupAndRestore` may have restored the step count there).
-        self._curve_set = True
-        self._origin = self.place_curve(self._optimizer_step(), epoch)
-        if self.collapse is not None:
-            # The state before the first step: a run that starts far too high can fall back to it.
-            optimizer = self.model.optimizer
-            if not optimizer.built:
-                # Its slots are created at the first step otherwise; the kept state needs them now.
-                optimizer.build(self.model.trainable_variables)
-            step = self._optimizer_step()
-            self.collapse.keep_initial(step, self.schedule.value_at(step))
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self._batch = batch
-        super().on_train_batch_begin(batch, logs)
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        """Every step: a running loss that turns non-finite is handled by the collapse guard.
-
-        Keras' `logs["loss"]` is the running mean over the epoch: it turns
-        non-finite at the first step whose loss is, and stays so. A measured
-        step was handled already (`on_divergence`); an unmeasured one here.
-        """
-        loss = (logs or {}).get("loss")
-        if loss is None or self.collapse is None:
-            return
-        try:
-            loss = float(loss)
-        except (TypeError, ValueError):
-            return
-        if math.isfinite(loss) or not self._loss_finite:
-            self._loss_finite = True if math.isfinite(loss) else self._loss_finite
-            return
-        step = self._optimizer_step() - 1
-        if step <= self.collapse.handled:
-            return  # handled in `on_divergence`; the metrics were reset
-        self._loss_finite = False
-        self.collapse.failure(step, "non-finite loss", self.schedule.value_at(step), nonfinite=True, batch=batch)
-
-    def on_divergence(self, step: int, loss: float) -> bool:
-        """A measured step with a non-finite loss: the collapse guard handles it."""
-        if self.collapse is None or not self.collapse.ready:
-            return False
-        rate = self.schedule.value_at(step)
-        return self.collapse.failure(step, "non-finite loss", rate, nonfinite=True, batch=self._batch)
-
-    def _optimizer_step(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-    # ------------------------------------------------------------ the start
-
-    def _sync(self) -> None:
+    def sync(self) -> None:
         """Read the parts' state once per fit, at its first step (after a `BackupAndRestore` restored it)."""
         if self._synced or self.schedule is None:
             return
@@ -203,14 +90,14 @@ class StaticController(ControllerCallback):
         """Store a fitted `(sigma, mu)`; the first fit of the fit also sets the start rate and the ceiling."""
         sigma = self.estimator.adopt(fitted[0])
         if fitted[1] is not None and not self._anchored:
-            target = T.temperature_to_probability(self.target(self.progress(step, self._origin)))
+            target = T.temperature_to_probability(self.target(self.progress(step, self.origin)))
             self._set_start_rate(self.estimator.predicted_rate(fitted[1], sigma, target))
         return sigma
 
     def _set_start_rate(self, rate: float) -> None:
         if self.collapse is not None:
             self.collapse.start_rate = rate
-        if self.max_learning_rate == "auto" and self._on("runaway_guard"):
+        if self.max_learning_rate == "auto" and self.guard_on("runaway_guard"):
             in_force = self.schedule.read().max_learning_rate
             ceiling = self.estimator.set_ceiling(rate, in_force, self.min_learning_rate)
             if ceiling is not None:
@@ -218,7 +105,7 @@ class StaticController(ControllerCallback):
         self._anchored = True
 
     def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
-        self._sync()
+        self.sync()
         range_analysis = range_measure(range_analysis, self.measure)
         step_layers = record_measure(record, self.measure)[0]
         step_temperature = float(np.mean(list(step_layers.values()))) if step_layers else 0.0
@@ -247,7 +134,7 @@ class StaticController(ControllerCallback):
     # ------------------------------------------------------- a measurement
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
-        self._sync()
+        self.sync()
         if range_analysis is not None:
             range_analysis = range_measure(range_analysis, self.measure)
             if self.estimator.analysing():
@@ -255,15 +142,15 @@ class StaticController(ControllerCallback):
         if record["step"] % self.every_step != 0:
             return  # measured for the range analysis only: the controller acts every `every_step` steps
         sigma = self._sigma(record, range_analysis)
-        if self.collapse is not None and self.collapse.check(record, self._batch):
+        if self.collapse is not None and self.collapse.check(record, self.batch):
             return
         self._warn_if_dead(record)
-        target = self.target(self.progress(record["step"], self._origin))
-        probability, control = self._control_probability(record)
-        update = self._update(record, probability, target, sigma)
+        target = self.target(self.progress(record["step"], self.origin))
+        probability, control = followed_probability(record, self.measure, self.layer_filter_part)
+        ceiling = self.schedule.read().max_learning_rate
+        update = self._paper_update(record, probability, target, sigma, ceiling)
         for guard in self.rate_guard_parts:
             update = guard.limit(update)
-        ceiling = self.schedule.read().max_learning_rate
         new_rate = float(np.clip(update.new_rate, self.min_learning_rate, ceiling))
         self.schedule.assign(anchor_step=record["step"] + 1, anchor_learning_rate=new_rate, drift=update.drift)
         if self.collapse is not None:
@@ -271,6 +158,21 @@ class StaticController(ControllerCallback):
         extra = {"target_temperature": target, "control_temperature": control, "sigma": sigma}
         extra.update(next_learning_rate=new_rate, max_learning_rate=ceiling, runaway=update.runaway)
         self.record_measurement(dict(record, **extra, measure=self.measure))
+
+    def _paper_update(
+        self, record: dict, probability: float | None, target: float, sigma: float, ceiling: float
+    ) -> RateUpdate:
+        """The paper's update (`temperature.static_lr_update`), or the rate held without a probability."""
+        rate = record["learning_rate"]
+        new_rate, drift = rate, 0.0
+        if probability is not None:
+            # The target rate is clipped to the bounds before the drift is formed (no overflow at any sigma).
+            target_probability = T.temperature_to_probability(target)
+            bounds = {"min_learning_rate": self.min_learning_rate, "max_learning_rate": ceiling}
+            new_rate, drift = T.static_lr_update(
+                rate, probability, target_probability, sigma, self.every_step, self.epsilon, **bounds
+            )
+        return RateUpdate(record["step"], rate, new_rate, drift, probability, sigma, self.every_step, self.curve_steps)
 
     def _pool(self, record: dict, range_analysis: dict) -> None:
         pooled = self.estimator.pool_add(record, range_analysis)
@@ -301,38 +203,3 @@ class StaticController(ControllerCallback):
                 "reads 0. Check the initialization, the input scaling and the learning rate.",
                 stacklevel=3,
             )
-
-    def _control_probability(self, record: dict) -> tuple[float | None, float | None]:
-        """The change probability the controller follows (the layer filter applied) and its temperature."""
-        names = list(record["layers"])
-        layers, positions, saturated = record_measure(record, self.measure)
-        temperatures = np.array([layers[n] for n in names], dtype=np.float64)
-        excluded = None
-        if self.layer_filter_part is not None:
-            temperatures, excluded = self.layer_filter_part.excluded(record, names, temperatures, saturated)
-        probability = T.control_probability(temperatures, excluded)
-        if probability is None:
-            return None, None  # nothing left to follow (every layer dead or saturated): hold the rate
-        if excluded is not None:
-            # With N positions a count resolves P down to about 1/N: no change is no proof of P = 0.
-            kept = [positions.get(n, 0.0) for n, out in zip(names, excluded) if not out]
-            if kept and min(kept) > 0:
-                probability = max(probability, 0.5 / min(kept))
-        return probability, float(T.probability_to_temperature(probability))
-
-    def _update(self, record: dict, probability: float | None, target: float, sigma: float) -> RateUpdate:
-        rate = record["learning_rate"]
-        new_rate, drift = rate, 0.0
-        if probability is not None:
-            # The target rate is clipped to the bounds before the drift is formed (no overflow at any sigma).
-            new_rate, drift = T.static_lr_update(
-                rate,
-                probability,
-                T.temperature_to_probability(target),
-                sigma,
-                self.every_step,
-                self.epsilon,
-                min_learning_rate=self.min_learning_rate,
-                max_learning_rate=self.schedule.read().max_learning_rate,
-            )
-        return RateUpdate(record["step"], rate, new_rate, drift, probability, sigma, self.every_step, self.curve_steps)
