@@ -531,7 +531,7 @@ class _MeasuringTrainFunction:
 
                 logs["learning_rate"] = schedule.value_at(step)
                 state = controller_state(self.model.optimizer)
-                logs["collapses"] = 0 if state is None else state["collapse"].read().collapses
+                logs["collapses"] = 0 if state is None else state["collapse"].get("collapses")
             else:
                 logs["learning_rate"] = self.model._apt_learning_rate_at(step)
         return logs

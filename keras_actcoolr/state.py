@@ -41,6 +41,7 @@ __all__ = [
     "load_optimizer_variables",
     "register_state",
     "registered_parts",
+    "unregister_state",
     "state_field",
 ]
 
@@ -87,6 +88,11 @@ def register_state(part: str) -> Any:
         return state_type
 
     return register
+
+
+def unregister_state(part: str) -> None:
+    """Remove a registered part (models compiled afterwards do not get its variables)."""
+    _REGISTRY.pop(part, None)
 
 
 def registered_parts() -> dict[str, type]:
@@ -137,20 +143,23 @@ class StateVariables(Generic[S]):
 
     def read(self) -> S:
         """The state as a `state_type` instance, read from the variables."""
-        values = {}
-        for name, variable in self._variables.items():
-            field = self._fields[name]
-            # `.value.numpy()` (a TensorFlow read) costs half of `keras.ops.convert_to_numpy`.
-            value = variable.value.numpy()
-            if field.metadata["shape"] is not None:
-                values[name] = np.array(value)
-            elif field.metadata["dtype"] == "bool":
-                values[name] = bool(value)
-            elif field.metadata["dtype"] == "int64":
-                values[name] = int(value)
-            else:
-                values[name] = None if field.default is None and math.isnan(value) else float(value)
-        return self.state_type(**values)
+        return self.state_type(**{name: self.get(name) for name in self._variables})
+
+    def get(self, name: str) -> Any:
+        """One field, read from its variable (`None` for an unset optional field or missing counts)."""
+        field = self._fields[name]
+        variable = self._variables.get(name)
+        if variable is None:
+            return None
+        # `.value.numpy()` (a TensorFlow read) costs half of `keras.ops.convert_to_numpy`.
+        value = variable.value.numpy()
+        if field.metadata["shape"] is not None:
+            return np.array(value)
+        if field.metadata["dtype"] == "bool":
+            return bool(value)
+        if field.metadata["dtype"] == "int64":
+            return int(value)
+        return None if field.default is None and math.isnan(value) else float(value)
 
     def write(self, **values: Any) -> None:
         """Store fields (eagerly, in cross-replica context); `None` for an optional field.

@@ -99,12 +99,12 @@ class SigmaEstimator:
     @property
     def sigma(self) -> float | None:
         """The sigma in force (stored float32 value), or `None`."""
-        return self.read().sigma
+        return self.state.get("sigma")
 
     @property
     def start(self) -> float | None:
         """The start temperature in force, or `None` ("auto" not chosen yet)."""
-        return self.read().start_temperature
+        return self.state.get("start_temperature")
 
     def begin_fit(self) -> None:
         """Store the given sigma and start temperature (at `on_train_begin`)."""
@@ -115,12 +115,24 @@ class SigmaEstimator:
             values["start_temperature"] = self.start_temperature
         self.state.write(**values)
 
+    def pools(self) -> bool:
+        """Whether the range analyses are to be pooled, read from the state (a pure query).
+
+        Unless sigma is given or the pool is complete: while sigma is
+        unknown, or to go on with a pool a resumed run left unfinished (when
+        the state holds its counts; else the stored sigma is kept).
+        """
+        get = self.state.get
+        if self.given is not None or get("pool_done"):
+            return False
+        batches = get("pool_batches")
+        if batches == 0:
+            return get("sigma") is None
+        return get("pool_counts") is not None
+
     def sync(self) -> None:
         """Decide whether this fit pools, from the state (read at the first step, after a restore)."""
-        state = self.read()
-        self.pooling = self.given is None and not state.pool_done and (state.sigma is None or state.pool_batches > 0)
-        if self.pooling and state.pool_batches > 0 and state.pool_counts is None:
-            self.pooling = False  # no counts in the state to go on from: keep the stored sigma
+        self.pooling = self.pools()
 
     def analysing(self) -> bool:
         """Whether the steps still need range analyses (for sigma or the start temperature)."""

@@ -59,9 +59,7 @@ class StaticController(ControllerParts):
         if self._synced:
             return self.estimator.analysing()
         # Before the first step's sync: what it will decide, read without side effects.
-        state = self.estimator.read()
-        pools = self.sigma is None and not state.pool_done and (state.sigma is None or state.pool_batches > 0)
-        return pools or state.start_temperature is None
+        return self.estimator.pools() or self.estimator.start is None
 
     def wants_range_analysis(self, step: int) -> bool | str:
         if self.schedule is None:
