@@ -90,6 +90,10 @@ class ControllerCallback(MeasuringCallback):
         self.measurements = [r for r in records if "event" not in r]
         self.events = [r for r in records if "event" in r]
 
+    def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
+        """Keep the record in `measurements` (a subclass computes its update here)."""
+        self.record_measurement(dict(record))
+
     def record_measurement(self, record: dict) -> None:
         """Append a measurement record."""
         self.measurements.append(record)
