@@ -471,3 +471,56 @@ def test_a_far_too_high_start_recovers():
     assert start["step"] == 0 and start["learning_rate"] == pytest.approx(10.0)
     assert any(e["restored_step"] == 0 for e in controller.events if e["event"] in ("collapse", "retry"))
     assert history.history["loss"][-1] < start["loss"]
+
+
+# ------------------------------------------------------- the rate guards, one by one
+
+
+def rate_update(**changes):
+    base = dict(step=10, rate=0.1, new_rate=0.15, drift=0.01, probability=0.3, sigma=1.0, every_step=5)
+    return kac.callbacks.guards.RateUpdate(**{**base, "total_steps": 100, **changes})
+
+
+class TestRunawayGuardAlone:
+    def guard(self, factor=2.0):
+        part = kac.state.StateVariables(keras.optimizers.SGD(0.1), "runaway", kac.callbacks.guards.RunawayState)
+        return kac.callbacks.guards.RunawayGuard(part, factor, 1e-6), part
+
+    def test_a_rise_is_anchored_and_capped_at_the_factor(self):
+        guard, part = self.guard()
+        limited = guard.limit(rate_update(new_rate=0.5, drift=0.1))
+        # Cap 2 * 0.1: the next rate 0.2, and no drift above it over the 4 steps after.
+        assert (limited.new_rate, limited.drift, limited.runaway) == (pytest.approx(0.2), 0.0, False)
+        state = part.read()
+        assert state.rise_learning_rate == pytest.approx(0.1)
+        assert state.rise_z == pytest.approx(stats.norm.ppf(0.3), rel=1e-6)
+
+    def test_an_unanswered_rise_is_held_and_a_fall_forgets_the_rise(self):
+        guard, part = self.guard()
+        part.write(rise_learning_rate=0.1, rise_z=float(stats.norm.ppf(0.3)))
+        # The rate rose 3x since the anchor and P did not move: the erf model predicted z + ln(3) / sigma.
+        held = guard.limit(rate_update(rate=0.3, new_rate=0.6, probability=0.3))
+        assert (held.new_rate, held.drift, held.runaway) == (0.3, 0.0, True)
+        # A temperature that answered (z up by more than a quarter of ln 3): it may rise, capped.
+        answered = float(stats.norm.cdf(stats.norm.ppf(0.3) + 0.5 * np.log(3.0)))
+        free = guard.limit(rate_update(rate=0.3, new_rate=0.9, drift=0.0, probability=answered))
+        assert (free.new_rate, free.runaway) == (pytest.approx(0.6), False)
+        fall = rate_update(rate=0.3, new_rate=0.2, drift=-0.01)
+        assert guard.limit(fall) == fall and part.read().rise_learning_rate is None
+
+    def test_a_held_rate_passes_unchanged(self):
+        guard, _ = self.guard()
+        update = rate_update(probability=None, new_rate=0.1, drift=0.0)
+        assert guard.limit(update) == update
+
+
+class TestFinalAnnealAlone:
+    def test_before_the_tail_nothing_changes_just_before_no_rise_then_the_line_to_zero(self):
+        anneal = kac.callbacks.guards.FinalAnneal(0.1)  # the tail starts at step 90 of 100
+        early = rate_update(step=80)  # 80 + 5 < 90
+        assert anneal.limit(early) == early
+        before = anneal.limit(rate_update(step=86))  # its interval reaches into the tail
+        assert (before.new_rate, before.drift) == (0.1, 0.0)
+        inside = anneal.limit(rate_update(step=95, new_rate=0.2, drift=0.01))
+        # The line from 0.1 at step 95 to 0 at step 100: 0.08 on step 96, falling by 0.02 per step.
+        assert (inside.new_rate, inside.drift) == (pytest.approx(0.08), pytest.approx(-0.02))
