@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import math
 import warnings
+import weakref
 from typing import Any
 
 import keras
@@ -132,6 +133,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.initial_learning_rate = validation.positive("initial_learning_rate", initial_learning_rate)
         self.name = name
         self._rate: StateVariables | None = None
+        self._optimizer: weakref.ref | None = None
 
     @property
     def built(self) -> bool:
@@ -155,6 +157,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         controllers' state.
         """
         if self._rate is None:
+            self._optimizer = weakref.ref(optimizer)
             defaults = {"anchor_learning_rate": self.initial_learning_rate}
             self._rate = StateVariables(optimizer, "rate", RateState, defaults=defaults)
 
@@ -199,6 +202,24 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                     )
         self._rate.write(**values)
 
+    def pool_counts(self) -> np.ndarray | None:
+        """Deprecated: `keras_actcoolr.state.controller_state(optimizer)["sigma"].read().pool_counts`."""
+        _deprecated("pool_counts()", '["sigma"].read().pool_counts')
+        sigma = self._sigma_state()
+        return None if sigma is None else sigma.get("pool_counts")
+
+    def assign_pool_counts(self, counts: np.ndarray) -> None:
+        """Deprecated: `keras_actcoolr.state.controller_state(optimizer)["sigma"].write(pool_counts=...)`."""
+        _deprecated("assign_pool_counts(counts)", '["sigma"].write(pool_counts=counts)')
+        sigma = self._sigma_state()
+        if sigma is not None:
+            sigma.write(pool_counts=counts)
+
+    def _sigma_state(self) -> StateVariables | None:
+        optimizer = None if self._optimizer is None else self._optimizer()
+        state = None if optimizer is None else controller_state(optimizer)
+        return None if state is None else state["sigma"]
+
     def refresh(self) -> None:
         """Deprecated: does nothing. `state()` reads the variables on every call."""
         warnings.warn(
@@ -229,3 +250,12 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict:
         return {"initial_learning_rate": self.initial_learning_rate, "name": self.name}
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"`ActCooLRSchedule.{old}` is deprecated: the pooled counts are the sigma estimator's state, "
+        f"`keras_actcoolr.state.controller_state(optimizer){new}`. It will be removed in the next release.",
+        DeprecationWarning,
+        stacklevel=3,
+    )

@@ -9,7 +9,7 @@ from controller_helpers import converted, data
 
 import keras_actcoolr as kac
 
-METHOD = Path(__file__).resolve().parents[1] / "docs" / "method.md"
+METHOD = Path(__file__).resolve().parents[1] / "docs/method.md"
 
 
 def guard_example() -> dict:

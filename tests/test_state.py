@@ -176,3 +176,14 @@ class TestFilesOf020:
         with pytest.warns(UserWarning, match="Skipping variable loading"):
             model.optimizer.load_own_variables(store)
         assert int(model.optimizer.iterations) == 0
+
+
+def test_the_schedules_pool_accessors_are_deprecated_and_reach_the_estimators_state():
+    model = compiled()
+    schedule = kac.schedules.find_schedule(model.optimizer)
+    counts = np.arange(50.0).reshape(25, 1, 2)
+    with pytest.warns(DeprecationWarning, match="assign_pool_counts"):
+        schedule.assign_pool_counts(counts)
+    np.testing.assert_array_equal(kac.state.controller_state(model.optimizer)["sigma"].get("pool_counts"), counts)
+    with pytest.warns(DeprecationWarning, match="pool_counts"):
+        np.testing.assert_array_equal(schedule.pool_counts(), counts)
