@@ -51,6 +51,25 @@ LOSS_AVERAGE_WARMUP = T.LOSS_AVERAGE_WARMUP
 FINAL_ANNEAL_SHARE = 0.1
 
 
+def _checked_start_temperature(start_temperature: float | str, epsilon: float) -> float | str:
+    """`"auto"`, or a start temperature > 0 whose change probability stays below `1 - epsilon`."""
+    if isinstance(start_temperature, str) and start_temperature != "auto":
+        raise ValueError(
+            f'`start_temperature` must be a float > 0 or "auto". Received: start_temperature={start_temperature!r}'
+        )
+    if start_temperature == "auto":
+        return "auto"
+    start = validation.positive("start_temperature", start_temperature)
+    if T.temperature_to_probability(start) >= 1.0 - epsilon:
+        limit = float(T.probability_to_temperature(1.0 - epsilon))
+        raise ValueError(
+            "`start_temperature` is so high that its change probability rounds to 1 "
+            f"(the limit for epsilon={epsilon} is {limit:.3f}). "
+            f"Received: start_temperature={start_temperature!r}"
+        )
+    return start
+
+
 class ActCooLR(StaticController):
     """Static ActCooLR: sets the learning rate so that the temperature follows a cooling curve.
 
@@ -251,16 +270,7 @@ class ActCooLR(StaticController):
         super().__init__(every_step, total_steps, min_learning_rate, max_learning_rate, measure, allow_auto=True)
         self.initial_learning_rate = validation.one_of("initial_learning_rate", initial_learning_rate, (None, "auto"))
         self.epsilon = validation.real_in("epsilon", epsilon, 0.0, 0.5)
-        if start_temperature != "auto":
-            start_temperature = validation.positive("start_temperature", start_temperature)
-            if T.temperature_to_probability(start_temperature) >= 1.0 - self.epsilon:
-                limit = float(T.probability_to_temperature(1.0 - self.epsilon))
-                raise ValueError(
-                    "`start_temperature` is so high that its change probability rounds to 1 "
-                    f"(the limit for epsilon={self.epsilon} is {limit:.3f}). "
-                    f"Received: start_temperature={start_temperature!r}"
-                )
-        self.start_temperature: float | str = start_temperature
+        self.start_temperature = _checked_start_temperature(start_temperature, self.epsilon)
         self.gamma = validation.positive("gamma", gamma)
         self.sigma = validation.positive("sigma", sigma, allow_none=True)
         self.target_temperature = validation.callable_or_none(
