@@ -160,8 +160,8 @@ class TestActCooLR:
         expected = np.clip(np.mean(-np.log2(1.0 - stats.norm.cdf((np.log(rate) - mus) / sigmas))), 0.5, 4.0)
         assert controller.history[0]["target_temperature"] == pytest.approx(expected, rel=1e-4)
         # The start temperature is controller state: kept by the optimizer's variables.
-        state = kac.schedules.find_schedule(model.optimizer).state()
-        assert state["start_temperature"] == pytest.approx(expected, rel=1e-4)
+        state = kac.state.controller_state(model.optimizer)["sigma"].read()
+        assert state.start_temperature == pytest.approx(expected, rel=1e-4)
         # The first rate is the network erf model's rate for the chosen start temperature.
         p = 1.0 - 2.0 ** -layer_temperatures.mean(axis=1)
         start = (1.0, float(np.log(rates[np.argmin(np.abs(p - 0.5))])))
@@ -321,7 +321,10 @@ class TestActCooLRSchedule:
         schedule = kac.schedules.find_schedule(restored.optimizer)
         original = kac.schedules.find_schedule(model.optimizer).state()
         assert schedule.state() == pytest.approx(original, nan_ok=True)
-        assert original["sigma"] == pytest.approx(1.1)
+        sigma_state = kac.state.controller_state(model.optimizer)["sigma"].read()
+        restored_sigma = kac.state.controller_state(restored.optimizer)["sigma"].read()
+        assert (restored_sigma.sigma, restored_sigma.pool_done) == (sigma_state.sigma, sigma_state.pool_done)
+        assert sigma_state.sigma == pytest.approx(1.1)
         for step in (5, 6, 7):
             assert float(restored.optimizer.learning_rate if step == 6 else schedule(step)) == pytest.approx(
                 kac.schedules.find_schedule(model.optimizer).value_at(step), rel=1e-6

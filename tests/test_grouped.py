@@ -196,7 +196,7 @@ class TestControllers:
         # Group positions: 16 examples x 4 groups of the 32 channels, at every rate and layer.
         np.testing.assert_array_equal(counts[..., 1], 16 * 4)
         # The pooled state holds the followed measure's counts in its [25, L, 2] shape.
-        pooled = kac.schedules.find_schedule(model.optimizer).pool_counts()
+        pooled = kac.state.controller_state(model.optimizer)["sigma"].read().pool_counts
         assert pooled.shape == (25, 2, 2)
         batches = pooled[0, 0, 1] / (16 * 4)
         assert batches >= 1 and batches == int(batches)

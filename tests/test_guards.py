@@ -3,6 +3,7 @@
 The method page (docs/method.md, "Guards") states the rules these tests check.
 """
 
+import dataclasses
 import math
 import warnings
 
@@ -73,7 +74,8 @@ class Snapshots(keras.callbacks.Callback):
 def guarded(model):
     """Model variables and optimizer slots (not the step count, not the controller state)."""
     optimizer = model.optimizer
-    state = {id(v) for v in kac.schedules.find_schedule(optimizer).variables} | {id(optimizer.iterations)}
+    controller = kac.schedules.find_schedule(optimizer).variables + kac.state.controller_state(optimizer).variables
+    state = {id(v) for v in controller} | {id(optimizer.iterations)}
     return list(model.variables) + [v for v in optimizer.variables if id(v) not in state]
 
 
@@ -237,7 +239,8 @@ def test_a_failure_is_retried_from_the_kept_state_bit_for_bit_with_the_ceiling_u
     before = [r for r in controller.measurements if r["step"] < event["step"]][-1]
     schedule = kac.schedules.find_schedule(model.optimizer).state()
     assert schedule["max_learning_rate"] == pytest.approx(before["max_learning_rate"], rel=1e-6)
-    assert schedule["collapses"] == 0 and history.history["collapses"][-1] == 0
+    collapse = kac.state.controller_state(model.optimizer)["collapse"].read()
+    assert collapse.collapses == 0 and collapse.ceiling is None and history.history["collapses"][-1] == 0
     assert any(f"at step {event['step']}" in str(w.message) for w in caught)
     assert np.isfinite(history.history["loss"][-1])
 
@@ -268,21 +271,24 @@ def test_a_second_failure_soon_after_lowers_the_ceiling():
     assert history.history["collapses"][-1] == 1
     assert np.isfinite(history.history["loss"][-1])
     schedule = kac.schedules.find_schedule(model.optimizer).state()
-    assert schedule["collapses"] == 1
+    collapse = kac.state.controller_state(model.optimizer)["collapse"].read()
+    assert collapse.collapses == 1
     assert schedule["max_learning_rate"] == pytest.approx(event["max_learning_rate"], rel=1e-6)
+    assert collapse.ceiling == pytest.approx(event["max_learning_rate"], rel=1e-6)
 
 
 @pytest.mark.slow
 def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
     model, controller, _, _, _ = collapse_run(lambda k: np.full_like(k, np.nan), corrupt_after=(7, 9))
-    saved = kac.schedules.find_schedule(model.optimizer).state()
+    saved = controller_values(model)
     path = tmp_path / "model.keras"
     model.save(path)
     restored = keras.models.load_model(path)
-    state = kac.schedules.find_schedule(restored.optimizer).state()
+    state = controller_values(restored)
+    assert state.keys() == saved.keys()
     for key, value in saved.items():
-        if isinstance(value, float) and math.isnan(value):
-            assert math.isnan(state[key]), key
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            assert state[key] is None or math.isnan(state[key]), key
         else:
             assert state[key] == pytest.approx(value), key
     # A new controller on the resumed model keeps the lowered ceiling.
@@ -291,9 +297,18 @@ def test_guard_state_survives_save_and_load_and_the_next_fit(tmp_path):
         sigma=1.0, start_temperature=1.0, every_step=2, max_learning_rate=10.0, initial_learning_rate=None
     )
     restored.fit(x, y, batch_size=16, epochs=1, callbacks=[again], verbose=0)
-    assert kac.schedules.find_schedule(restored.optimizer).state()["max_learning_rate"] <= saved[
-        "max_learning_rate"
-    ] * (1 + 1e-6)
+    ceiling = kac.schedules.find_schedule(restored.optimizer).state()["max_learning_rate"]
+    assert ceiling <= saved["rate.max_learning_rate"] * (1 + 1e-6)
+
+
+def controller_values(model):
+    """The rate's state and every part's scalar fields, by `part.field`."""
+    values = {f"rate.{k}": v for k, v in kac.schedules.find_schedule(model.optimizer).state().items()}
+    for name, part in kac.state.controller_state(model.optimizer).parts.items():
+        for key, value in dataclasses.asdict(part.read()).items():
+            if key != "pool_counts":
+                values[f"{name}.{key}"] = value
+    return values
 
 
 class TestGuardsOff:
@@ -434,7 +449,7 @@ def test_a_nan_sample_is_bad_data_the_ceiling_stays_and_training_goes_on():
         before = [r for r in controller.measurements if r["step"] < event["step"]][-1]
         after = next(r for r in controller.measurements if r["step"] > event["step"])
         assert after["max_learning_rate"] == before["max_learning_rate"]
-    assert kac.schedules.find_schedule(model.optimizer).state()["collapses"] == 0
+    assert kac.state.controller_state(model.optimizer)["collapse"].read().collapses == 0
     assert any("bad data" in str(w.message) and f"at step {events[0]['step']}" in str(w.message) for w in caught)
     assert np.isfinite(model.get_layer("logits").kernel.numpy()).all()
     clean = np.median([runs["clean", seed][3] for seed in (3, 4, 5, 6, 7)])
@@ -456,3 +471,56 @@ def test_a_far_too_high_start_recovers():
     assert start["step"] == 0 and start["learning_rate"] == pytest.approx(10.0)
     assert any(e["restored_step"] == 0 for e in controller.events if e["event"] in ("collapse", "retry"))
     assert history.history["loss"][-1] < start["loss"]
+
+
+# ------------------------------------------------------- the rate guards, one by one
+
+
+def rate_update(**changes):
+    base = dict(step=10, rate=0.1, new_rate=0.15, drift=0.01, probability=0.3, sigma=1.0, every_step=5)
+    return kac.callbacks.guards.RateUpdate(**{**base, "total_steps": 100, **changes})
+
+
+class TestRunawayGuardAlone:
+    def guard(self, factor=2.0):
+        part = kac.state.StateVariables(keras.optimizers.SGD(0.1), "runaway", kac.callbacks.guards.RunawayState)
+        return kac.callbacks.guards.RunawayGuard(part, factor, 1e-6), part
+
+    def test_a_rise_is_anchored_and_capped_at_the_factor(self):
+        guard, part = self.guard()
+        limited = guard.limit(rate_update(new_rate=0.5, drift=0.1))
+        # Cap 2 * 0.1: the next rate 0.2, and no drift above it over the 4 steps after.
+        assert (limited.new_rate, limited.drift, limited.runaway) == (pytest.approx(0.2), 0.0, False)
+        state = part.read()
+        assert state.rise_learning_rate == pytest.approx(0.1)
+        assert state.rise_z == pytest.approx(stats.norm.ppf(0.3), rel=1e-6)
+
+    def test_an_unanswered_rise_is_held_and_a_fall_forgets_the_rise(self):
+        guard, part = self.guard()
+        part.write(rise_learning_rate=0.1, rise_z=float(stats.norm.ppf(0.3)))
+        # The rate rose 3x since the anchor and P did not move: the erf model predicted z + ln(3) / sigma.
+        held = guard.limit(rate_update(rate=0.3, new_rate=0.6, probability=0.3))
+        assert (held.new_rate, held.drift, held.runaway) == (0.3, 0.0, True)
+        # A temperature that answered (z up by more than a quarter of ln 3): it may rise, capped.
+        answered = float(stats.norm.cdf(stats.norm.ppf(0.3) + 0.5 * np.log(3.0)))
+        free = guard.limit(rate_update(rate=0.3, new_rate=0.9, drift=0.0, probability=answered))
+        assert (free.new_rate, free.runaway) == (pytest.approx(0.6), False)
+        fall = rate_update(rate=0.3, new_rate=0.2, drift=-0.01)
+        assert guard.limit(fall) == fall and part.read().rise_learning_rate is None
+
+    def test_a_held_rate_passes_unchanged(self):
+        guard, _ = self.guard()
+        update = rate_update(probability=None, new_rate=0.1, drift=0.0)
+        assert guard.limit(update) == update
+
+
+class TestFinalAnnealAlone:
+    def test_before_the_tail_nothing_changes_just_before_no_rise_then_the_line_to_zero(self):
+        anneal = kac.callbacks.guards.FinalAnneal(0.1)  # the tail starts at step 90 of 100
+        early = rate_update(step=80)  # 80 + 5 < 90
+        assert anneal.limit(early) == early
+        before = anneal.limit(rate_update(step=86))  # its interval reaches into the tail
+        assert (before.new_rate, before.drift) == (0.1, 0.0)
+        inside = anneal.limit(rate_update(step=95, new_rate=0.2, drift=0.01))
+        # The line from 0.1 at step 95 to 0 at step 100: 0.08 on step 96, falling by 0.02 per step.
+        assert (inside.new_rate, inside.drift) == (pytest.approx(0.08), pytest.approx(-0.02))

@@ -8,6 +8,7 @@ momentum of each trainable variable.
 """
 
 import io
+import math
 import shutil
 import sys
 import zipfile
@@ -69,13 +70,56 @@ def read_store(store: h5py.File) -> dict:
 
 
 def loaded_state(model: keras.Model) -> dict:
-    schedule = kac.schedules.find_schedule(model.optimizer)
-    return schedule.state()
+    """The loaded state, read through the typed state of each part, by the meaning of 0.2.0's fields.
+
+    0.2.0 wrote "unknown" as a number: sigma, start temperature and the start of a rise 0, the
+    loss statistics NaN; the named state reads `None` there.
+    """
+    rate = kac.schedules.find_schedule(model.optimizer).read()
+    parts = kac.state.controller_state(model.optimizer)
+    sigma, collapse, runaway = (parts[name].read() for name in ("sigma", "collapse", "runaway"))
+
+    def unknown_as(value, sentinel):
+        return sentinel if value is None else value
+
+    return {
+        "anchor_step": rate.anchor_step,
+        "anchor_learning_rate": rate.anchor_learning_rate,
+        "drift": rate.drift,
+        "min_learning_rate": rate.min_learning_rate,
+        "max_learning_rate": rate.max_learning_rate,
+        "sigma": unknown_as(sigma.sigma, 0.0),
+        "collapses": collapse.collapses,
+        "loss_average": unknown_as(collapse.loss_average, math.nan),
+        "loss_count": collapse.loss_count,
+        "loss_reference": unknown_as(collapse.loss_reference, math.nan),
+        "loss_minimum": unknown_as(collapse.loss_minimum, math.nan),
+        "rise_learning_rate": unknown_as(runaway.rise_learning_rate, 0.0),
+        "rise_z": runaway.rise_z,
+        "start_temperature": unknown_as(sigma.start_temperature, 0.0),
+        "pool_examples": sigma.pool_examples,
+        "pool_batches": sigma.pool_batches,
+        "pool_done": int(sigma.pool_done),
+        # 0.2.0 kept the automatic ceiling in `max_learning_rate`; now it is the estimator's own field.
+        "ceiling": sigma.ceiling,
+    }
+
+
+def pool_counts(model: keras.Model) -> np.ndarray:
+    return kac.state.controller_state(model.optimizer)["sigma"].read().pool_counts
 
 
 def momentums(model: keras.Model) -> list:
     optimizer = model.optimizer
     return [keras.ops.convert_to_numpy(optimizer.momentums[i]) for i in range(len(optimizer.momentums))]
+
+
+def check_ceiling(state: dict, old: dict) -> None:
+    """A ceiling below 100 that 0.2.0 set with an estimated sigma and no collapse was the automatic one."""
+    if old["collapses"] == 0 and old["sigma"] > 0 and old["max_learning_rate"] < 100.0:
+        assert state["ceiling"] == old["max_learning_rate"]
+    else:
+        assert state["ceiling"] is None
 
 
 def check(model: keras.Model, reference: dict) -> None:
@@ -87,8 +131,8 @@ def check(model: keras.Model, reference: dict) -> None:
     state = loaded_state(model)
     for key, value in reference["state"].items():
         np.testing.assert_allclose(state[key], value, rtol=0, atol=0, err_msg=key)
-    schedule = kac.schedules.find_schedule(model.optimizer)
-    np.testing.assert_array_equal(schedule.pool_counts(), reference["pool"])
+    check_ceiling(state, reference["state"])
+    np.testing.assert_array_equal(pool_counts(model), reference["pool"])
     for got, want in zip(momentums(model), reference["momentums"]):
         np.testing.assert_array_equal(got, want)
 
@@ -121,7 +165,7 @@ class CaptureAtStart(keras.callbacks.Callback):
             self.state = {
                 "iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
                 "schedule": loaded_state(model),
-                "pool": kac.schedules.find_schedule(model.optimizer).pool_counts(),
+                "pool": pool_counts(model),
                 "momentums": momentums(model),
                 "weights": {n: keras.ops.convert_to_numpy(model.get_layer(n).kernel) for n in LAYERS},
             }
@@ -151,6 +195,7 @@ def test_backup_of_0_2_0_restores_its_state(fresh_session, tmp_path):
     assert capture.state["iterations"] == reference["iterations"]
     for key, value in reference["state"].items():
         np.testing.assert_array_equal(capture.state["schedule"][key], value, err_msg=key)
+    check_ceiling(capture.state["schedule"], reference["state"])
     np.testing.assert_array_equal(capture.state["pool"], reference["pool"])
     for got, want in zip(capture.state["momentums"], reference["momentums"]):
         np.testing.assert_array_equal(got, want)

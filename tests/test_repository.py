@@ -616,17 +616,9 @@ def package_oversized(package_dir):
     return found
 
 
-#: Today's modules, classes and functions over the limits, in files being rewritten for issue 19.
-#: The lead empties this list when those rewrites are merged; no entry may be added.
-OVERSIZED_ALLOWED = {
-    # The controller in parts (issue 19, part 2).
-    "keras_actcoolr/callbacks/actcoolr.py",
-    "keras_actcoolr/callbacks/actcoolr.py::ActCooLR",
-    "keras_actcoolr/callbacks/actcoolr.py::ActCooLR.__init__",
-    "keras_actcoolr/callbacks/actcoolr.py::ActCooLR.on_measurement",
-    # The schedule holds the rate only (issue 19, part 1).
-    "keras_actcoolr/schedules.py",
-}
+#: Modules, classes and functions allowed over the limits (none since issue 19's rewrite).
+#: Empty: add an entry here only with the issue that splits it.
+OVERSIZED_ALLOWED: set[str] = set()
 
 
 class TestSizes:

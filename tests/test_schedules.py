@@ -227,15 +227,19 @@ class TestBindSchedule:
         inner = keras.optimizers.SGD(schedule, momentum=0.9)
         optimizer = keras.optimizers.LossScaleOptimizer(inner) if wrapped else inner
         assert kac.schedules.bind_schedule(optimizer) is schedule
-        # The controller state documented in docs/method.md#the-static-controller, one variable each.
-        assert sorted(v.name for v in schedule.variables) == sorted(
-            f"actcoolr_{key}"
-            for key in (
-                "anchor_step", "anchor_learning_rate", "drift", "min_learning_rate", "max_learning_rate", "sigma",
-                "collapses", "loss_average", "loss_count", "loss_reference", "loss_minimum", "rise_learning_rate",
-                "rise_z", "start_temperature", "pool_examples", "pool_batches", "pool_done",
-            )
+        # The schedule holds the rate only (docs/method.md#the-static-controller), one variable each.
+        assert [v.name for v in schedule.variables] == [
+            f"actcoolr_rate_{key}"
+            for key in ("anchor_step", "anchor_learning_rate", "drift", "min_learning_rate", "max_learning_rate")
+        ]
+        # The controller parts' state: one variable per field, named after its part.
+        parts = kac.state.controller_state(optimizer)
+        assert sorted(v.name for v in parts.variables) == sorted(
+            [f"actcoolr_sigma_{k}" for k in ("sigma", "start_temperature", "ceiling", "pool_examples", "pool_batches", "pool_done")]
+            + [f"actcoolr_collapse_{k}" for k in ("collapses", "ceiling", "loss_average", "loss_count", "loss_reference", "loss_minimum")]
+            + ["actcoolr_runaway_rise_learning_rate", "actcoolr_runaway_rise_z"]
         )  # fmt: skip
+        assert {id(v) for v in parts.variables} <= {id(v) for v in inner.variables}
         assert {id(v) for v in schedule.variables} <= {id(v) for v in inner.variables}
         # Binding again keeps the same variables.
         variables = [id(v) for v in schedule.variables]
@@ -246,11 +250,12 @@ class TestBindSchedule:
         schedule = kac.ActCooLRSchedule(0.2)
         optimizer = keras.optimizers.SGD(schedule)
         kac.schedules.bind_schedule(optimizer, layers=3)
-        (pool,) = [v for v in schedule.variables if v.name == "actcoolr_pool_counts"]
+        sigma = kac.state.controller_state(optimizer)["sigma"]
+        (pool,) = [v for v in sigma.variables if v.name == "actcoolr_sigma_pool_counts"]
         assert tuple(pool.shape) == (25, 3, 2) and pool.dtype == "float64"
         counts = np.arange(150, dtype=np.float64).reshape(25, 3, 2)
-        schedule.assign_pool_counts(counts)
-        np.testing.assert_array_equal(schedule.pool_counts(), counts)
+        sigma.write(pool_counts=counts)
+        np.testing.assert_array_equal(sigma.read().pool_counts, counts)
 
     @pytest.mark.parametrize("learning_rate", [0.1, kac.StepDecay(0.1, step_size=5)], ids=["float", "other_schedule"])
     def test_other_learning_rates_bind_nothing(self, learning_rate):
@@ -263,7 +268,7 @@ class TestBindSchedule:
         schedule = kac.schedules.bind_schedule(keras.optimizers.SGD(kac.ActCooLRSchedule(0.2)))
         assert schedule.state()["drift"] == 0.0
         # As a checkpoint restore does: the variable changes without the schedule's knowledge.
-        (drift,) = [v for v in schedule.variables if v.name.endswith("actcoolr_drift")]
+        (drift,) = [v for v in schedule.variables if v.name.endswith("actcoolr_rate_drift")]
         drift.assign(0.25)
         assert schedule.state()["drift"] == 0.25
         assert schedule.value_at(schedule.state()["anchor_step"] + 4) == pytest.approx(0.2 + 4 * 0.25)

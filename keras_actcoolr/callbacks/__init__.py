@@ -13,6 +13,7 @@ from keras_actcoolr.callbacks.actcoolr import (
     ActCooLR,
 )
 from keras_actcoolr.callbacks.base import MeasuringCallback
+from keras_actcoolr.callbacks.controller import ControllerCallback
 from keras_actcoolr.callbacks.dynamic import DYNAMIC_START_PROBABILITY, DynamicActCooLR
 from keras_actcoolr.callbacks.logger import TemperatureLogger, heat_map_image
 from keras_actcoolr.callbacks.one_cycle_momentum import OneCycleMomentum
@@ -27,6 +28,7 @@ __all__ = [
     "LOSS_AVERAGE_WEIGHT",
     "SIGMA_EXAMPLES",
     "ActCooLR",
+    "ControllerCallback",
     "DynamicActCooLR",
     "MeasuringCallback",
     "OneCycleMomentum",

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 
 import numpy as np
 
 from keras_actcoolr import temperature as T
-from keras_actcoolr.callbacks.base import MeasuringCallback, bind_controller
-from keras_actcoolr.measurement import DEFAULT_MEASURE, check_measure, record_measure
-from keras_actcoolr.schedules import ActCooLRSchedule
+from keras_actcoolr import validation
+from keras_actcoolr.callbacks.controller import ControllerCallback
+from keras_actcoolr.measurement import DEFAULT_MEASURE, record_measure
 
 __all__ = ["DynamicActCooLR"]
 
@@ -19,7 +17,7 @@ __all__ = ["DynamicActCooLR"]
 DYNAMIC_START_PROBABILITY = float(T.temperature_to_probability(3.03))
 
 
-class DynamicActCooLR(MeasuringCallback):
+class DynamicActCooLR(ControllerCallback):
     """Dynamic ActCooLR: plain SGD on the learning rate towards a target change probability.
 
     The controller of the supplementary material's section D, which needs no
@@ -52,7 +50,10 @@ class DynamicActCooLR(MeasuringCallback):
     of groups of 8 channels (see `keras_actcoolr.APTReLU`), which do not
     saturate on wide layers.
 
-    `history` holds one record per measurement (see `TemperatureLogger`),
+    It allocates no state of its own: the rate's anchor, drift and bounds
+    are the schedule's (`keras_actcoolr.schedules.RateState`).
+
+    `measurements` holds one record per measurement (see `TemperatureLogger`),
     extended by `probability`, `target_probability`, `learning_rate_step`,
     `next_learning_rate` and `measure`.
 
@@ -92,9 +93,6 @@ class DynamicActCooLR(MeasuringCallback):
             received value.
     """
 
-    #: `APTModel.fit` refuses other callbacks that set the rate next to a callback that says True here.
-    drives_learning_rate = True
-
     def __init__(
         self,
         start_probability: float = DYNAMIC_START_PROBABILITY,
@@ -106,58 +104,16 @@ class DynamicActCooLR(MeasuringCallback):
         max_learning_rate: float = 100.0,
         measure: str = DEFAULT_MEASURE,
     ) -> None:
-        super().__init__(every_step)
-        self.measure = check_measure(measure)
-        if (
-            isinstance(start_probability, bool)
-            or not isinstance(start_probability, numbers.Real)
-            or not (0.0 < start_probability < 1.0)
-        ):
-            raise ValueError(
-                f"`start_probability` must be a number in (0, 1). Received: start_probability={start_probability}"
-            )
-        self.start_probability = float(start_probability)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (math.isfinite(rate) and rate > 0):
-            raise ValueError(f"`rate` must be a positive finite number. Received: rate={rate}")
-        self.rate = float(rate)
-        if target_probability is not None and not callable(target_probability):
-            raise ValueError(
-                "`target_probability` must be a callable `progress -> probability` or None. "
-                f"Received: target_probability={target_probability}"
-            )
-        self.target_probability = target_probability
-        if total_steps is not None and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1
-        ):
-            raise ValueError(f"`total_steps` must be an integer >= 1 or None. Received: total_steps={total_steps}")
-        self.total_steps = None if total_steps is None else int(total_steps)
-        if (
-            isinstance(min_learning_rate, bool)
-            or not isinstance(min_learning_rate, numbers.Real)
-            or not (math.isfinite(min_learning_rate) and min_learning_rate >= 0)
-        ):
-            raise ValueError(
-                f"`min_learning_rate` must be a finite number >= 0. Received: min_learning_rate={min_learning_rate}"
-            )
-        self.min_learning_rate = float(min_learning_rate)
-        if (
-            isinstance(max_learning_rate, bool)
-            or not isinstance(max_learning_rate, numbers.Real)
-            or not (math.isfinite(max_learning_rate) and max_learning_rate > self.min_learning_rate)
-        ):
-            raise ValueError(
-                "`max_learning_rate` must be a finite number greater than `min_learning_rate`. "
-                f"Received: min_learning_rate={min_learning_rate}, max_learning_rate={max_learning_rate}"
-            )
-        self.max_learning_rate = float(max_learning_rate)
+        super().__init__(every_step, total_steps, min_learning_rate, max_learning_rate, measure)
+        self.start_probability = validation.real_in("start_probability", start_probability, 0.0, 1.0)
+        self.rate = validation.positive("rate", rate)
+        self.target_probability = validation.callable_or_none(
+            "target_probability", target_probability, "progress -> probability"
+        )
         self._curve = target_probability or T.linear_probability_curve(self.start_probability)
-        self._schedule: ActCooLRSchedule | None = None
-        self._steps: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        schedule, self._steps = bind_controller(self)
-        schedule.assign(min_learning_rate=self.min_learning_rate, max_learning_rate=self.max_learning_rate)
-        self._schedule = schedule
+        self.bind().assign(min_learning_rate=self.min_learning_rate, max_learning_rate=self.max_learning_rate)
         super().on_train_begin(logs)
 
     def target(self, progress: float) -> float:
@@ -169,7 +125,7 @@ class DynamicActCooLR(MeasuringCallback):
 
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
         step = record["step"]
-        target = self.target(min(step / self._steps, 1.0))
+        target = self.target(self.progress(step))
         # Section D of the supplementary material follows the mean of the layer probabilities.
         layers = record_measure(record, self.measure)[0]
         probability = T.control_probability(list(layers.values()), mean_of_probabilities=True)
@@ -180,8 +136,8 @@ class DynamicActCooLR(MeasuringCallback):
         # A step longer than the whole range only pins the rate to a bound; kept finite in float32.
         reach = min(self.max_learning_rate, T.FLOAT32_MAX) - self.min_learning_rate
         rate_step = float(np.clip(rate_step, -reach, reach))
-        self._schedule.assign(anchor_step=step + 1, anchor_learning_rate=new_rate, drift=rate_step)
-        self.history.append(
+        self.schedule.assign(anchor_step=step + 1, anchor_learning_rate=new_rate, drift=rate_step)
+        self.record_measurement(
             dict(
                 record,
                 probability=probability,

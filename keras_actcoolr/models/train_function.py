@@ -29,6 +29,7 @@ from keras_actcoolr.measurement import Measurement, RangeCounts
 from keras_actcoolr.models import step as S
 from keras_actcoolr.models.observers import AnalysisMode, MeasurementObserver
 from keras_actcoolr.schedules import ActCooLRSchedule, find_schedule
+from keras_actcoolr.state import controller_state
 
 __all__ = ["BEFORE_STEP_LEARNING_RATE", "MeasuringTrainFunction", "single_step_function"]
 
@@ -233,9 +234,9 @@ class MeasuringTrainFunction:
         logs["temperature"] = self.last["temperature"]
         schedule = find_schedule(self.model.optimizer)
         if isinstance(schedule, ActCooLRSchedule) and schedule.built:
-            state = schedule.state()  # one read of the variables per call
-            logs["learning_rate"] = schedule.value_at(step, state)
-            logs["collapses"] = state["collapses"]
+            logs["learning_rate"] = schedule.value_at(step)
+            state = controller_state(self.model.optimizer)
+            logs["collapses"] = 0 if state is None else state["collapse"].get("collapses")
         else:
             logs["learning_rate"] = self.learning_rate_at(step)
         return logs
