@@ -287,6 +287,7 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
     final_loss = val_accuracy = test_accuracy = None
     finite_outputs = False
     records: list = []
+    events: list = []
     losses: list = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -316,7 +317,8 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
             val_accuracy, _ = accuracy_and_finite(model, data.x_val, data.y_val)
             test_accuracy, finite_outputs = accuracy_and_finite(model, data.x_test, data.y_test)
             if controller is not None:
-                records = list(controller.history)
+                records = list(controller.measurements)
+                events = list(controller.events)
         except Exception as exception:  # noqa: BLE001 - a run that raises is a result (collapsed), not the end
             error = f"{type(exception).__name__}: {exception}"
     messages = sorted(
@@ -335,6 +337,7 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
         cpu_seconds=time.process_time() - cpu_started,
         warnings=messages[:10],
         records=records,
+        events=events,
     )
     if records:
         rates = [r["learning_rate"] for r in records]

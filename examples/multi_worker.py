@@ -36,6 +36,7 @@ the same on every worker.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -53,6 +54,16 @@ import keras_actcoolr as kac
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quickstart import load_digits, split_train_test  # noqa: E402  (the example next to this one)
+
+
+def controller_values(optimizer):
+    """The rate's state and every controller part's scalar fields (`part.field`), as Python numbers or None."""
+    values = dict(kac.schedules.find_schedule(optimizer).state())
+    for name, part in kac.state.controller_state(optimizer).parts.items():
+        for field, value in dataclasses.asdict(part.read()).items():
+            if value is None or np.ndim(value) == 0:
+                values[f"{name}.{field}"] = None if value is None else float(value)
+    return values
 
 
 def load_data(synthetic: bool, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -219,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         "resumed_from_step": start,
         "steps": steps,
         "final_learning_rate": schedule.value_at(steps),
-        "controller_state": schedule.state(),
+        "controller_state": controller_values(model.optimizer),
         "history": controller.measurements,
         "events": controller.events,
         "test_accuracy": float(np.mean(predictions == y_test)),

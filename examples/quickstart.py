@@ -197,8 +197,7 @@ def train(name: str, args: argparse.Namespace, data: tuple) -> dict:
     seconds = time.perf_counter() - started
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     # ActCooLR's history also holds its collapse events, if any: keep the measurements.
-    records = [record for record in controller.history if "event" not in record]
-    events = [record for record in controller.history if "event" in record]
+    records, events = controller.measurements, controller.events
     return {
         "name": name,
         "test_accuracy": float(accuracy),

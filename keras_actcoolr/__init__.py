@@ -3,7 +3,7 @@
 Reference: "ActCooLR: High-Level Learning Rate Schedules using Activation Pattern Temperature".
 """
 
-from keras_actcoolr import temperature
+from keras_actcoolr import state, temperature
 from keras_actcoolr.analysis import RangeAnalysis, lr_range_analysis, measure_temperature
 from keras_actcoolr.callbacks import (
     ActCooLR,
@@ -35,5 +35,6 @@ __all__ = [
     "convert",
     "lr_range_analysis",
     "measure_temperature",
+    "state",
     "temperature",
 ]

@@ -325,7 +325,7 @@ def _run_facts(model: keras.Model, distribution: tf.distribute.Strategy, control
     """The replicas, devices, parameters and last sigma of a run, for `results.json`."""
     sigma = None
     if controller is not None:
-        sigma = next((r["sigma"] for r in reversed(controller.history) if "sigma" in r), None)
+        sigma = next((r["sigma"] for r in reversed(controller.measurements) if "sigma" in r), None)
     return {
         "replicas": distribution.num_replicas_in_sync,
         "devices": [d.name for d in tf.config.list_logical_devices()],
