@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import keras
@@ -91,17 +90,16 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
             )
         self.step_size = None if step_size is None else validation.integer_at_least_one("step_size", step_size)
         if boundaries is not None:
-            values = list(boundaries)
-            if (
-                not values
-                or any(isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1 for b in values)
-                or any(a >= b for a, b in zip(values, values[1:]))
-            ):
+            try:
+                values = [validation.integer("boundaries", b) for b in boundaries]
+            except ValueError:
+                values = []  # one message for the whole list, below
+            if not values or any(a >= b for a, b in zip(values, values[1:])):
                 raise ValueError(
                     "`boundaries` must be a non-empty increasing list of integers >= 1. "
                     f"Received: boundaries={boundaries!r}"
                 )
-            boundaries = [int(b) for b in values]
+            boundaries = values
         self.boundaries = boundaries
         self.name = name
 
@@ -247,22 +245,11 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         self.initial_learning_rate, self.maximal_learning_rate = _rising_rates(
             initial_learning_rate, maximal_learning_rate
         )
-        self.total_steps = validation.integer_at_least_one("total_steps", total_steps)
-        if self.total_steps < 2:
-            raise ValueError(f"`total_steps` must be an integer >= 2. Received: total_steps={total_steps!r}")
-        if isinstance(t_max, bool) or not isinstance(t_max, numbers.Real) or not 0.0 < t_max < 1.0:
-            raise ValueError(f"`t_max` must be a number in (0, 1). Received: t_max={t_max!r}")
-        self.t_max = float(t_max)
-        if (
-            isinstance(final_learning_rate, bool)
-            or not isinstance(final_learning_rate, numbers.Real)
-            or not 0.0 <= final_learning_rate < self.maximal_learning_rate
-        ):
-            raise ValueError(
-                "`final_learning_rate` must be a number in [0, maximal_learning_rate). "
-                f"Received: final_learning_rate={final_learning_rate!r}"
-            )
-        self.final_learning_rate = float(final_learning_rate)
+        self.total_steps = validation.integer("total_steps", total_steps, minimum=2)
+        self.t_max = validation.real_in("t_max", t_max, 0.0, 1.0)
+        self.final_learning_rate = validation.real_in(
+            "final_learning_rate", final_learning_rate, 0.0, self.maximal_learning_rate, low_open=False
+        )
         self.name = name
 
     def __call__(self, step: Any) -> Any:

@@ -9,8 +9,6 @@ with `DynamicActCooLR`).
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 
 from keras_actcoolr import temperature as T
@@ -312,11 +310,15 @@ class ActCooLR(StaticController):
     def target(self, progress: float) -> float:
         """Target temperature at `progress` in [0, 1]."""
         if self.target_temperature is not None:
-            value = self.target_temperature(progress)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-                raise ValueError(
-                    "`target_temperature` must return a finite number >= 0. "
-                    f"Received: {value!r} at progress={progress!r}"
-                )
-            return float(value)
+            return _target_value(self.target_temperature(progress), progress)
         return float(T.target_temperature(progress, self.start_in_force(), self.gamma))
+
+
+def _target_value(value: object, progress: float) -> float:
+    """A user's `target_temperature(progress)` as a float, or a ValueError naming the progress."""
+    try:
+        return validation.non_negative("target_temperature(progress)", value)
+    except ValueError:
+        raise ValueError(
+            f"`target_temperature` must return a finite number >= 0. Received: {value!r} at progress={progress!r}"
+        ) from None
