@@ -196,8 +196,11 @@ def train(name: str, args: argparse.Namespace, data: tuple) -> dict:
     )
     seconds = time.perf_counter() - started
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    # ActCooLR's history also holds its collapse events, if any: keep the measurements.
-    records, events = controller.measurements, controller.events
+    # A controller keeps its measurements and its events (collapses, ...) apart; a logger only measures.
+    if isinstance(controller, kac.callbacks.ControllerCallback):
+        records, events = controller.measurements, controller.events
+    else:
+        records, events = controller.history, []
     return {
         "name": name,
         "test_accuracy": float(accuracy),

@@ -4,6 +4,7 @@ import math
 
 import keras
 import numpy as np
+import pytest
 
 import keras_actcoolr as kac
 
@@ -53,3 +54,21 @@ class LearningRateRecorder(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         self.rates.append(float(optimizer.learning_rate))
         self.momenta.append(float(getattr(optimizer, "momentum", getattr(optimizer, "beta_1", math.nan))))
+
+
+def assert_same_state(state, expected, step=None, rel=1e-9, loss_rel=1e-5):
+    """Two controller states (`{"part.field": value}`): equal, but the collapse guard's loss statistics.
+
+    Those read the measured batch's loss off Keras' float32 loss tracker (a
+    difference of its running sum), whose rounding depends on the sum so far,
+    which a resumed epoch starts again: they agree to `loss_rel`. A field that
+    is unknown (None) is unknown in both; NaN equals NaN.
+    """
+    assert set(state) == set(expected), step
+    unknown = {k for k, v in expected.items() if v is None}
+    assert {k for k, v in state.items() if v is None} == unknown, step
+    known = set(state) - unknown
+    exact = {k: state[k] for k in known if "loss_" not in k}
+    assert exact == pytest.approx({k: expected[k] for k in exact}, rel=rel, abs=1e-12, nan_ok=True), step
+    for key in known - set(exact):
+        assert state[key] == pytest.approx(expected[key], rel=loss_rel, nan_ok=True), (step, key)

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from controller_helpers import assert_same_state
 from scipy import stats
 
 import keras_actcoolr as kac
@@ -98,24 +99,6 @@ def load_run(tmp_path, name):
     with np.load(tmp_path / f"{name}.npz") as weights:
         result["weights"] = [weights[key] for key in weights.files]
     return result
-
-
-def assert_same_state(state, expected, rel=1e-9, loss_rel=1e-5):
-    """The controller state: exact, but the collapse guard's loss statistics.
-
-    Those read the measured batch's loss off Keras' float32 loss tracker (a
-    difference of its running sum), whose rounding depends on the sum so far,
-    which a resumed epoch starts again. A field that is unknown (None) is
-    unknown in both.
-    """
-    assert set(state) == set(expected)
-    unknown = {k for k, v in expected.items() if v is None}
-    assert {k for k, v in state.items() if v is None} == unknown
-    known = set(state) - unknown
-    exact = {k: state[k] for k in known if ".loss_" not in k}
-    assert exact == pytest.approx({k: expected[k] for k in exact}, rel=rel, abs=1e-12)
-    for key in known - set(exact):
-        assert state[key] == pytest.approx(expected[key], rel=loss_rel, nan_ok=True), key
 
 
 def assert_same_records(records, reference, rel):

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from controller_helpers import assert_same_state
 
 import keras_actcoolr as kac
 
@@ -113,20 +114,6 @@ class StopAtStep(keras.callbacks.Callback):
 def fit(model, start, callbacks):
     data = stream(start)
     model.fit(data, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH, callbacks=callbacks, shuffle=False, verbose=0)
-
-
-def assert_same_state(state, expected, step=None):
-    """The controller state: exact, but the collapse guard's loss statistics.
-
-    Those read the measured batch's loss off Keras' float32 loss tracker (a
-    difference of its running sum), whose rounding depends on the sum so far,
-    which a resumed epoch starts again.
-    """
-    exact = {k: v for k, v in state.items() if "loss_" not in k}
-    expected_exact = {k: v for k, v in expected.items() if "loss_" not in k}
-    assert exact == pytest.approx(expected_exact, rel=1e-9, abs=1e-12, nan_ok=True), step
-    for key in set(state) - set(exact):
-        assert state[key] == pytest.approx(expected[key], rel=1e-5, nan_ok=True), (step, key)
 
 
 def assert_same_records(records, reference, rel):
