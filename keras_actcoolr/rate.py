@@ -20,7 +20,7 @@ import numpy as np
 from keras_actcoolr import validation
 from keras_actcoolr.state import StateVariables, controller_state, load_optimizer_variables, state_field
 
-__all__ = ["ActCooLRSchedule", "RateState", "bind_schedule", "find_schedule", "unwrapped_optimizer"]
+__all__ = ["ActCooLRSchedule", "RateState", "bind_schedule", "find_schedule", "rate_at", "unwrapped_optimizer"]
 
 
 def unwrapped_optimizer(optimizer: Any) -> Any:
@@ -90,6 +90,34 @@ class RateState:
     drift: float = state_field("float32", 0.0)
     min_learning_rate: float = state_field("float32", 0.0)
     max_learning_rate: float = state_field("float32", math.inf)
+
+
+def rate_at(
+    step: Any,
+    anchor_step: Any,
+    anchor_learning_rate: Any,
+    drift: Any,
+    min_learning_rate: Any,
+    max_learning_rate: Any,
+    xp: Any = keras.ops,
+) -> Any:
+    """The rate of `ActCooLRSchedule` at `step`: the one formula of the traced rate and of `value_at`.
+
+    ```python
+    rate = clip(anchor_learning_rate + drift * max(step - anchor_step, 0), min_learning_rate, max_learning_rate)
+    ```
+
+    with no drift on the anchor step itself (no `drift * 0`, NaN for an
+    infinite drift). `xp` is `keras.ops` (float32 tensors, in the optimizer's
+    step) or `numpy` (float64, for the controller between steps).
+    """
+    if xp is keras.ops:
+        elapsed = keras.ops.maximum(keras.ops.cast(step, "int64") - anchor_step, 0)
+        elapsed_steps = keras.ops.cast(elapsed, "float32")
+    else:
+        elapsed = elapsed_steps = float(max(int(step) - int(anchor_step), 0))
+    offset = xp.where(elapsed > 0, drift * elapsed_steps, 0.0)
+    return xp.clip(anchor_learning_rate + offset, min_learning_rate, max_learning_rate)
 
 
 @keras.saving.register_keras_serializable(package="keras_actcoolr")
@@ -164,11 +192,7 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step: Any) -> Any:
         if self._rate is None:
             return keras.ops.convert_to_tensor(self.initial_learning_rate, "float32")
-        anchor_step, anchor, drift, low, high = self._rate.variables
-        elapsed = keras.ops.maximum(keras.ops.cast(step, "int64") - anchor_step, 0)
-        # No drift on the anchor step itself (no `drift * 0`, NaN for an infinite drift).
-        offset = keras.ops.where(elapsed > 0, drift * keras.ops.cast(elapsed, "float32"), 0.0)
-        return keras.ops.clip(anchor + offset, low, high)
+        return rate_at(step, *self._rate.variables)
 
     # ----------------------------------------------- controller side (eager)
 
@@ -237,9 +261,8 @@ class ActCooLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         s = self.read() if state is None else state
         if isinstance(s, dict):
             s = RateState(**s)
-        elapsed = max(step - s.anchor_step, 0)
-        rate = s.anchor_learning_rate + (s.drift * elapsed if elapsed > 0 else 0.0)
-        return float(min(max(rate, s.min_learning_rate), s.max_learning_rate))
+        bounds = (s.min_learning_rate, s.max_learning_rate)
+        return float(rate_at(step, s.anchor_step, s.anchor_learning_rate, s.drift, *bounds, xp=np))
 
     def _require_built(self) -> None:
         if self._rate is None:
