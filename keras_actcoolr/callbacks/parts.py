@@ -141,9 +141,11 @@ class ControllerParts(ControllerCallback):
             loss = float(loss)
         except (TypeError, ValueError):
             return
-        if math.isfinite(loss) or not self._loss_finite:
-            self._loss_finite = True if math.isfinite(loss) else self._loss_finite
+        if math.isfinite(loss):
+            self._loss_finite = True
             return
+        if not self._loss_finite:
+            return  # the running loss stays non-finite once it turned: handled at the step that turned it
         step = self._optimizer_step() - 1
         if step <= self.collapse.handled:
             return  # handled in `on_divergence`; the metrics were reset
