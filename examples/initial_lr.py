@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     print(
         f"\nActCooLR from different initial learning rates on scikit-learn digits "
-        f"(T0 = {run_args.start_temperature:g}, gamma = {run_args.gamma:g}, {epochs} epochs, seed {run_args.seed})"
+        f"(T0 = {run_args.start_temperature or 'the default'}, gamma = {run_args.gamma:g}, {epochs} epochs, seed {run_args.seed})"
     )
     for row in [header, *rows]:
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -3,10 +3,17 @@
 import keras
 import numpy as np
 import pytest
+from controller_helpers import converted, data
 from scipy import optimize, stats
 
 import keras_actcoolr as kac
-from keras_actcoolr.callbacks.sigma import FALLBACK_SIGMA, SigmaEstimator, SigmaState
+from keras_actcoolr.callbacks.sigma import (
+    FALLBACK_SIGMA,
+    SigmaEstimator,
+    SigmaState,
+    default_start_temperature,
+    momentum_start_temperature,
+)
 from keras_actcoolr.state import StateVariables
 
 RATES = kac.temperature.RANGE_LEARNING_RATES
@@ -93,3 +100,43 @@ class TestCeiling:
         with pytest.warns(UserWarning, match="`min_learning_rate` wins"):
             assert part.set_ceiling(0.001, in_force=100.0, minimum=0.5) is None
         assert part.read().ceiling is None
+
+
+class TestDefaultStartTemperature:
+    """`ActCooLR(start_temperature=None)`: `2 - log10(min(1 / (1 - momentum), 10))` for SGD, 1 otherwise."""
+
+    @pytest.mark.parametrize(
+        "momentum, expected",
+        # By hand: 1 / (1 - m) is 1, 2, 5, 10 and 100 (capped at 10); log10 of them 0, 0.30103, 0.69897, 1, 1.
+        [(0.0, 2.0), (0.5, 1.69897), (0.8, 1.30103), (0.9, 1.0), (0.99, 1.0)],
+    )
+    def test_momentum_start_temperature(self, momentum, expected):
+        assert momentum_start_temperature(momentum) == pytest.approx(expected, abs=1e-5)
+
+    @pytest.mark.parametrize(
+        "optimizer, expected",
+        [
+            (lambda: keras.optimizers.SGD(0.1), 2.0),
+            (lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), 1.0),
+            (lambda: keras.optimizers.SGD(0.1, momentum=0.5), 2.0 - np.log10(2.0)),
+            (lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)), 2.0),
+            (lambda: keras.optimizers.Adam(), 1.0),
+            (lambda: keras.optimizers.RMSprop(momentum=0.0), 1.0),  # adaptive: not plain SGD
+        ],
+    )
+    def test_default_start_temperature_of_an_optimizer(self, optimizer, expected):
+        assert default_start_temperature(optimizer()) == pytest.approx(expected, rel=1e-12)
+
+    @pytest.mark.parametrize("momentum, given, expected", [(0.0, None, 2.0), (0.9, None, 1.0), (0.0, 1.5, 1.5)])
+    def test_the_target_curve_starts_there(self, momentum, given, expected):
+        x, y = data()
+        model = converted(momentum=momentum)
+        controller = kac.ActCooLR(start_temperature=given, every_step=2, sigma=1.0)
+        assert controller.start_in_force() == (1.0 if given is None else given)  # before a fit: no optimizer yet
+        model.fit(x, y, batch_size=40, epochs=1, callbacks=[controller], verbose=0)
+        assert controller.measurements[0]["target_temperature"] == pytest.approx(expected, rel=1e-12)
+        assert controller.start_in_force() == pytest.approx(expected, rel=1e-12)
+
+    def test_a_bad_start_temperature_names_the_choices(self):
+        with pytest.raises(ValueError, match='"auto" or None'):
+            kac.ActCooLR(start_temperature="hot")

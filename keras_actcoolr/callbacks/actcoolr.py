@@ -19,6 +19,8 @@ from keras_actcoolr.callbacks.sigma import (
     AUTO_CEILING_FACTOR,
     FALLBACK_SIGMA,
     FALLBACK_START_TEMPERATURE,
+    MOMENTUM_START_TEMPERATURE,
+    PLAIN_SGD_START_TEMPERATURE,
     SIGMA_EXAMPLES,
 )
 from keras_actcoolr.callbacks.static import StaticController
@@ -33,6 +35,8 @@ __all__ = [
     "HEALTHY_RATE_SLACK",
     "LOSS_AVERAGE_WARMUP",
     "LOSS_AVERAGE_WEIGHT",
+    "MOMENTUM_START_TEMPERATURE",
+    "PLAIN_SGD_START_TEMPERATURE",
     "SIGMA_EXAMPLES",
     "ActCooLR",
 ]
@@ -49,14 +53,15 @@ LOSS_AVERAGE_WARMUP = T.LOSS_AVERAGE_WARMUP
 FINAL_ANNEAL_SHARE = 0.1
 
 
-def _checked_start_temperature(start_temperature: float | str, epsilon: float) -> float | str:
-    """`"auto"`, or a start temperature > 0 whose change probability stays below `1 - epsilon`."""
+def _checked_start_temperature(start_temperature: float | str | None, epsilon: float) -> float | str | None:
+    """`None`, `"auto"`, or a start temperature > 0 whose change probability stays below `1 - epsilon`."""
     if isinstance(start_temperature, str) and start_temperature != "auto":
         raise ValueError(
-            f'`start_temperature` must be a float > 0 or "auto". Received: start_temperature={start_temperature!r}'
+            '`start_temperature` must be a float > 0, "auto" or None. '
+            f"Received: start_temperature={start_temperature!r}"
         )
-    if start_temperature == "auto":
-        return "auto"
+    if start_temperature is None or start_temperature == "auto":
+        return start_temperature
     start = validation.positive("start_temperature", start_temperature)
     if T.temperature_to_probability(start) >= 1.0 - epsilon:
         limit = float(T.probability_to_temperature(1.0 - epsilon))
@@ -157,18 +162,21 @@ class ActCooLR(StaticController):
     model = keras_actcoolr.convert(model)
     schedule = keras_actcoolr.ActCooLRSchedule(initial_learning_rate=0.1)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9), loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=10, callbacks=[keras_actcoolr.ActCooLR(start_temperature=1.0, every_step=10)])
+    model.fit(x, y, epochs=10, callbacks=[keras_actcoolr.ActCooLR(every_step=10)])
     ```
 
     Args:
         start_temperature: Float > 0, the target temperature at the start
-            of training, or `"auto"`: chosen from the first range analysis
-            (`keras_actcoolr.temperature.auto_start_temperature`; the mean
-            layer temperature where the median layer's change probability
-            is 1/2, within `[0.5, 4]`; `1.0` with a warning when no layer's
-            analysis can be fitted). The paper's `3.03` is for ResNet-32 on
-            CIFAR-10; `1.0` (change probability 1/2) was chosen on this
-            project's development tasks (`docs/quality.md`). Defaults to `1.0`.
+            of training; `None`: chosen from the optimizer (`1.0`, change
+            probability 1/2, for SGD with momentum 0.9 and every optimizer
+            but plain SGD; `2.0` for SGD without momentum;
+            `keras_actcoolr.callbacks.sigma.default_start_temperature`); or
+            `"auto"`: from the first range analysis
+            (`keras_actcoolr.temperature.auto_start_temperature`). The
+            paper's `3.03` is for ResNet-32 on CIFAR-10; the defaults were
+            chosen on this project's development tasks (`docs/quality.md`,
+            which also shows `1.5` training better on Fashion-MNIST).
+            Defaults to `None`.
         gamma: Float > 0, speed of cooling (1 is linear). Defaults to `1.0`.
         every_step: Integer >= 1, steps between measurements. Defaults to `10`.
         sigma: Float > 0 or `None` (estimate at the start). Defaults to `None`.
@@ -195,18 +203,14 @@ class ActCooLR(StaticController):
         epsilon: Float in (0, 0.5), clamp of the probabilities.
             Defaults to `1e-6`.
         initial_learning_rate: `None` (start at the schedule's initial rate)
-            or `"auto"`: before the first step, a range analysis of the first
-            batch fits `sigma` and `mu` and the first rate is the one the erf
-            model predicts for the start temperature,
-            `exp(mu + sigma * PhiInv(P*(0)))`, whatever the schedule's initial
-            rate (supplementary section B). The analysed step is taken at the
-            reference rate `keras_actcoolr.models.BEFORE_STEP_LEARNING_RATE`
-            (1.0) and undone completely (weights, optimizer slots and
-            `iterations`, a `LossScaleOptimizer`'s state, metrics), under
-            every strategy; its batch is not trained on (with a single batch
-            per epoch, a warning: the first epoch then trains nothing). The
-            schedule's initial rate is then used only if the analysis cannot
-            be fitted. Defaults to `"auto"`.
+            or `"auto"`: the first rate is the erf model's for the start
+            temperature, `exp(mu + sigma * PhiInv(P*(0)))`, fitted to a range
+            analysis of the first batch (supplementary section B) taken at
+            the reference rate `keras_actcoolr.models.BEFORE_STEP_LEARNING_RATE`
+            and undone completely (weights, slots, `iterations`, metrics)
+            under every strategy; that batch is not trained on. The
+            schedule's rate is used only if the analysis cannot be fitted.
+            Defaults to `"auto"`.
         guards: Boolean, `False` turns every guard off (the paper's
             controller). Defaults to `True`.
         collapse_guard: Boolean, the collapse guard. Defaults to `True`.
@@ -252,7 +256,7 @@ class ActCooLR(StaticController):
 
     def __init__(
         self,
-        start_temperature: float | str = 1.0,
+        start_temperature: float | str | None = None,
         gamma: float = 1.0,
         every_step: int = 10,
         sigma: float | None = None,

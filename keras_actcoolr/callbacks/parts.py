@@ -16,7 +16,7 @@ from keras_actcoolr.callbacks.guards import (
     RateGuard,
     RunawayGuard,
 )
-from keras_actcoolr.callbacks.sigma import SigmaEstimator
+from keras_actcoolr.callbacks.sigma import SigmaEstimator, default_start_temperature
 from keras_actcoolr.schedules import unwrapped_optimizer
 from keras_actcoolr.state import controller_state
 
@@ -53,9 +53,10 @@ class ControllerParts(ControllerCallback):
     def _bind_parts(self) -> None:
         schedule = self.bind()
         state = controller_state(unwrapped_optimizer(self.model.optimizer))
-        self.estimator = SigmaEstimator(
-            state["sigma"], self.sigma, self.start_temperature, self.sigma_examples, self.epsilon
-        )
+        start = self.start_temperature
+        if start is None:
+            start = default_start_temperature(self.model.optimizer)
+        self.estimator = SigmaEstimator(state["sigma"], self.sigma, start, self.sigma_examples, self.epsilon)
         self.layer_filter_part = LayerFilter(self.measure) if self.guard_on("layer_filter") else None
         self.collapse = None
         if self.guard_on("collapse_guard"):

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 
+import keras
 import numpy as np
 
 from keras_actcoolr import messages
 from keras_actcoolr import temperature as T
 from keras_actcoolr.measurement import RangeCounts
+from keras_actcoolr.rate import unwrapped_optimizer
 from keras_actcoolr.state import RANGE_COUNTS, StateVariables, register_state, state_field
 
 __all__ = [
     "AUTO_CEILING_FACTOR",
     "FALLBACK_SIGMA",
     "FALLBACK_START_TEMPERATURE",
+    "MOMENTUM_START_TEMPERATURE",
+    "PLAIN_SGD_START_TEMPERATURE",
     "SIGMA_EXAMPLES",
+    "default_start_temperature",
+    "momentum_start_temperature",
     "SigmaEstimator",
     "SigmaState",
 ]
@@ -26,6 +32,43 @@ FALLBACK_SIGMA = 1.0
 #: `ActCooLR(start_temperature="auto")`: the start temperature used when no layer's range analysis
 #: can be fitted (with a warning).
 FALLBACK_START_TEMPERATURE = 1.0
+
+#: `ActCooLR()`'s start temperature for an optimizer that is not plain SGD, and for SGD with
+#: momentum 0.9 or more (change probability 1/2; `docs/quality.md`).
+MOMENTUM_START_TEMPERATURE = 1.0
+
+#: `ActCooLR()`'s start temperature for SGD without momentum (`docs/quality.md`).
+PLAIN_SGD_START_TEMPERATURE = 2.0
+
+
+def momentum_start_temperature(momentum: float) -> float:
+    """The default start temperature of SGD with `momentum`: 2 without it, 1 from 0.9, log-linear between.
+
+    With momentum `m`, a step carries the gradients of about `1 / (1 - m)`
+    steps in one direction, and the flips it causes persist; without it, part
+    of every step's flips is noise that the next step undoes. A step without
+    momentum must therefore be hotter for the same progress: the start
+    temperature falls by one per decade of `1 / (1 - m)`,
+    `T0 = 2 - log10(min(1 / (1 - m), 10))`. Measured at `m = 0` and
+    `m = 0.9` only (`docs/quality.md#the-start-temperature-and-momentum`).
+    """
+    multiplier = 1.0 / max(1.0 - float(momentum), 0.1)
+    return PLAIN_SGD_START_TEMPERATURE - float(np.log10(min(multiplier, 10.0)))
+
+
+def default_start_temperature(optimizer) -> float:
+    """`ActCooLR(start_temperature=None)`'s start temperature for `optimizer`.
+
+    `momentum_start_temperature(optimizer.momentum)` for a
+    `keras.optimizers.SGD` (unwrapped from a `LossScaleOptimizer`), and
+    `MOMENTUM_START_TEMPERATURE` (1.0) for every other optimizer (Adam, whose
+    first moment is a momentum of 0.9, and the rest).
+    """
+    inner = unwrapped_optimizer(optimizer)
+    if isinstance(inner, keras.optimizers.SGD):
+        return momentum_start_temperature(inner.momentum)
+    return MOMENTUM_START_TEMPERATURE
+
 
 #: `ActCooLR(sigma_examples=...)` default: examples whose range analyses estimate sigma
 #: (supplementary section C), or one epoch if the training set is smaller.

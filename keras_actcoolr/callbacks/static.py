@@ -11,7 +11,12 @@ from keras_actcoolr.callbacks.guards import (
     followed_probability,
 )
 from keras_actcoolr.callbacks.parts import ControllerParts
-from keras_actcoolr.callbacks.sigma import FALLBACK_SIGMA, FALLBACK_START_TEMPERATURE, fit
+from keras_actcoolr.callbacks.sigma import (
+    FALLBACK_SIGMA,
+    FALLBACK_START_TEMPERATURE,
+    MOMENTUM_START_TEMPERATURE,
+    fit,
+)
 from keras_actcoolr.measurement import range_measure, record_measure
 from keras_actcoolr.models import AnalysisMode
 
@@ -81,8 +86,11 @@ class StaticController(ControllerParts):
 
     def start_in_force(self) -> float:
         """The start temperature of the target curve: given, chosen ("auto"), or the fallback until chosen."""
-        if self.start_temperature != "auto":
-            return self.start_temperature
+        given = self.start_temperature if self.estimator is None else self.estimator.start_temperature
+        if given is None:  # the optimizer's default, before the first fit bound it
+            return MOMENTUM_START_TEMPERATURE
+        if given != "auto":
+            return given
         start = self.estimator.start
         return FALLBACK_START_TEMPERATURE if start is None else start  # "auto" not chosen yet: the fallback
 
