@@ -76,18 +76,20 @@ def _fit(optimizer, **controller_kwargs):
 
 
 @pytest.mark.parametrize(
-    ("make_optimizer", "adam_units", "factor"),
+    ("make_optimizer", "adam_units", "factor", "start_temperature"),
+    # The default start temperatures: 1.5 for Adam, 1.0 for SGD with momentum 0.9.
     [
-        (lambda: keras.optimizers.Adam(kac.ActCooLRSchedule(1e-3)), True, 10.0 / math.sqrt(0.1 / 1.9)),
-        (lambda: keras.optimizers.Adam(kac.ActCooLRSchedule(1e-3)), False, 10.0),
-        (lambda: keras.optimizers.SGD(kac.ActCooLRSchedule(0.1), momentum=0.9), True, 10.0),
+        (lambda: keras.optimizers.Adam(kac.ActCooLRSchedule(1e-3)), True, 10.0 / math.sqrt(0.1 / 1.9), 1.5),
+        (lambda: keras.optimizers.Adam(kac.ActCooLRSchedule(1e-3)), False, 10.0, 1.5),
+        (lambda: keras.optimizers.SGD(kac.ActCooLRSchedule(0.1), momentum=0.9), True, 10.0, 1.0),
     ],
     ids=["adam", "adam-paper-units", "sgdm"],
 )
-def test_automatic_ceiling_in_adam_units(make_optimizer, adam_units, factor):
+def test_automatic_ceiling_in_adam_units(make_optimizer, adam_units, factor, start_temperature):
     controller = _fit(make_optimizer(), adam_units=adam_units)
     analysis = controller.range_analysis
-    start = math.exp(analysis["mu"] + analysis["sigma"] * stats.norm.ppf(0.5))  # P* = 1/2 at T0 = 1
+    target = 1.0 - 2.0**-start_temperature  # P* = 1 - 2**-T0
+    start = math.exp(analysis["mu"] + analysis["sigma"] * stats.norm.ppf(target))
     expected = min(factor * start, 100.0)
     records = controller.measurements
     assert records

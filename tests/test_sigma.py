@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from controller_helpers import converted, data
+from controller_helpers import LOSS, converted, data
 from scipy import optimize, stats
 
 import keras_actcoolr as kac
@@ -103,7 +103,7 @@ class TestCeiling:
 
 
 class TestDefaultStartTemperature:
-    """`ActCooLR(start_temperature=None)`: `2 - log10(min(1 / (1 - momentum), 10))` for SGD, 1 otherwise."""
+    """`ActCooLR(start_temperature=None)`: `2 - log10(min(1 / (1 - momentum), 10))` for SGD, 1.5 for Adam, else 1."""
 
     @pytest.mark.parametrize(
         "momentum, expected",
@@ -120,17 +120,29 @@ class TestDefaultStartTemperature:
             (lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), 1.0),
             (lambda: keras.optimizers.SGD(0.1, momentum=0.5), 2.0 - np.log10(2.0)),
             (lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)), 2.0),
-            (lambda: keras.optimizers.Adam(), 1.0),
-            (lambda: keras.optimizers.RMSprop(momentum=0.0), 1.0),  # adaptive: not plain SGD
+            (lambda: keras.optimizers.Adam(), 1.5),
+            (lambda: keras.optimizers.AdamW(), 1.5),
+            (lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()), 1.5),
+            (lambda: keras.optimizers.RMSprop(momentum=0.0), 1.0),  # neither SGD nor Adam
+            (lambda: keras.optimizers.Nadam(), 1.0),
         ],
     )
     def test_default_start_temperature_of_an_optimizer(self, optimizer, expected):
         assert default_start_temperature(optimizer()) == pytest.approx(expected, rel=1e-12)
 
-    @pytest.mark.parametrize("momentum, given, expected", [(0.0, None, 2.0), (0.9, None, 1.0), (0.0, 1.5, 1.5)])
-    def test_the_target_curve_starts_there(self, momentum, given, expected):
+    @pytest.mark.parametrize(
+        "optimizer, given, expected",
+        [
+            (lambda rate: keras.optimizers.SGD(rate), None, 2.0),
+            (lambda rate: keras.optimizers.SGD(rate, momentum=0.9), None, 1.0),
+            (lambda rate: keras.optimizers.Adam(rate), None, 1.5),
+            (lambda rate: keras.optimizers.SGD(rate), 1.25, 1.25),
+        ],
+    )
+    def test_the_target_curve_starts_there(self, optimizer, given, expected):
         x, y = data()
-        model = converted(momentum=momentum)
+        model = converted()
+        model.compile(optimizer=optimizer(kac.ActCooLRSchedule(0.01)), loss=LOSS)
         controller = kac.ActCooLR(start_temperature=given, every_step=2, sigma=1.0)
         assert controller.start_in_force() == (1.0 if given is None else given)  # before a fit: no optimizer yet
         model.fit(x, y, batch_size=40, epochs=1, callbacks=[controller], verbose=0)

@@ -16,6 +16,7 @@ from keras_actcoolr import validation
 from keras_actcoolr.callbacks.collapse import DEAD_EXAMPLES, HEALTHY_RATE_SLACK
 from keras_actcoolr.callbacks.guards import RateGuard
 from keras_actcoolr.callbacks.sigma import (
+    ADAM_START_TEMPERATURE,
     AUTO_CEILING_FACTOR,
     FALLBACK_SIGMA,
     FALLBACK_START_TEMPERATURE,
@@ -27,6 +28,7 @@ from keras_actcoolr.callbacks.static import StaticController
 from keras_actcoolr.measurement import DEFAULT_MEASURE
 
 __all__ = [
+    "ADAM_START_TEMPERATURE",
     "AUTO_CEILING_FACTOR",
     "DEAD_EXAMPLES",
     "FALLBACK_SIGMA",
@@ -168,8 +170,8 @@ class ActCooLR(StaticController):
     Args:
         start_temperature: Float > 0, the target temperature at the start
             of training; `None`: chosen from the optimizer (`1.0`, change
-            probability 1/2, for SGD with momentum 0.9 and every optimizer
-            but plain SGD; `2.0` for SGD without momentum;
+            probability 1/2, for SGD with momentum 0.9; `2.0` for SGD
+            without momentum; `1.5` for Adam and AdamW; `1.0` for others;
             `keras_actcoolr.callbacks.sigma.default_start_temperature`); or
             `"auto"`: from the first range analysis
             (`keras_actcoolr.temperature.auto_start_temperature`). The

@@ -14,6 +14,7 @@ from keras_actcoolr.rate import unwrapped_optimizer
 from keras_actcoolr.state import RANGE_COUNTS, StateVariables, register_state, state_field
 
 __all__ = [
+    "ADAM_START_TEMPERATURE",
     "AUTO_CEILING_FACTOR",
     "FALLBACK_SIGMA",
     "FALLBACK_START_TEMPERATURE",
@@ -33,9 +34,13 @@ FALLBACK_SIGMA = 1.0
 #: can be fitted (with a warning).
 FALLBACK_START_TEMPERATURE = 1.0
 
-#: `ActCooLR()`'s start temperature for an optimizer that is not plain SGD, and for SGD with
-#: momentum 0.9 or more (change probability 1/2; `docs/quality.md`).
+#: `ActCooLR()`'s start temperature for SGD with momentum 0.9 or more, and for an optimizer that
+#: is neither SGD nor Adam (change probability 1/2; `docs/quality.md`).
 MOMENTUM_START_TEMPERATURE = 1.0
+
+#: `ActCooLR()`'s start temperature for `keras.optimizers.Adam` and its subclasses (`AdamW`)
+#: (`docs/quality.md#the-start-temperature-and-the-optimizer`).
+ADAM_START_TEMPERATURE = 1.5
 
 #: `ActCooLR()`'s start temperature for SGD without momentum (`docs/quality.md`).
 PLAIN_SGD_START_TEMPERATURE = 2.0
@@ -50,7 +55,7 @@ def momentum_start_temperature(momentum: float) -> float:
     momentum must therefore be hotter for the same progress: the start
     temperature falls by one per decade of `1 / (1 - m)`,
     `T0 = 2 - log10(min(1 / (1 - m), 10))`. Measured at `m = 0` and
-    `m = 0.9` only (`docs/quality.md#the-start-temperature-and-momentum`).
+    `m = 0.9` only (`docs/quality.md#the-start-temperature-and-the-optimizer`).
     """
     multiplier = 1.0 / max(1.0 - float(momentum), 0.1)
     return PLAIN_SGD_START_TEMPERATURE - float(np.log10(min(multiplier, 10.0)))
@@ -60,13 +65,16 @@ def default_start_temperature(optimizer) -> float:
     """`ActCooLR(start_temperature=None)`'s start temperature for `optimizer`.
 
     `momentum_start_temperature(optimizer.momentum)` for a
-    `keras.optimizers.SGD` (unwrapped from a `LossScaleOptimizer`), and
-    `MOMENTUM_START_TEMPERATURE` (1.0) for every other optimizer (Adam, whose
-    first moment is a momentum of 0.9, and the rest).
+    `keras.optimizers.SGD` (unwrapped from a `LossScaleOptimizer`),
+    `ADAM_START_TEMPERATURE` (1.5) for a `keras.optimizers.Adam` (or
+    `AdamW`), and `MOMENTUM_START_TEMPERATURE` (1.0) for every other
+    optimizer.
     """
     inner = unwrapped_optimizer(optimizer)
     if isinstance(inner, keras.optimizers.SGD):
         return momentum_start_temperature(inner.momentum)
+    if isinstance(inner, keras.optimizers.Adam):
+        return ADAM_START_TEMPERATURE
     return MOMENTUM_START_TEMPERATURE
 
 
