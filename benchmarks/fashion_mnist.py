@@ -291,13 +291,7 @@ def _record_sigma(record: Any) -> float | None:
         return None
 
 
-def never_rises_in_last_tenth(rates: list[float]) -> bool | None:
-    """Whether the rate over the last tenth of the steps never exceeds its value at the start of that tenth."""
-    if not rates:
-        return None
-    start = int(math.floor(0.9 * len(rates)))
-    tail = rates[start:]
-    return bool(max(tail) <= tail[0] * (1 + 1e-6))
+never_rises_in_last_tenth = Q.never_rises_in_last_tenth
 
 
 _CACHE: dict[tuple, Any] = {}

@@ -270,6 +270,17 @@ def as_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+class RateRecorder(keras.callbacks.Callback):
+    """The learning rate of every step, read before it (a schedule is evaluated at the current iteration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
 def train_run(spec: RunSpec) -> dict[str, Any]:
     """Train one run and return its result (JSON types only)."""
     task = TASKS[spec.task]
@@ -289,10 +300,13 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
     records: list = []
     events: list = []
     losses: list = []
+    controller, rates = None, RateRecorder()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             learning_rate, callbacks, controller = learning_rate_and_callbacks(spec, total_steps)
+            if controller is not None:
+                callbacks = [*callbacks, rates]
             model = task.build(data.x_train.shape[1:], data.num_classes)
             if controller is not None:
                 model = kac.convert(model)
@@ -339,6 +353,8 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
         records=records,
         events=events,
     )
+    if controller is not None:
+        result.update(never_rises_last_tenth=never_rises_in_last_tenth(rates.rates))
     if records:
         rates = [r["learning_rate"] for r in records]
         result.update(min_learning_rate=min(rates), max_learning_rate=max(rates), final_learning_rate=rates[-1])
@@ -444,6 +460,14 @@ def median(values: Iterable[float]) -> float:
     return float(statistics.median(values))
 
 
+def never_rises_in_last_tenth(rates: list[float]) -> bool | None:
+    """Whether the rate over the last tenth of the steps never exceeds its value at the start of that tenth."""
+    if not rates:
+        return None
+    tail = rates[int(math.floor(0.9 * len(rates))) :]
+    return bool(max(tail) <= tail[0] * (1 + 1e-6))
+
+
 def spread(values: Iterable[float]) -> float:
     values = list(values)
     return float(max(values) - min(values))
@@ -495,6 +519,12 @@ def summarize_controlled(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "worst_rate": worst,
         "worst_median": medians[worst],
         "collapsed": sum(bool(r["collapsed"]) for r in runs),
+        # Runs whose rate rose over the last tenth; None for files written before the field.
+        "rose_last_tenth": (
+            sum(r["never_rises_last_tenth"] is False for r in runs)
+            if all("never_rises_last_tenth" in r for r in runs)
+            else None
+        ),
         "runs": len(runs),
         "runs_to_tune": 0,
         "seeds": len(seeds),
@@ -578,6 +608,8 @@ def check(
         rate_spread = 100.0 * controlled["rate_spread"]
         checks["rate_spread"] = {"pass": rate_spread <= TARGETS["rate_spread"] + 1e-9, "value": rate_spread}
         checks["no_collapse"] = {"pass": controlled["collapsed"] == 0, "value": controlled["collapsed"]}
+    rose = None if controlled is None else controlled.get("rose_last_tenth")
+    checks["last_tenth"] = {"pass": None if rose is None else rose == 0, "value": rose}
     best = best_peer(peers or {})
     checks["best_peer"] = checks["adam_peer"] = {"pass": None, "value": None}
     if controlled is not None and best is not None:
@@ -638,6 +670,7 @@ CHECK_LABELS = {
     "onecycle": "vs one-cycle (>= -1.5)",
     "rate_spread": "rate spread (<= 2)",
     "no_collapse": "no collapse",
+    "last_tenth": "runs whose rate rose in the last tenth",
     "best_peer": "vs best untuned peer (>= -0.3)",
     "adam_peer": "Adam: vs Adam 1e-3 (>= -1)",
 }
@@ -647,6 +680,7 @@ CHECK_SHORT = {
     "onecycle": "one-cycle",
     "rate_spread": "spread",
     "no_collapse": "collapse",
+    "last_tenth": "last tenth",
     "best_peer": "best peer",
     "adam_peer": "Adam 1e-3",
 }

@@ -165,6 +165,18 @@ class TestSummary:
         assert s["seed_spread"] == pytest.approx(0.89)
         assert s["worst_rate"] == 1.0 and s["worst_median"] == pytest.approx(0.80)
         assert (s["collapsed"], s["runs"], s["runs_to_tune"]) == (1, 6, 0)
+        assert s["rose_last_tenth"] is None  # runs without the field
+        flags = [True, True, False, True, None, True]  # one rose; one had no rates (None: not a rise)
+        runs = [dict(run, never_rises_last_tenth=flag) for run, flag in zip(runs, flags)]
+        assert quality.summarize_controlled(runs)["rose_last_tenth"] == 1
+
+    def test_never_rises_in_last_tenth(self, quality):
+        # 20 steps: the last tenth is steps 18 and 19.
+        falling = [0.1 * (20 - i) for i in range(20)]
+        assert quality.never_rises_in_last_tenth(falling) is True
+        assert quality.never_rises_in_last_tenth(falling[:19] + [falling[18] * 1.01]) is False
+        assert quality.never_rises_in_last_tenth([0.5] * 20) is True
+        assert quality.never_rises_in_last_tenth([]) is None
 
     def test_baseline_chosen_on_validation(self, quality):
         runs = [
@@ -203,6 +215,10 @@ class TestSummary:
         assert checks["no_collapse"]["pass"] is True
         assert quality.check(dict(controlled, collapsed=2), {})["no_collapse"]["pass"] is False
         assert quality.check(None, baselines)["constant"]["pass"] is None
+        # The last tenth: not checked without the field (older files), else no run may have raised its rate.
+        assert checks["last_tenth"]["pass"] is None
+        assert quality.check(dict(controlled, rose_last_tenth=0), {})["last_tenth"]["pass"] is True
+        assert quality.check(dict(controlled, rose_last_tenth=1), {})["last_tenth"] == {"pass": False, "value": 1}
         # Without peers the two peer checks are not made.
         assert checks["best_peer"]["pass"] is None and checks["adam_peer"]["pass"] is None
 
@@ -392,3 +408,6 @@ def test_one_run_of_each_kind(quality):
         assert json.loads(json.dumps(result)) == result
         if method == "actcoolr":
             assert result["records"] and {"step", "learning_rate", "temperature"} <= set(result["records"][0])
+            assert result["never_rises_last_tenth"] is True  # the final-anneal guard
+        else:
+            assert "never_rises_last_tenth" not in result
