@@ -156,7 +156,7 @@ class TestBackupAndRestore:
             pytest.param("actcoolr_estimated_sigma", True, marks=pytest.mark.slow),
             pytest.param("actcoolr_estimated_sigma", False, marks=pytest.mark.slow),
             ("actcoolr_given_sigma", True),
-            ("dynamic", True),
+            pytest.param("dynamic", True, marks=pytest.mark.slow),  # the fast tier keeps given_sigma
         ],
         ids=["estimated_sigma", "estimated_sigma_controller_before_backup", "given_sigma", "dynamic"],
     )

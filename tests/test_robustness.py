@@ -378,6 +378,7 @@ class TestWarningsAndTheProgressBar:
         logger.on_train_batch_begin(batch)
         assert messages._line_open is is_open
 
+    @pytest.mark.slow  # a real fit with a progress bar; the line state itself is tested just above
     def test_a_warning_in_the_middle_of_an_epoch_ends_the_bar_line(self, capsys):
         # One epoch of 4 batches with a progress bar: Keras ends its line once, at the end of the epoch
         # (the first fit). A library warning issued during the third step (the second fit) adds
