@@ -249,22 +249,17 @@ def controller_kwargs(kind: str, options: str = "") -> dict[str, Any]:
     return json.loads(options) if options else {}
 
 
-class EpochRecorder(keras.callbacks.Callback):
+class EpochRecorder(Q.RateRecorder):
     """Test accuracy after every epoch with the training wall time (evaluation excluded) and step; rate every step."""
 
     def __init__(self, x_test: np.ndarray, y_test: np.ndarray) -> None:
         super().__init__()
         self.x_test, self.y_test = x_test, y_test
         self.epochs: list[dict[str, Any]] = []
-        self.rates: list[float] = []
         self.evaluation_seconds = 0.0
 
     def on_train_begin(self, logs: Any = None) -> None:
         self.started = time.perf_counter()
-
-    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-        # The rate this step uses (a schedule is evaluated at the current iteration).
-        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         wall = time.perf_counter() - self.started - self.evaluation_seconds

@@ -57,8 +57,8 @@ def momentum_start_temperature(momentum: float) -> float:
     `T0 = 2 - log10(min(1 / (1 - m), 10))`. Measured at `m = 0` and
     `m = 0.9` only (`docs/quality.md#the-start-temperature-and-the-optimizer`).
     """
-    multiplier = 1.0 / max(1.0 - float(momentum), 0.1)
-    return PLAIN_SGD_START_TEMPERATURE - float(np.log10(min(multiplier, 10.0)))
+    decades = float(np.log10(1.0 / max(1.0 - float(momentum), 0.1)))  # of the step multiplier, in [0, 1]
+    return PLAIN_SGD_START_TEMPERATURE - (PLAIN_SGD_START_TEMPERATURE - MOMENTUM_START_TEMPERATURE) * decades
 
 
 def default_start_temperature(optimizer) -> float:
