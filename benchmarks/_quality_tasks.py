@@ -68,6 +68,17 @@ class Task:
             return 1.0 / data.num_classes
         return float(np.bincount(data.y_test, minlength=data.num_classes).max() / len(data.y_test))
 
+    def chance_loss(self, data: Data) -> float:
+        """Cross-entropy of a network that has learnt nothing: the entropy of the training labels' class shares."""
+        return label_entropy(data.y_train, data.num_classes)
+
+
+def label_entropy(labels: np.ndarray, num_classes: int) -> float:
+    """`-sum(p * ln p)` over the class shares `p` of `labels`: the least loss without looking at the input."""
+    shares = np.bincount(labels, minlength=num_classes) / len(labels)
+    shares = shares[shares > 0]
+    return float(-np.sum(shares * np.log(shares)))
+
 
 def split(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float] = (0.6, 0.2), seed: int = DATA_SEED) -> tuple:
     """Stratified train / validation / test split: `fractions` of each class for train and validation, the rest test.

@@ -138,6 +138,8 @@ NETWORKS = ("convnet4", "resnet8")
 #: See the module docstring: 78 runs of 2 epochs take about 2 hours on a free 2-core machine.
 DEFAULT_EPOCHS = 2
 CHANCE = 0.1
+#: Its chance loss: ten classes of 6,000 training images each.
+CHANCE_LOSS = math.log(10)
 
 PAPER = get_preset("fashion_mnist-convnet4-actcoolr")
 PAPER_CONSTANT = get_preset("fashion_mnist-convnet4-constant")
@@ -411,7 +413,7 @@ def train_run(spec: RunSpec, path: str | None) -> dict[str, Any]:
         nan_loss=any(not math.isfinite(v) for v in losses),
         error=error,
         finite_outputs=finite,
-        collapsed=not finite or Q.is_collapsed(final_loss, test_accuracy, CHANCE),
+        collapsed=not finite or Q.is_collapsed(final_loss, test_accuracy, CHANCE, chance_loss=CHANCE_LOSS),
         seconds=time.perf_counter() - started,
         train_seconds=recorder.epochs[-1]["seconds"] if recorder.epochs else None,
         curve=recorder.epochs,
@@ -662,7 +664,8 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
     out.append(
         "Median and spread (max - min) over seeds of the final test accuracy. Runs: what the method cost (a tuned "
         "method: its grid on the first seed plus the other seeds at the chosen point); collapsed and NaN count all "
-        "of them (a collapse: non-finite loss or outputs, an error, or test accuracy within 2 points of chance). "
+        "of them (a collapse: non-finite loss or outputs, an error, test accuracy within 2 points of chance, or a "
+        "final training loss of at least 95 % of chance's, ln 10). "
         "Time and steps to target: "
         "median over the seeds that reached it, training time without evaluation, at the end of an epoch."
     )

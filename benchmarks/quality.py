@@ -30,8 +30,10 @@ with one optimizer and one learning-rate method:
   `keras.optimizers.SGD(0.01, momentum=0.9)` (Keras' default rate).
 
 Everything is reported on test accuracy. A run *collapsed* if its last
-training loss is not finite, it raised an error, or its test accuracy is
-within 2 points of chance. The output is a Markdown table per task, the
+training loss is not finite, it raised an error, its test accuracy is
+within 2 points of chance, or its last training loss is at least 95 % of the
+chance loss (the entropy of the training labels: a network that learnt next to
+nothing, whatever its accuracy). The output is a Markdown table per task, the
 checks of the targets (ActCooLR within 1 point of the tuned constant rate and
 1.5 points of the tuned one-cycle, spread over initial rates at most 2
 points, no collapsed ActCooLR run, ActCooLR's median at most 0.3 points below
@@ -80,6 +82,9 @@ CONTROLLED = ("actcoolr", "paper")
 PAPER_START_TEMPERATURE = 3.03
 #: A run is collapsed if its test accuracy is at most chance plus this.
 COLLAPSE_MARGIN = 0.02
+#: A run is collapsed if its final training loss is at least this share of the chance loss (the
+#: entropy of the training labels): it learnt next to nothing, whatever its accuracy.
+CHANCE_LOSS_SHARE = 0.95
 #: Targets of the checks, in points of accuracy.
 TARGETS = {"constant": 1.0, "onecycle": 1.5, "rate_spread": 2.0, "best_peer": 0.3, "adam_peer": 1.0}
 
@@ -237,10 +242,17 @@ def accuracy_and_finite(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tup
 
 
 def is_collapsed(
-    final_loss: float | None, test_accuracy: float | None, chance: float, margin: float = COLLAPSE_MARGIN
+    final_loss: float | None,
+    test_accuracy: float | None,
+    chance: float,
+    margin: float = COLLAPSE_MARGIN,
+    chance_loss: float | None = None,
 ) -> bool:
-    """A run collapsed if it has no finite final loss or its test accuracy is at most `chance + margin`."""
+    """Whether a run collapsed: no finite final loss, test accuracy at most `chance + margin`, or a
+    final loss of at least `CHANCE_LOSS_SHARE * chance_loss` (when `chance_loss` is given)."""
     if final_loss is None or test_accuracy is None or not math.isfinite(final_loss):
+        return True
+    if chance_loss is not None and final_loss >= CHANCE_LOSS_SHARE * chance_loss:
         return True
     return test_accuracy <= chance + margin
 
@@ -293,7 +305,8 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
     started, cpu_started = time.perf_counter(), time.process_time()
     result: dict[str, Any] = dataclasses.asdict(spec)
     result.update(controller=controller_kwargs(spec) if spec.method in CONTROLLED else None)
-    result.update(role=task.role, chance=task.chance_accuracy(data), steps_per_epoch=steps, total_steps=total_steps)
+    result.update(role=task.role, chance=task.chance_accuracy(data), chance_loss=task.chance_loss(data))
+    result.update(steps_per_epoch=steps, total_steps=total_steps)
     error = None
     final_loss = val_accuracy = test_accuracy = None
     finite_outputs = False
@@ -346,7 +359,8 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
         epochs_run=len(losses),
         error=error,
         finite_outputs=finite_outputs,
-        collapsed=not finite_outputs or is_collapsed(final_loss, test_accuracy, result["chance"]),
+        collapsed=not finite_outputs
+        or is_collapsed(final_loss, test_accuracy, result["chance"], chance_loss=result["chance_loss"]),
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started,
         warnings=messages[:10],
@@ -838,7 +852,8 @@ def render_markdown(summary: dict[str, Any], runs: list[dict[str, Any]], epochs:
         "grid point with the best median validation accuracy; 'grid edge' means the grid may be too narrow. "
         "An untuned peer runs at its default rate (no grid); the best untuned peer is the one of the task with "
         "the highest median. "
-        "Collapsed: non-finite loss or outputs, an error, or test accuracy within 2 points of chance."
+        "Collapsed: non-finite loss or outputs, an error, test accuracy within 2 points of chance, or a final "
+        "training loss of at least 95 % of the chance loss (the entropy of the training labels)."
     )
     return "\n".join(out) + "\n"
 

@@ -14,11 +14,17 @@ from keras_actcoolr import temperature as T
 from keras_actcoolr.callbacks.guards import dead_layers
 from keras_actcoolr.state import StateVariables, register_state, state_field
 
-__all__ = ["DEAD_EXAMPLES", "HEALTHY_RATE_SLACK", "CollapseGuard", "CollapseState", "KeptStates"]
+__all__ = ["DEAD_EXAMPLES", "HEALTHY_RATE_SLACK", "MOSTLY_DEAD", "CollapseGuard", "CollapseState", "KeptStates"]
 
 #: The collapse guard's rules on dead layers (a layer that died since the start of the fit, every
 #: layer dead) need a measured batch of at least this many examples.
 DEAD_EXAMPLES = 4
+
+#: The collapse guard's rule on a network that mostly died: a layer counts as mostly dead when at
+#: least this share of its channels is off at every position of the measured batch, and the rule
+#: fires when at least half of the APTReLU layers are mostly dead that had at most half this share
+#: dead in the kept state.
+MOSTLY_DEAD = 0.8
 
 #: The collapse guard calls a non-finite loss bad data when the step's rate is at most this
 #: multiple of the highest rate that healthy measurements proved since the older kept state.
@@ -77,16 +83,18 @@ class KeptStates:
 
     def keep_initial(self, step: int, rate: float) -> None:
         values = [tf.identity(v.value) for v in self.variables()]
-        initial = {"step": step, "learning_rate": rate, "peak": rate, "values": values, "dead": None, "initial": True}
+        initial = {"step": step, "learning_rate": rate, "peak": rate, "values": values, "initial": True}
+        initial.update(dead=None, shares=None)
         self.kept, self.latest, self.healthy = [initial], initial, 1
 
-    def keep(self, step: int, rate: float, new_rate: float, dead: set, suspect: bool) -> None:
+    def keep(self, step: int, rate: float, new_rate: float, shares: dict, suspect: bool) -> None:
         for kept in self.kept:
             kept["peak"] = max(kept["peak"], rate, new_rate)
         if suspect:
             return  # a loss far above its minimum may be the start of a collapse: keep no copy of it
         values = [tf.identity(v.value) for v in self.variables()]
-        latest = {"step": step, "learning_rate": new_rate, "peak": new_rate, "values": values, "dead": dead}
+        latest = {"step": step, "learning_rate": new_rate, "peak": new_rate, "values": values, "shares": shares}
+        latest["dead"] = {name for name, share in shares.items() if share >= 1.0}
         self.latest = latest  # the newest healthy state, which bad data goes back to
         if self.healthy % self.every == 0:
             self.kept = (self.kept + [latest])[-2:]
@@ -186,7 +194,8 @@ class CollapseGuard:
         """Check a measurement; True if it failed and was handled (the controller then stops there)."""
         first = self.kept.kept[0] if self.kept.kept else None
         if first is not None and first["dead"] is None and first["step"] == record["step"]:
-            first["dead"] = set(dead_layers(record))  # the measured batch ran on the kept state
+            # The measured batch ran on the kept state.
+            first["dead"], first["shares"] = set(dead_layers(record)), dict(record.get("dead", {}))
         reason = self.reason(record)
         if reason is not None and self.kept.kept:
             if reason.startswith("loss spike"):
@@ -221,6 +230,13 @@ class CollapseGuard:
             frozen = [n for n in dead if record["layers"][n] == 0.0 and n not in kept["dead"]]
             if frozen:
                 return f"layer {frozen[0]!r} died since the start of the fit (every channel dead, T = 0)"
+        died = mostly_died(record, kept["shares"]) if kept is not None and kept["shares"] is not None else []
+        if died and record.get("examples", DEAD_EXAMPLES) >= DEAD_EXAMPLES:
+            share, before = record["dead"][died[0]], kept["shares"][died[0]]
+            return (
+                f"{len(died)} of {len(record['layers'])} APTReLU layers mostly died since step {kept['step']} "
+                f"({died[0]!r}: {share:.0%} of its channels dead, {before:.0%} then)"
+            )
         if kept is not None and record["learning_rate"] > kept["learning_rate"]:
             # Died since the kept state, while the rate rose: frozen, not cold.
             frozen = [n for n in dead_layers(record) if record["layers"][n] == 0.0 and n not in (kept["dead"] or set())]
@@ -249,7 +265,7 @@ class CollapseGuard:
 
     def keep(self, step: int, rate: float, new_rate: float, record: dict) -> None:
         """After the update: keep a copy of the state (see `KeptStates`)."""
-        self.kept.keep(step, rate, new_rate, set(dead_layers(record)), self.spike.suspect)
+        self.kept.keep(step, rate, new_rate, dict(record.get("dead", {})), self.spike.suspect)
 
     # --------------------------------------------------------------- failures
 
@@ -358,6 +374,21 @@ class CollapseGuard:
         self.state.write(loss_average=None, loss_count=test.count)
         self.state.write(loss_reference=_none(test.reference), loss_minimum=_none(test.minimum))
         self.kept.restart_from(kept, restart)
+
+
+def mostly_died(record: dict, before: dict) -> list[str]:
+    """Names of the layers of `record` that mostly died since `before`, if at least half of its layers did.
+
+    A layer mostly died when at least `MOSTLY_DEAD` of its channels are dead
+    in `record["dead"]` and at most half that share was in `before` (the
+    dead shares of the kept state). One layer that mostly dies may be
+    pruning itself; half of the network doing so within a few measurements
+    is a step that pushed most pre-activations below zero, and a network in
+    that state sits at chance with a temperature near 0.
+    """
+    shares = record.get("dead", {})
+    died = [n for n in record["layers"] if shares.get(n, 0.0) >= MOSTLY_DEAD and before.get(n, 1.0) <= MOSTLY_DEAD / 2]
+    return died if died and 2 * len(died) >= len(record["layers"]) else []
 
 
 def _none(value: float) -> float | None:
