@@ -54,9 +54,10 @@ def paper_rate(rate, temperature, target, sigma, every, low=0.0, high=math.inf):
 class Snapshots(keras.callbacks.Callback):
     """Weights and optimizer slots at the end of every batch, and the rate of every step."""
 
-    def __init__(self, corrupt_after=(), corruption=None):
+    def __init__(self, corrupt_after=(), corruption=None, target=("logits", "kernel")):
         super().__init__()
         self.values, self.rates = [], []
+        self.target = target
         self.corrupt_after = {corrupt_after} if isinstance(corrupt_after, int) else set(corrupt_after or ())
         self.corruption = corruption
 
@@ -66,8 +67,9 @@ class Snapshots(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations) - 1
         if step in self.corrupt_after:
-            kernel = self.model.get_layer("logits").kernel
-            kernel.assign(self.corruption(np.asarray(kernel)))
+            layer, name = self.target
+            variable = getattr(self.model.get_layer(layer), name)
+            variable.assign(self.corruption(np.asarray(variable)))
         self.values.append([np.array(v) for v in guarded(self.model)])
 
 
@@ -199,13 +201,13 @@ class TestRunawayGuard:
             assert record["next_learning_rate"] == pytest.approx(record["learning_rate"], rel=1e-6)
 
 
-def collapse_run(corruption, every=2, seed=1, corrupt_after=7):
+def collapse_run(corruption, every=2, seed=1, corrupt_after=7, target=("logits", "kernel")):
     x, y = data()
     model = mlp(seed=seed)
     controller = kac.ActCooLR(
         sigma=1.0, start_temperature=0.5, every_step=every, snapshot_every=1, initial_learning_rate=None
     )
-    recorder = Snapshots(corrupt_after=corrupt_after, corruption=corruption)
+    recorder = Snapshots(corrupt_after=corrupt_after, corruption=corruption, target=target)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller, recorder], verbose=0, shuffle=False)
@@ -275,6 +277,60 @@ def test_a_second_failure_soon_after_lowers_the_ceiling():
     assert collapse.collapses == 1
     assert schedule["max_learning_rate"] == pytest.approx(event["max_learning_rate"], rel=1e-6)
     assert collapse.ceiling == pytest.approx(event["max_learning_rate"], rel=1e-6)
+
+
+def kill_all_but_one(bias):
+    """A bias of -100 on every unit but the first: 15 of 16 channels off for every input of `data()`."""
+    bias = bias.copy()
+    bias[1:] = -100.0
+    return bias
+
+
+def test_a_network_that_mostly_died_collapses_back_to_the_kept_state():
+    # One of the two ReLU layers (half of them) loses 15 of its 16 channels after step 7: no layer is
+    # wholly dead and the loss need not spike, but the network mostly died.
+    model, controller, recorder, history, caught = collapse_run(kill_all_but_one, target=("alive", "bias"))
+    assert [e["event"] for e in controller.events] == ["collapse"]
+    event = controller.events[0]
+    assert event["step"] == 8  # the first measurement after the corruption
+    measured = {r["step"]: r for r in controller.measurements}
+    # The layers of the measured records are the converted model's APTReLUs in model order; the first
+    # follows Dense "alive". 15 / 16 of its channels dead; none before.
+    first = list(measured[6]["layers"])[0]
+    assert event["reason"] == (
+        f"1 of 2 APTReLU layers mostly died since step {event['restored_step']} ({first!r}: 94% of its "
+        "channels dead, 0% then)"
+    )
+    assert all(share == 0.0 for share in measured[6]["dead"].values())
+    # Back to the kept state bit for bit, the ceiling half the highest rate since (as for any collapse).
+    restored = event["restored_step"]
+    for value, kept in zip(recorder.values[event["step"]], recorder.values[restored]):
+        np.testing.assert_array_equal(value, kept)
+    assert history.history["collapses"][-1] == 1
+    assert any("mostly died" in str(w.message) for w in caught)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+class TestMostlyDied:
+    """`collapse.mostly_died` on hand-made records: the rule counted by hand."""
+
+    def record(self, **shares):
+        return {"layers": dict.fromkeys(shares, 0.1), "dead": shares}
+
+    def test_half_of_the_layers(self):
+        record = self.record(a=0.8, b=0.0)
+        assert kac.callbacks.collapse.mostly_died(record, {"a": 0.4, "b": 0.0}) == ["a"]
+        assert kac.callbacks.collapse.mostly_died(record, {"a": 0.41, "b": 0.0}) == []  # already half dead
+
+    def test_fewer_than_half_is_a_layer_pruning_itself(self):
+        record = self.record(a=1.0, b=0.0, c=0.5)
+        assert kac.callbacks.collapse.mostly_died(record, {"a": 0.0, "b": 0.0, "c": 0.0}) == []
+        record = self.record(a=1.0, b=0.9, c=0.5, d=0.0)
+        assert kac.callbacks.collapse.mostly_died(record, dict.fromkeys("abcd", 0.0)) == ["a", "b"]
+
+    def test_below_the_threshold_or_unknown_before(self):
+        assert kac.callbacks.collapse.mostly_died(self.record(a=0.79), {"a": 0.0}) == []
+        assert kac.callbacks.collapse.mostly_died(self.record(a=0.95), {}) == []
 
 
 @pytest.mark.slow

@@ -126,6 +126,17 @@ class TestTasks:
         assert cancer.chance_accuracy(data) == pytest.approx(majority)
         assert majority > 0.5
 
+    def test_chance_loss(self, quality):
+        # Breast cancer: the binary entropy of the training labels' share of class 1, by hand.
+        cancer = quality.TASKS["breast_cancer_mlp"]
+        data = cancer.load()
+        p = np.mean(data.y_train == 1)
+        assert cancer.chance_loss(data) == pytest.approx(-(p * math.log(p) + (1 - p) * math.log(1 - p)))
+        # Balanced labels: ln(classes); a class that never occurs adds nothing.
+        tasks = sys.modules["_quality_tasks"]  # imported by the benchmark
+        assert tasks.label_entropy(np.array([0, 1, 2, 3] * 5), 4) == pytest.approx(math.log(4))
+        assert tasks.label_entropy(np.array([0, 2] * 5), 3) == pytest.approx(math.log(2))
+
 
 class TestCollapse:
     @pytest.mark.parametrize(
@@ -144,6 +155,15 @@ class TestCollapse:
     )
     def test_rule(self, quality, loss, accuracy, chance, collapsed):
         assert quality.is_collapsed(loss, accuracy, chance) is collapsed
+
+    @pytest.mark.parametrize(
+        "loss, collapsed",
+        [(2.2, True), (2.18, False), (2.29, True), (0.3, False)],  # 0.95 * ln 10 = 2.1874
+    )
+    def test_a_loss_at_chance_is_a_collapse_whatever_the_accuracy(self, quality, loss, collapsed):
+        # 15 % on ten classes is 5 points above chance: the accuracy alone does not count it.
+        assert quality.is_collapsed(loss, 0.15, 0.1, chance_loss=math.log(10)) is collapsed
+        assert quality.is_collapsed(loss, 0.15, 0.1) is False
 
 
 class TestSummary:
