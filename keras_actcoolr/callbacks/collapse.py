@@ -14,7 +14,16 @@ from keras_actcoolr import temperature as T
 from keras_actcoolr.callbacks.guards import dead_layers
 from keras_actcoolr.state import StateVariables, register_state, state_field
 
-__all__ = ["DEAD_EXAMPLES", "HEALTHY_RATE_SLACK", "MOSTLY_DEAD", "CollapseGuard", "CollapseState", "KeptStates"]
+__all__ = [
+    "DEAD_EXAMPLES",
+    "HEALTHY_RATE_SLACK",
+    "MOSTLY_DEAD",
+    "CollapseGuard",
+    "CollapseState",
+    "KeptStates",
+    "death_reason",
+    "mostly_died",
+]
 
 #: The collapse guard's rules on dead layers (a layer that died since the start of the fit, every
 #: layer dead) need a measured batch of at least this many examples.
@@ -123,9 +132,11 @@ class CollapseGuard:
 
     A non-finite loss on any step (a measured batch's; between measurements
     Keras' running loss in `logs["loss"]`), a sustained loss spike
-    (`temperature.LossSpikeTest` with `tolerance`), or a layer frozen dead
+    (`temperature.LossSpikeTest` with `tolerance`), a layer frozen dead
     (every channel dead and `T = 0`, alive in the kept state, while the rate
-    rose since, or since the start of the fit) is handled:
+    rose since, or since the start of the fit), or a network that mostly
+    died (`mostly_died`: half of the layers with `MOSTLY_DEAD` of their
+    channels dead, mostly alive in the kept state) is handled:
 
     - a non-finite loss at a rate that healthy measurements proved (at most
       `HEALTHY_RATE_SLACK` times the highest) is **bad data**: the newest
@@ -133,9 +144,10 @@ class CollapseGuard:
     - any other first failure is **retried**: the older kept state is
       restored and the run restarts at its rate (`"retry"`);
     - a failure within `every` healthy measurements of a retry or of bad
-      data, or a frozen layer, is a **collapse**: the older kept state is
-      restored and the ceiling lowered to `backoff` times the highest rate
-      since (`"collapse"`, counted in `CollapseState.collapses`).
+      data, a frozen layer, or a network that mostly died, is a
+      **collapse**: the older kept state is restored and the ceiling
+      lowered to `backoff` times the highest rate since (`"collapse"`,
+      counted in `CollapseState.collapses`).
 
     Args:
         state: The `StateVariables` of `CollapseState`.
@@ -219,30 +231,7 @@ class CollapseGuard:
                     f"loss spike (batch {loss:.4g}, average {test.average:.4g} above its minimum "
                     f"{test.minimum:.4g} for {test.spiked} measurements)"
                 )
-        # On a batch of a few examples a layer may well be off for all of them: no sign of death.
-        dead = dead_layers(record) if record.get("examples", DEAD_EXAMPLES) >= DEAD_EXAMPLES else []
-        kept = self.kept.kept[0] if self.kept.kept else None
-        if kept is not None and dead and len(dead) == len(record["layers"]):
-            if kept["dead"] is not None and len(kept["dead"]) < len(dead):
-                return "every APTReLU layer died (no channel on in the measured batch)"
-        if kept is not None and kept["dead"] is not None and kept.get("initial"):
-            # Died since the start of the fit (the kept state): a first rate far too high.
-            frozen = [n for n in dead if record["layers"][n] == 0.0 and n not in kept["dead"]]
-            if frozen:
-                return f"layer {frozen[0]!r} died since the start of the fit (every channel dead, T = 0)"
-        died = mostly_died(record, kept["shares"]) if kept is not None and kept["shares"] is not None else []
-        if died and record.get("examples", DEAD_EXAMPLES) >= DEAD_EXAMPLES:
-            share, before = record["dead"][died[0]], kept["shares"][died[0]]
-            return (
-                f"{len(died)} of {len(record['layers'])} APTReLU layers mostly died since step {kept['step']} "
-                f"({died[0]!r}: {share:.0%} of its channels dead, {before:.0%} then)"
-            )
-        if kept is not None and record["learning_rate"] > kept["learning_rate"]:
-            # Died since the kept state, while the rate rose: frozen, not cold.
-            frozen = [n for n in dead_layers(record) if record["layers"][n] == 0.0 and n not in (kept["dead"] or set())]
-            if frozen:
-                return f"frozen layer {frozen[0]!r} (every channel dead, T = 0) while the rate rose"
-        return None
+        return death_reason(record, self.kept.kept[0] if self.kept.kept else None)
 
     def _track_loss(self, loss: float | None) -> None:
         if loss is None or not math.isfinite(loss):
@@ -374,6 +363,35 @@ class CollapseGuard:
         self.state.write(loss_average=None, loss_count=test.count)
         self.state.write(loss_reference=_none(test.reference), loss_minimum=_none(test.minimum))
         self.kept.restart_from(kept, restart)
+
+
+def death_reason(record: dict, kept: dict | None) -> str | None:
+    """Why a measurement shows the network dying since the `kept` state (`CollapseGuard`'s layer rules), or None."""
+    if kept is None:
+        return None
+    # On a batch of a few examples a layer may well be off for all of them: no sign of death.
+    examples = record.get("examples", DEAD_EXAMPLES) >= DEAD_EXAMPLES
+    dead = dead_layers(record) if examples else []
+    if dead and len(dead) == len(record["layers"]) and kept["dead"] is not None and len(kept["dead"]) < len(dead):
+        return "every APTReLU layer died (no channel on in the measured batch)"
+    if kept["dead"] is not None and kept.get("initial"):
+        # Died since the start of the fit (the kept state): a first rate far too high.
+        frozen = [n for n in dead if record["layers"][n] == 0.0 and n not in kept["dead"]]
+        if frozen:
+            return f"layer {frozen[0]!r} died since the start of the fit (every channel dead, T = 0)"
+    died = mostly_died(record, kept["shares"]) if examples and kept["shares"] is not None else []
+    if died:
+        share, before = record["dead"][died[0]], kept["shares"][died[0]]
+        return (
+            f"{len(died)} of {len(record['layers'])} APTReLU layers mostly died since step {kept['step']} "
+            f"({died[0]!r}: {share:.0%} of its channels dead, {before:.0%} then)"
+        )
+    if record["learning_rate"] > kept["learning_rate"]:
+        # Died since the kept state, while the rate rose: frozen, not cold.
+        frozen = [n for n in dead_layers(record) if record["layers"][n] == 0.0 and n not in (kept["dead"] or set())]
+        if frozen:
+            return f"frozen layer {frozen[0]!r} (every channel dead, T = 0) while the rate rose"
+    return None
 
 
 def mostly_died(record: dict, before: dict) -> list[str]:
