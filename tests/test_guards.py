@@ -328,6 +328,13 @@ class TestMostlyDied:
         record = self.record(a=1.0, b=0.9, c=0.5, d=0.0)
         assert kac.callbacks.collapse.mostly_died(record, dict.fromkeys("abcd", 0.0)) == ["a", "b"]
 
+    def test_the_guard_reads_it_on_16_examples_or_more(self):
+        kept = {"step": 40, "learning_rate": 0.1, "dead": set(), "shares": {"a": 0.0, "b": 0.1}}
+        record = dict(self.record(a=0.9, b=0.85), learning_rate=0.1)
+        reason = kac.callbacks.collapse.death_reason(dict(record, examples=16), kept)
+        assert reason == "2 of 2 APTReLU layers mostly died since step 40 ('a': 90% of its channels dead, 0% then)"
+        assert kac.callbacks.collapse.death_reason(dict(record, examples=15), kept) is None
+
     def test_below_the_threshold_or_unknown_before(self):
         assert kac.callbacks.collapse.mostly_died(self.record(a=0.79), {"a": 0.0}) == []
         assert kac.callbacks.collapse.mostly_died(self.record(a=0.95), {}) == []

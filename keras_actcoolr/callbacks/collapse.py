@@ -18,6 +18,7 @@ __all__ = [
     "DEAD_EXAMPLES",
     "HEALTHY_RATE_SLACK",
     "MOSTLY_DEAD",
+    "MOSTLY_DEAD_EXAMPLES",
     "CollapseGuard",
     "CollapseState",
     "KeptStates",
@@ -34,6 +35,10 @@ DEAD_EXAMPLES = 4
 #: fires when at least half of the APTReLU layers are mostly dead that had at most half this share
 #: dead in the kept state.
 MOSTLY_DEAD = 0.8
+
+#: The rule on a network that mostly died needs a measured batch of at least this many examples: on
+#: a few examples most channels of a narrow layer may be off by chance.
+MOSTLY_DEAD_EXAMPLES = 16
 
 #: The collapse guard calls a non-finite loss bad data when the step's rate is at most this
 #: multiple of the highest rate that healthy measurements proved since the older kept state.
@@ -379,7 +384,8 @@ def death_reason(record: dict, kept: dict | None) -> str | None:
         frozen = [n for n in dead if record["layers"][n] == 0.0 and n not in kept["dead"]]
         if frozen:
             return f"layer {frozen[0]!r} died since the start of the fit (every channel dead, T = 0)"
-    died = mostly_died(record, kept["shares"]) if examples and kept["shares"] is not None else []
+    enough = record.get("examples", MOSTLY_DEAD_EXAMPLES) >= MOSTLY_DEAD_EXAMPLES
+    died = mostly_died(record, kept["shares"]) if enough and kept["shares"] is not None else []
     if died:
         share, before = record["dead"][died[0]], kept["shares"][died[0]]
         return (
