@@ -665,7 +665,7 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
         "Median and spread (max - min) over seeds of the final test accuracy. Runs: what the method cost (a tuned "
         "method: its grid on the first seed plus the other seeds at the chosen point); collapsed and NaN count all "
         "of them (a collapse: non-finite loss or outputs, an error, test accuracy within 2 points of chance, or a "
-        "final training loss of at least 95 % of chance's, ln 10). "
+        "final training loss of at least 95 % of chance's, ln 10, with test accuracy within 10 points of chance). "
         "Time and steps to target: "
         "median over the seeds that reached it, training time without evaluation, at the end of an epoch."
     )

@@ -157,13 +157,21 @@ class TestCollapse:
         assert quality.is_collapsed(loss, accuracy, chance) is collapsed
 
     @pytest.mark.parametrize(
-        "loss, collapsed",
-        [(2.2, True), (2.18, False), (2.29, True), (0.3, False)],  # 0.95 * ln 10 = 2.1874
+        "loss, accuracy, collapsed",
+        [
+            (2.2, 0.15, True),  # 0.95 * ln 10 = 2.1874
+            (2.18, 0.15, False),
+            (2.29, 0.15, True),
+            (2.29, 0.20, True),  # 10 points above chance
+            (2.29, 0.21, False),  # a slow start that already sorts some examples, not a collapse
+            (2.29, 0.44, False),
+            (0.3, 0.15, False),
+        ],
     )
-    def test_a_loss_at_chance_is_a_collapse_whatever_the_accuracy(self, quality, loss, collapsed):
-        # 15 % on ten classes is 5 points above chance: the accuracy alone does not count it.
-        assert quality.is_collapsed(loss, 0.15, 0.1, chance_loss=math.log(10)) is collapsed
-        assert quality.is_collapsed(loss, 0.15, 0.1) is False
+    def test_a_loss_at_chance_near_chance_accuracy_is_a_collapse(self, quality, loss, accuracy, collapsed):
+        # 15 % on ten classes is 5 points above chance: the accuracy rule alone does not count it.
+        assert quality.is_collapsed(loss, accuracy, 0.1, chance_loss=math.log(10)) is collapsed
+        assert quality.is_collapsed(loss, accuracy, 0.1) is False
 
 
 class TestSummary:
