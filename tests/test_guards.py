@@ -297,9 +297,9 @@ def test_a_network_that_mostly_died_collapses_back_to_the_kept_state():
     # The layers of the measured records are the converted model's APTReLUs in model order; the first
     # follows Dense "alive". 15 / 16 of its channels dead; none before.
     first = list(measured[6]["layers"])[0]
-    assert event["reason"] == (
-        f"1 of 2 APTReLU layers mostly died since step {event['restored_step']} ({first!r}: 94% of its "
-        "channels dead, 0% then)"
+    assert (
+        event["reason"]
+        == f"1 of 2 APTReLU layers mostly died since step 6 ({first!r}: 94% of its channels dead, 0% then)"
     )
     assert all(share == 0.0 for share in measured[6]["dead"].values())
     # Back to the kept state bit for bit, the ceiling half the highest rate since (as for any collapse).
@@ -328,12 +328,17 @@ class TestMostlyDied:
         record = self.record(a=1.0, b=0.9, c=0.5, d=0.0)
         assert kac.callbacks.collapse.mostly_died(record, dict.fromkeys("abcd", 0.0)) == ["a", "b"]
 
-    def test_the_guard_reads_it_on_16_examples_or_more(self):
-        kept = {"step": 40, "learning_rate": 0.1, "dead": set(), "shares": {"a": 0.0, "b": 0.1}}
+    def test_the_guard_compares_with_the_measurement_before_on_16_examples_or_more(self):
+        death_reason = kac.callbacks.collapse.death_reason
+        kept = {"step": 0, "learning_rate": 0.1, "dead": set(), "shares": {"a": 0.0, "b": 0.0}}
+        latest = {"step": 40, "learning_rate": 0.1, "dead": set(), "shares": {"a": 0.0, "b": 0.1}}
         record = dict(self.record(a=0.9, b=0.85), learning_rate=0.1)
-        reason = kac.callbacks.collapse.death_reason(dict(record, examples=16), kept)
+        reason = death_reason(dict(record, examples=16), kept, latest)
         assert reason == "2 of 2 APTReLU layers mostly died since step 40 ('a': 90% of its channels dead, 0% then)"
-        assert kac.callbacks.collapse.death_reason(dict(record, examples=15), kept) is None
+        assert death_reason(dict(record, examples=15), kept, latest) is None
+        # Dead step by step (half dead at the measurement before): a layer losing channels as it trains.
+        gradual = dict(latest, shares={"a": 0.5, "b": 0.5})
+        assert death_reason(dict(record, examples=16), kept, gradual) is None
 
     def test_below_the_threshold_or_unknown_before(self):
         assert kac.callbacks.collapse.mostly_died(self.record(a=0.79), {"a": 0.0}) == []

@@ -33,7 +33,7 @@ DEAD_EXAMPLES = 4
 #: The collapse guard's rule on a network that mostly died: a layer counts as mostly dead when at
 #: least this share of its channels is off at every position of the measured batch, and the rule
 #: fires when at least half of the APTReLU layers are mostly dead that had at most half this share
-#: dead in the kept state.
+#: dead at the newest healthy kept state (the measurement before).
 MOSTLY_DEAD = 0.8
 
 #: The rule on a network that mostly died needs a measured batch of at least this many examples: on
@@ -141,7 +141,8 @@ class CollapseGuard:
     (every channel dead and `T = 0`, alive in the kept state, while the rate
     rose since, or since the start of the fit), or a network that mostly
     died (`mostly_died`: half of the layers with `MOSTLY_DEAD` of their
-    channels dead, mostly alive in the kept state) is handled:
+    channels dead, mostly alive at the newest healthy kept state, the
+    measurement before) is handled:
 
     - a non-finite loss at a rate that healthy measurements proved (at most
       `HEALTHY_RATE_SLACK` times the highest) is **bad data**: the newest
@@ -236,7 +237,7 @@ class CollapseGuard:
                     f"loss spike (batch {loss:.4g}, average {test.average:.4g} above its minimum "
                     f"{test.minimum:.4g} for {test.spiked} measurements)"
                 )
-        return death_reason(record, self.kept.kept[0] if self.kept.kept else None)
+        return death_reason(record, self.kept.kept[0] if self.kept.kept else None, self.kept.latest)
 
     def _track_loss(self, loss: float | None) -> None:
         if loss is None or not math.isfinite(loss):
@@ -370,8 +371,14 @@ class CollapseGuard:
         self.kept.restart_from(kept, restart)
 
 
-def death_reason(record: dict, kept: dict | None) -> str | None:
-    """Why a measurement shows the network dying since the `kept` state (`CollapseGuard`'s layer rules), or None."""
+def death_reason(record: dict, kept: dict | None, latest: dict | None = None) -> str | None:
+    """Why a measurement shows the network dying (`CollapseGuard`'s layer rules), or None.
+
+    The frozen-layer rules compare with the `kept` state (the older kept
+    one), the mostly-died rule with the `latest` (the newest healthy one,
+    kept at the measurement before): a network that mostly died between two
+    measurements.
+    """
     if kept is None:
         return None
     # On a batch of a few examples a layer may well be off for all of them: no sign of death.
@@ -385,12 +392,13 @@ def death_reason(record: dict, kept: dict | None) -> str | None:
         if frozen:
             return f"layer {frozen[0]!r} died since the start of the fit (every channel dead, T = 0)"
     enough = record.get("examples", MOSTLY_DEAD_EXAMPLES) >= MOSTLY_DEAD_EXAMPLES
-    died = mostly_died(record, kept["shares"]) if enough and kept["shares"] is not None else []
+    before = latest.get("shares") if latest is not None and enough else None
+    died = mostly_died(record, before) if before is not None else []
     if died:
-        share, before = record["dead"][died[0]], kept["shares"][died[0]]
+        share = record["dead"][died[0]]
         return (
-            f"{len(died)} of {len(record['layers'])} APTReLU layers mostly died since step {kept['step']} "
-            f"({died[0]!r}: {share:.0%} of its channels dead, {before:.0%} then)"
+            f"{len(died)} of {len(record['layers'])} APTReLU layers mostly died since step {latest['step']} "
+            f"({died[0]!r}: {share:.0%} of its channels dead, {before[died[0]]:.0%} then)"
         )
     if record["learning_rate"] > kept["learning_rate"]:
         # Died since the kept state, while the rate rose: frozen, not cold.
@@ -405,10 +413,11 @@ def mostly_died(record: dict, before: dict) -> list[str]:
 
     A layer mostly died when at least `MOSTLY_DEAD` of its channels are dead
     in `record["dead"]` and at most half that share was in `before` (the
-    dead shares of the kept state). One layer that mostly dies may be
-    pruning itself; half of the network doing so within a few measurements
-    is a step that pushed most pre-activations below zero, and a network in
-    that state sits at chance with a temperature near 0.
+    dead shares of the measurement before). One layer that mostly dies may
+    be pruning itself, and small layers lose channels step by step as they
+    train; half of the network doing so between two measurements is a step
+    that pushed most pre-activations below zero, and a network in that
+    state sits at chance with a temperature near 0.
     """
     shares = record.get("dead", {})
     died = [n for n in record["layers"] if shares.get(n, 0.0) >= MOSTLY_DEAD and before.get(n, 1.0) <= MOSTLY_DEAD / 2]
