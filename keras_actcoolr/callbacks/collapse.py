@@ -23,6 +23,7 @@ __all__ = [
     "CollapseState",
     "KeptStates",
     "death_reason",
+    "kept_deaths",
     "mostly_died",
 ]
 
@@ -101,14 +102,13 @@ class KeptStates:
         initial.update(dead=None, shares=None)
         self.kept, self.latest, self.healthy = [initial], initial, 1
 
-    def keep(self, step: int, rate: float, new_rate: float, shares: dict, suspect: bool) -> None:
+    def keep(self, step: int, rate: float, new_rate: float, deaths: dict, suspect: bool) -> None:
         for kept in self.kept:
             kept["peak"] = max(kept["peak"], rate, new_rate)
         if suspect:
             return  # a loss far above its minimum may be the start of a collapse: keep no copy of it
         values = [tf.identity(v.value) for v in self.variables()]
-        latest = {"step": step, "learning_rate": new_rate, "peak": new_rate, "values": values, "shares": shares}
-        latest["dead"] = {name for name, share in shares.items() if share >= 1.0}
+        latest = {"step": step, "learning_rate": new_rate, "peak": new_rate, "values": values, **deaths}
         self.latest = latest  # the newest healthy state, which bad data goes back to
         if self.healthy % self.every == 0:
             self.kept = (self.kept + [latest])[-2:]
@@ -212,8 +212,7 @@ class CollapseGuard:
         """Check a measurement; True if it failed and was handled (the controller then stops there)."""
         first = self.kept.kept[0] if self.kept.kept else None
         if first is not None and first["dead"] is None and first["step"] == record["step"]:
-            # The measured batch ran on the kept state.
-            first["dead"], first["shares"] = set(dead_layers(record)), dict(record.get("dead", {}))
+            first.update(kept_deaths(record))  # the measured batch ran on the kept state
         reason = self.reason(record)
         if reason is not None and self.kept.kept:
             if reason.startswith("loss spike"):
@@ -260,7 +259,7 @@ class CollapseGuard:
 
     def keep(self, step: int, rate: float, new_rate: float, record: dict) -> None:
         """After the update: keep a copy of the state (see `KeptStates`)."""
-        self.kept.keep(step, rate, new_rate, dict(record.get("dead", {})), self.spike.suspect)
+        self.kept.keep(step, rate, new_rate, kept_deaths(record), self.spike.suspect)
 
     # --------------------------------------------------------------- failures
 
@@ -369,6 +368,12 @@ class CollapseGuard:
         self.state.write(loss_average=None, loss_count=test.count)
         self.state.write(loss_reference=_none(test.reference), loss_minimum=_none(test.minimum))
         self.kept.restart_from(kept, restart)
+
+
+def kept_deaths(record: dict) -> dict:
+    """What a kept state remembers of its measured batch: `dead`, the layers with every channel dead, and
+    `shares`, each layer's share of dead channels (the layer rules of `death_reason` compare with them)."""
+    return {"dead": set(dead_layers(record)), "shares": dict(record.get("dead", {}))}
 
 
 def death_reason(record: dict, kept: dict | None, latest: dict | None = None) -> str | None:
