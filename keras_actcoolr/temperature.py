@@ -268,6 +268,7 @@ def static_lr_update(
     epsilon: float = EPSILON,
     min_learning_rate: float = 0.0,
     max_learning_rate: float = math.inf,
+    full_tracking: bool = False,
 ) -> tuple[float, float]:
     """One update of the static ActCooLR controller.
 
@@ -287,6 +288,12 @@ def static_lr_update(
     With `lr` within the bounds, `new_lr` is within them as well (it lies
     between `lr` and the clipped target).
 
+    The paper's update moves `(2 * every_step - 1) / every_step**2` of the
+    way to `lr_target` by the next measurement (0.19 with `every_step=10`).
+    With `full_tracking=True` the drift is `d` itself, so that the rate
+    reaches `lr_target` at the next measurement
+    (`new_lr + (every_step - 1) * d = lr_target`).
+
     Example:
 
     ```python
@@ -305,6 +312,8 @@ def static_lr_update(
             Defaults to `0`.
         max_learning_rate: Upper bound of the target rate (at most the
             largest float32 is used). Defaults to `inf`.
+        full_tracking: Boolean, reach `lr_target` at the next measurement
+            instead of the paper's drift. Defaults to `False` (the paper's).
 
     Returns:
         `(new_learning_rate, drift_per_step)`, finite floats.
@@ -339,7 +348,7 @@ def static_lr_update(
         lr_target = 0.0  # the multiplicative update cannot leave a rate of 0 (but the bounds can)
     lr_target = min(max(lr_target, low), high)
     step = (lr_target - learning_rate) / every_step
-    return float(learning_rate + step), float(step / every_step)
+    return float(learning_rate + step), float(step if full_tracking else step / every_step)
 
 
 def dynamic_lr_update(

@@ -78,6 +78,53 @@ class TestActCooLR:
         for record in controller.history:
             np.testing.assert_allclose(record["learning_rate"], recorder.rates[record["step"]], rtol=1e-6)
 
+    def test_full_tracking_reaches_the_target_rate_at_the_next_measurement(self, learning_rate_recorder):
+        # Every guard off but full tracking: the measured step sets the rate of the next step to rate + d,
+        # then a drift of d per step, so that the rate is lr_target at the next measured step.
+        x, y = data()
+        model = converted()
+        every, sigma, start, top = 4, 1.3, 2.5, 1.5
+        off = dict(layer_filter=False, collapse_guard=False, runaway_guard=False, final_anneal=False)
+        controller = kac.ActCooLR(
+            initial_learning_rate=None,
+            start_temperature=start,
+            every_step=every,
+            sigma=sigma,
+            max_learning_rate=top,
+            full_tracking=True,
+            **off,
+        )
+        recorder = learning_rate_recorder
+        model.fit(x, y, batch_size=10, epochs=3, callbacks=[controller, recorder], verbose=0, shuffle=False)
+        total = 36
+        measured = {r["step"]: r["temperature"] for r in controller.measurements}
+        assert sorted(measured) == list(range(0, total, every))
+        expected, targets = [], {}
+        anchor, anchor_step, drift = 0.1, 0, 0.0
+        for step in range(total):
+            rate = min(max(anchor + drift * (step - anchor_step), 1e-7), top)
+            expected.append(rate)
+            if step in measured:
+                p = np.clip(1 - 2.0 ** -measured[step], 1e-6, 1 - 1e-6)
+                p_target = np.clip(1 - 2.0 ** -(start * (1 - step / total)), 1e-6, 1 - 1e-6)
+                lr_target = rate * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
+                targets[step] = lr_target = min(max(lr_target, 1e-7), top)
+                d = (lr_target - rate) / every
+                anchor, anchor_step, drift = rate + d, step + 1, d
+        np.testing.assert_allclose(recorder.rates, expected, rtol=2e-5)
+        for step, lr_target in targets.items():
+            if step + every < total:
+                np.testing.assert_allclose(recorder.rates[step + every], lr_target, rtol=2e-5)
+        # The paper's update (full_tracking=False) moves only (2 * every - 1) / every**2 of the way.
+        assert any(abs(targets[s] - expected[s]) > 0.3 * abs(expected[s]) for s in targets if s > 0)
+
+    def test_full_tracking_is_off_by_default_and_without_guards(self):
+        assert not kac.ActCooLR().guard_on("full_tracking")
+        assert kac.ActCooLR(full_tracking=True).guard_on("full_tracking")
+        assert not kac.ActCooLR(full_tracking=True, guards=False).guard_on("full_tracking")
+        with pytest.raises(ValueError, match="full_tracking"):
+            kac.ActCooLR(full_tracking="yes")
+
     def test_history_matches_static_lr_update(self):
         x, y = data()
         model = converted()

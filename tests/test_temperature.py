@@ -425,6 +425,21 @@ class TestStaticLrUpdate:
         np.testing.assert_allclose(new_lr, seed_lr, rtol=1e-10)
         np.testing.assert_allclose(drift, seed_drift, rtol=1e-8)
 
+    @pytest.mark.parametrize(
+        "lr, p, p_target, sigma, every_step",
+        [(0.1, 0.6, 0.4, 1.0, 10), (1.0, 0.2, 0.875, 2.0, 20), (0.02, 0.05, 0.95, 0.5, 4), (0.3, 0.7, 0.2, 1.2, 1)],
+        ids=["cool_down", "heat_up", "far_apart", "every_step"],
+    )
+    def test_full_tracking_reaches_the_target_rate(self, lr, p, p_target, sigma, every_step):
+        # The seed form's lr_target; the first step is the paper's, then the drift is d, not d / every_step.
+        lr_target = lr * math.exp(
+            sigma * math.sqrt(2.0) * (special.erfinv(2.0 * p_target - 1.0) - special.erfinv(2.0 * p - 1.0))
+        )
+        new_lr, drift = temperature.static_lr_update(lr, p, p_target, sigma, every_step, full_tracking=True)
+        np.testing.assert_allclose(new_lr, lr + (lr_target - lr) / every_step, rtol=1e-10)
+        np.testing.assert_allclose(drift, (lr_target - lr) / every_step, rtol=1e-8)
+        np.testing.assert_allclose(new_lr + (every_step - 1) * drift, lr_target, rtol=1e-8)
+
     @pytest.mark.parametrize("p", [0.0, 1e-3, 0.3, 0.5, 0.999, 1.0], ids=["0", "1e-3", "0.3", "0.5", "0.999", "1"])
     def test_on_target_keeps_learning_rate(self, p):
         new_lr, drift = temperature.static_lr_update(0.1, p, p, 1.3, 10)

@@ -111,9 +111,9 @@ class ActCooLR(StaticController):
     and reads dead ReLUs as cold; and a network that cools faster than the
     target near the end of training makes it raise the rate just when every
     tuned schedule anneals. Four guards, on by default, keep the update above
-    as their core (`guards=False` turns all of them off and gives the update
-    above exactly, the paper's controller with its target clipped to the
-    bounds):
+    as their core (`guards=False` turns all of them off, and the full
+    tracking below, and gives the update above exactly, the paper's
+    controller with its target clipped to the bounds):
 
     - `layer_filter`: dead and saturated layers are left out of the network
       temperature the controller follows (`keras_actcoolr.callbacks.guards.LayerFilter`);
@@ -131,6 +131,9 @@ class ActCooLR(StaticController):
       (`keras_actcoolr.callbacks.guards.FinalAnneal`).
 
     More guards: `rate_guards` (see docs/method.md#writing-a-controller).
+
+    **Tracking.** The update above moves the rate 0.19 of the way to `lr_target` by the next measurement
+    (`every_step=10`); `full_tracking=True` (with `guards`) reaches it there (`temperature.static_lr_update`).
 
     With `max_learning_rate="auto"` the runaway guard's ceiling is ten times
     the rate the erf model fitted by the range analysis gives for the start
@@ -245,6 +248,8 @@ class ActCooLR(StaticController):
             is the paper's controller. Defaults to `"vector"`
             (`keras_actcoolr.measurement.DEFAULT_MEASURE`; chosen on the
             development tasks, `docs/method.md#wide-layers-the-grouped-measurement`).
+        full_tracking: Boolean, reach the target rate at the next
+            measurement (see above). Defaults to `False`.
         adam_units: Boolean, with a `keras.optimizers.Adam` (or `AdamW`),
             read the rate in Adam's units in the runaway guard and the
             automatic ceiling (see above); no effect on other optimizers.
@@ -282,6 +287,7 @@ class ActCooLR(StaticController):
         rate_guards: list[RateGuard] | None = None,
         measure: str = DEFAULT_MEASURE,
         adam_units: bool = True,
+        full_tracking: bool = False,
     ) -> None:
         super().__init__(every_step, total_steps, min_learning_rate, max_learning_rate, measure, allow_auto=True)
         self.initial_learning_rate = validation.one_of("initial_learning_rate", initial_learning_rate, (None, "auto"))
@@ -298,6 +304,7 @@ class ActCooLR(StaticController):
         self.layer_filter = validation.boolean("layer_filter", layer_filter)
         self.final_anneal = validation.boolean("final_anneal", final_anneal)
         self.adam_units = validation.boolean("adam_units", adam_units)
+        self.full_tracking = validation.boolean("full_tracking", full_tracking)
         self.final_anneal_share = validation.real_in("final_anneal_share", final_anneal_share, 0.0, 1.0)
         self.loss_tolerance = validation.positive("loss_tolerance", loss_tolerance)
         self.runaway_factor = validation.real_in("runaway_factor", runaway_factor, 1.0, float("inf"))

@@ -179,8 +179,16 @@ class StaticController(ControllerParts):
             # The target rate is clipped to the bounds before the drift is formed (no overflow at any sigma).
             target_probability = T.temperature_to_probability(target)
             bounds = {"min_learning_rate": self.min_learning_rate, "max_learning_rate": ceiling}
+            full = self.guard_on("full_tracking")
             new_rate, drift = T.static_lr_update(
-                rate, probability, target_probability, sigma, self.every_step, self.epsilon, **bounds
+                rate,
+                probability,
+                target_probability,
+                sigma,
+                self.every_step,
+                self.epsilon,
+                **bounds,
+                full_tracking=full,
             )
         return RateUpdate(record["step"], rate, new_rate, drift, probability, sigma, self.every_step, self.curve_steps)
 
