@@ -35,13 +35,44 @@ class RangeCounts(kac.TemperatureLogger):
             self.analysed.append(record["step"])
 
 
+def fit_by_hand(recorder, **kwargs):
+    """`ActCooLR(initial_learning_rate=None, **kwargs)` trained 3 epochs of 12 steps on `data()`; the controller."""
+    x, y = data()
+    model = converted()
+    controller = kac.ActCooLR(initial_learning_rate=None, **kwargs)
+    model.fit(x, y, batch_size=10, epochs=3, callbacks=[controller, recorder], verbose=0, shuffle=False)
+    return controller
+
+
+def replay(measured, total, every, sigma, top, target, full_tracking=False):
+    """The rate of every step by hand (docs/method.md#the-static-controller), from the measured temperatures.
+
+    A measured step sets the rate of the next step to `rate + d`, then adds a drift of `d / every` per step
+    (`d` with full tracking). Returns the rates, `{step: lr_target}` (clipped to the bounds before the drift is
+    formed) and whether a target was clipped.
+    """
+    expected, targets, clipped = [], {}, False
+    anchor, anchor_step, drift = 0.1, 0, 0.0
+    for step in range(total):
+        rate = min(max(anchor + drift * (step - anchor_step), 1e-7), top)
+        expected.append(rate)
+        if step in measured:
+            p = np.clip(1 - 2.0 ** -measured[step], 1e-6, 1 - 1e-6)
+            p_target = np.clip(1 - 2.0 ** -target(step / total), 1e-6, 1 - 1e-6)
+            lr_target = rate * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
+            clipped = clipped or lr_target > top
+            targets[step] = lr_target = min(max(lr_target, 1e-7), top)
+            d = (lr_target - rate) / every
+            anchor, anchor_step, drift = min(max(rate + d, 1e-7), top), step + 1, d if full_tracking else d / every
+    return expected, targets, clipped
+
+
 class TestActCooLR:
     def test_learning_rate_trajectory_follows_the_controller_by_hand(self, learning_rate_recorder):
-        x, y = data()
-        model = converted()
         every, sigma, start, gamma, top = 4, 1.3, 2.5, 2.0, 1.5
-        controller = kac.ActCooLR(
-            initial_learning_rate=None,
+        recorder = learning_rate_recorder
+        controller = fit_by_hand(
+            recorder,
             start_temperature=start,
             gamma=gamma,
             every_step=every,
@@ -49,30 +80,14 @@ class TestActCooLR:
             max_learning_rate=top,
             guards=False,
         )
-        recorder = learning_rate_recorder
-        model.fit(x, y, batch_size=10, epochs=3, callbacks=[controller, recorder], verbose=0, shuffle=False)
         total = 36
         assert len(recorder.rates) == total
         assert [r["step"] for r in controller.history] == list(range(0, total, every))
 
-        # Replay docs/method.md#the-static-controller with the measured temperatures as the only input:
-        # a measured step sets the rate of the next step, then a drift of d / every per step.
+        # Replay with the measured temperatures as the only input: with the guards off, the paper's update.
         measured = {r["step"]: r["temperature"] for r in controller.history}
-        expected = []
-        anchor, anchor_step, drift = 0.1, 0, 0.0
-        clipped = False
-        for step in range(total):
-            rate = min(max(anchor + drift * (step - anchor_step), 1e-7), top)
-            expected.append(rate)
-            if step in measured:
-                target = start * (1 - step / total) ** gamma
-                p = np.clip(1 - 2.0 ** -measured[step], 1e-6, 1 - 1e-6)
-                p_target = np.clip(1 - 2.0**-target, 1e-6, 1 - 1e-6)
-                lr_target = rate * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
-                clipped = clipped or lr_target > top
-                lr_target = min(max(lr_target, 1e-7), top)  # the target is clipped before the drift is formed
-                d = (lr_target - rate) / every
-                anchor, anchor_step, drift = min(max(rate + d, 1e-7), top), step + 1, d / every
+        target = lambda progress: start * (1 - progress) ** gamma  # noqa: E731
+        expected, _, clipped = replay(measured, total, every, sigma, top, target)
         assert clipped  # the bound is exercised
         np.testing.assert_allclose(recorder.rates, expected, rtol=2e-5)
         for record in controller.history:
@@ -81,12 +96,11 @@ class TestActCooLR:
     def test_full_tracking_reaches_the_target_rate_at_the_next_measurement(self, learning_rate_recorder):
         # Every guard off but full tracking: the measured step sets the rate of the next step to rate + d,
         # then a drift of d per step, so that the rate is lr_target at the next measured step.
-        x, y = data()
-        model = converted()
         every, sigma, start, top = 4, 1.3, 2.5, 1.5
         off = dict(layer_filter=False, collapse_guard=False, runaway_guard=False, final_anneal=False)
-        controller = kac.ActCooLR(
-            initial_learning_rate=None,
+        recorder = learning_rate_recorder
+        controller = fit_by_hand(
+            recorder,
             start_temperature=start,
             every_step=every,
             sigma=sigma,
@@ -94,23 +108,11 @@ class TestActCooLR:
             full_tracking=True,
             **off,
         )
-        recorder = learning_rate_recorder
-        model.fit(x, y, batch_size=10, epochs=3, callbacks=[controller, recorder], verbose=0, shuffle=False)
         total = 36
         measured = {r["step"]: r["temperature"] for r in controller.measurements}
         assert sorted(measured) == list(range(0, total, every))
-        expected, targets = [], {}
-        anchor, anchor_step, drift = 0.1, 0, 0.0
-        for step in range(total):
-            rate = min(max(anchor + drift * (step - anchor_step), 1e-7), top)
-            expected.append(rate)
-            if step in measured:
-                p = np.clip(1 - 2.0 ** -measured[step], 1e-6, 1 - 1e-6)
-                p_target = np.clip(1 - 2.0 ** -(start * (1 - step / total)), 1e-6, 1 - 1e-6)
-                lr_target = rate * math.exp(sigma * (stats.norm.ppf(p_target) - stats.norm.ppf(p)))
-                targets[step] = lr_target = min(max(lr_target, 1e-7), top)
-                d = (lr_target - rate) / every
-                anchor, anchor_step, drift = rate + d, step + 1, d
+        target = lambda progress: start * (1 - progress)  # noqa: E731
+        expected, targets, _ = replay(measured, total, every, sigma, top, target, full_tracking=True)
         np.testing.assert_allclose(recorder.rates, expected, rtol=2e-5)
         for step, lr_target in targets.items():
             if step + every < total:
