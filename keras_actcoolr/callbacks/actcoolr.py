@@ -111,8 +111,8 @@ class ActCooLR(StaticController):
     and reads dead ReLUs as cold; and a network that cools faster than the
     target near the end of training makes it raise the rate just when every
     tuned schedule anneals. Four guards, on by default, keep the update above
-    as their core (`guards=False` turns all of them off, and the full
-    tracking below, and gives the update above exactly, the paper's
+    as their core (`guards=False` turns all of them off, and full tracking
+    (below) with them, and gives the update above exactly, the paper's
     controller with its target clipped to the bounds):
 
     - `layer_filter`: dead and saturated layers are left out of the network
