@@ -177,8 +177,9 @@ def run(
 def render(runs: list[dict[str, Any]]) -> str:
     """Markdown: per run, then per (task, method, rate) the median over seeds, of the temperature by tenth."""
 
-    def cell(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}"
+    def row(task: str, label: str, rate: float, seed: str, accuracy: float, peak: float, tenths: list) -> list[str]:
+        cells = ["-" if value is None else f"{value:.2f}" for value in tenths]
+        return [task, label, f"{rate:g}", seed, f"{100 * accuracy:.2f}", f"{peak:.3g}", *cells]
 
     header = ["task", "method", "rate", "seed", "test acc. %", "peak rate", *(f"{t / 10:.1f}" for t in range(TENTHS))]
     rows = []
@@ -186,11 +187,7 @@ def render(runs: list[dict[str, Any]]) -> str:
     for r in runs:
         label = r["method"] + (f" {json.dumps(r['controller'])}" if r.get("controller") else "")
         label += f" warmup={r['warmup']}" if r.get("warmup") else ""
-        rows.append(
-            [r["task"], label, f"{r['rate']:g}", str(r["seed"]), f"{100 * r['test_accuracy']:.2f}"]
-            + [f"{r['peak_rate']:.3g}"]
-            + [cell(v) for v in r["by_tenth"]]
-        )
+        rows.append(row(r["task"], label, r["rate"], str(r["seed"]), r["test_accuracy"], r["peak_rate"], r["by_tenth"]))
         groups.setdefault((r["task"], label, r["rate"]), []).append(r)
     for (task, label, rate), group in groups.items():
         if len(group) < 2:
@@ -199,17 +196,9 @@ def render(runs: list[dict[str, Any]]) -> str:
         for t in range(TENTHS):
             values = [g["by_tenth"][t] for g in group if g["by_tenth"][t] is not None]
             medians.append(Q.median(values) if values else None)
-        rows.append(
-            [
-                task,
-                label,
-                f"{rate:g}",
-                f"median of {len(group)}",
-                f"{100 * Q.median(g['test_accuracy'] for g in group):.2f}",
-            ]
-            + [f"{Q.median(g['peak_rate'] for g in group):.3g}"]
-            + [cell(v) for v in medians]
-        )
+        accuracy = Q.median(g["test_accuracy"] for g in group)
+        peak = Q.median(g["peak_rate"] for g in group)
+        rows.append(row(task, label, rate, f"median of {len(group)}", accuracy, peak, medians))
     return (
         Q.markdown_table(header, rows)
         + "\n\nColumns 0.0 to 0.9: the mean over each tenth of training of the temperature ActCooLR's controller "
@@ -221,7 +210,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True, help=f"one of {', '.join((*F.NETWORKS, *TASKS))}")
     parser.add_argument("--method", required=True, choices=METHODS)
-    parser.add_argument("--rate", type=float, default=None, help="peak / constant / initial rate (default 0.1)")
+    parser.add_argument("--rate", type=float, default=0.1, help="peak / constant / initial rate (default 0.1)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated integers (default 0,1,2)")
     parser.add_argument("--every-step", type=int, default=10, help="steps between measurements (default 10)")
     parser.add_argument("--epochs", type=int, default=None, help="default: 1 on Fashion-MNIST, the task's otherwise")
@@ -253,8 +242,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             warmup_target(*args.warmup)
         except (TypeError, ValueError) as error:
             parser.error(f"--warmup takes PEAK,SHARE,START ({error}). Received: --warmup={args.warmup}")
-    if args.rate is None:
-        args.rate = 0.1
     return args
 
 

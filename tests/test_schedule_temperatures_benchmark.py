@@ -53,9 +53,10 @@ class TestByTenth:
 
 
 class TestArguments:
-    def test_controller_needs_actcoolr(self, bench):
+    @pytest.mark.parametrize("option", [["--warmup", "1.5,0.3,0.5"], ["--controller", '{"full_tracking": true}']])
+    def test_controller_and_warmup_need_actcoolr(self, bench, option):
         with pytest.raises(SystemExit):
-            bench.parse_args(["--task", "teacher_mlp", "--method", "onecycle", "--warmup", "1.5,0.3,0.5"])
+            bench.parse_args(["--task", "teacher_mlp", "--method", "onecycle", *option])
 
     def test_unknown_task(self, bench):
         with pytest.raises(SystemExit):
