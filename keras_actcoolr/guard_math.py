@@ -1,4 +1,7 @@
-"""The pure arithmetic of ActCooLR's guards: the collapse guard's loss-spike test, the runaway guard's limits and Adam's units.
+"""The pure arithmetic of ActCooLR's guards.
+
+The collapse guard's loss-spike test, the runaway guard's limits, Adam's
+units and the layer filter's width rule.
 
 `keras_actcoolr.temperature` re-exports every name of this module, with the
 guards' arithmetic on temperatures (`temperature_ceiling`, `is_saturated`,
@@ -10,6 +13,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+ArrayLike = float | np.ndarray
 
 __all__ = [
     "LOSS_AVERAGE_WARMUP",
@@ -24,6 +29,9 @@ __all__ = [
     "loss_spike_index",
     "loss_spiked",
     "runaway_limited",
+    "REFERENCE_GROUPS",
+    "vector_temperature_from_groups",
+    "wide_layer_counts",
 ]
 
 
@@ -253,3 +261,58 @@ def adam_noise_step_scale(beta_1: float) -> float:
     step is then this share of the first one (0.229 for `beta_1 = 0.9`).
     """
     return math.sqrt((1.0 - beta_1) / (1.0 + beta_1))
+
+
+# ------------------------------------------------------- the layer filter's width rule
+
+
+#: The layer filter reads a layer of more than this many groups of 8 channels (64 channels)
+#: as this many groups: `T = REFERENCE_GROUPS * T_g` (see `vector_temperature_from_groups`).
+REFERENCE_GROUPS = 8
+
+
+def vector_temperature_from_groups(
+    group_temperature: ArrayLike,
+    positions: ArrayLike,
+    group_positions: ArrayLike,
+    max_groups: float | None = None,
+) -> ArrayLike:
+    """The whole-vector temperature that a grouped one implies when channels flip independently.
+
+    A layer of `C` channels has `G = ceil(C / 8) = N_g / N` groups per
+    position. If the groups change independently with probability `P_g`, a
+    position's whole vector is unchanged with probability `(1 - P_g) ** G`,
+    so `T = G * T_g` (temperatures are `-log2` of the unchanged share). This
+    reads a layer whose whole-vector count is saturated (too few unchanged
+    positions to resolve `T`) through its grouped count, on the paper's
+    scale. Layers with no positions get 0. With `max_groups`, `G` is at most
+    that: the temperature of `8 * max_groups` of the layer's channels.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    group_positions = np.asarray(group_positions, dtype=np.float64)
+    groups = np.where(positions > 0, group_positions / np.where(positions > 0, positions, 1.0), 0.0)
+    if max_groups is not None:
+        groups = np.minimum(groups, max_groups)
+    return groups * np.asarray(group_temperature, dtype=np.float64)
+
+
+def wide_layer_counts(counts: ArrayLike, group_counts: ArrayLike, max_groups: float = REFERENCE_GROUPS) -> np.ndarray:
+    """Whole-vector counts with every layer of more than `max_groups` groups read as that many groups.
+
+    `counts` and `group_counts` are `(..., 2)` arrays of (unchanged, positions),
+    as in `keras_actcoolr.RangeAnalysis`. Where a layer has more than
+    `max_groups` groups per position (`N_g > max_groups * N`), its unchanged
+    count becomes `N * 2 ** (-max_groups * T_g)`, the count whose temperature
+    is `vector_temperature_from_groups(T_g, N, N_g, max_groups)` (`T_g` with
+    the usual floor of half a position); its positions and every other layer
+    are unchanged. This is how the layer filter reads a wide layer in a
+    measurement, applied to counts, so that a range analysis, its pool and
+    the erf model fitted to them are on the scale the controller follows.
+    """
+    counts = np.array(counts, dtype=np.float64)
+    group_counts = np.asarray(group_counts, dtype=np.float64)
+    positions, group_positions = counts[..., 1], group_counts[..., 1]
+    wide = (positions > 0) & (group_positions > max_groups * positions)
+    group_share = np.maximum(group_counts[..., 0], 0.5) / np.where(group_positions > 0, group_positions, 1.0)
+    counts[..., 0] = np.where(wide, positions * group_share**max_groups, counts[..., 0])
+    return counts

@@ -28,6 +28,7 @@ from keras_actcoolr.guard_math import (  # re-exported: the guards' arithmetic i
     LOSS_CLIP,
     LOSS_EXAMPLES,
     LOSS_SUSTAIN,
+    REFERENCE_GROUPS,
     LossSpikeTest,
     adam_noise_step_scale,
     adam_step_scale,
@@ -35,6 +36,8 @@ from keras_actcoolr.guard_math import (  # re-exported: the guards' arithmetic i
     loss_spike_index,
     loss_spiked,
     runaway_limited,
+    vector_temperature_from_groups,
+    wide_layer_counts,
 )
 
 ArrayLike = float | np.ndarray
@@ -66,6 +69,7 @@ __all__ = [
     "fit_erf_model",
     "is_saturated",
     "vector_temperature_from_groups",
+    "wide_layer_counts",
     "REFERENCE_GROUPS",
     "LOSS_AVERAGE_WARMUP",
     "LOSS_AVERAGE_WEIGHT",
@@ -373,36 +377,6 @@ def dynamic_lr_update(
 def temperature_ceiling(positions: ArrayLike) -> ArrayLike:
     """The highest temperature `N` positions can show, `log2(2N)` (every position changed)."""
     return np.log2(2.0 * np.asarray(positions, dtype=np.float64))
-
-
-#: The layer filter reads a layer of more than this many groups of 8 channels (64 channels)
-#: as this many groups: `T = REFERENCE_GROUPS * T_g` (see `vector_temperature_from_groups`).
-REFERENCE_GROUPS = 8
-
-
-def vector_temperature_from_groups(
-    group_temperature: ArrayLike,
-    positions: ArrayLike,
-    group_positions: ArrayLike,
-    max_groups: float | None = None,
-) -> ArrayLike:
-    """The whole-vector temperature that a grouped one implies when channels flip independently.
-
-    A layer of `C` channels has `G = ceil(C / 8) = N_g / N` groups per
-    position. If the groups change independently with probability `P_g`, a
-    position's whole vector is unchanged with probability `(1 - P_g) ** G`,
-    so `T = G * T_g` (temperatures are `-log2` of the unchanged share). This
-    reads a layer whose whole-vector count is saturated (too few unchanged
-    positions to resolve `T`) through its grouped count, on the paper's
-    scale. Layers with no positions get 0. With `max_groups`, `G` is at most
-    that: the temperature of `8 * max_groups` of the layer's channels.
-    """
-    positions = np.asarray(positions, dtype=np.float64)
-    group_positions = np.asarray(group_positions, dtype=np.float64)
-    groups = np.where(positions > 0, group_positions / np.where(positions > 0, positions, 1.0), 0.0)
-    if max_groups is not None:
-        groups = np.minimum(groups, max_groups)
-    return groups * np.asarray(group_temperature, dtype=np.float64)
 
 
 def is_saturated(unchanged: float, positions: float, count: int = SATURATION_COUNT) -> bool:

@@ -17,6 +17,7 @@ from scipy import special
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr.measurement import record_measure
+from keras_actcoolr.records import RangeAnalysis
 from keras_actcoolr.state import StateVariables, register_state, state_field
 
 __all__ = [
@@ -113,6 +114,21 @@ class LayerFilter:
         if self.measure == "vector":
             temperatures, saturated = _read_through_groups(record, names, temperatures, saturated)
         return temperatures, np.array([dead.get(n, 0.0) >= 1.0 or n in saturated for n in names])
+
+    def read_range(self, range_analysis: RangeAnalysis) -> RangeAnalysis:
+        """A range analysis with its wide layers read as 64 of their channels, as `excluded` reads them.
+
+        With `measure="vector"`, the counts of a layer wider than 64 channels
+        are replaced by those of `temperature.wide_layer_counts`, so that the
+        erf model fitted to the analysis (sigma, the first rate, the automatic
+        start temperature and ceiling) is on the scale the controller follows.
+        Saturated layers are kept as counted: a saturated count reads a change
+        probability within `SATURATION_COUNT / N` of 1 either way. Unchanged
+        without grouped counts, and with `measure="grouped"`.
+        """
+        if self.measure != "vector" or range_analysis.group_counts is None:
+            return range_analysis
+        return range_analysis.replace(counts=T.wide_layer_counts(range_analysis.counts, range_analysis.group_counts))
 
 
 def _read_through_groups(record: dict, names: list[str], temperatures: np.ndarray, saturated: set) -> tuple:

@@ -113,9 +113,15 @@ class StaticController(ControllerParts):
                 self.schedule.assign(max_learning_rate=ceiling)
         self._anchored = True
 
+    def _read_range(self, range_analysis: dict) -> dict:
+        """The range analysis in the controller's measure, wide layers read as the layer filter reads them."""
+        if self.layer_filter_part is not None:
+            range_analysis = self.layer_filter_part.read_range(range_analysis)
+        return range_measure(range_analysis, self.measure)
+
     def on_range_analysis_before_step(self, record: dict, range_analysis: dict) -> None:
         self.sync()
-        range_analysis = range_measure(range_analysis, self.measure)
+        range_analysis = self._read_range(range_analysis)
         step_layers = record_measure(record, self.measure)[0]
         step_temperature = float(np.mean(list(step_layers.values()))) if step_layers else 0.0
         self.range_analysis = dict(range_analysis, step_temperature=step_temperature, measure=self.measure)
@@ -145,7 +151,7 @@ class StaticController(ControllerParts):
     def on_measurement(self, record: dict, range_analysis: dict | None) -> None:
         self.sync()
         if range_analysis is not None:
-            range_analysis = range_measure(range_analysis, self.measure)
+            range_analysis = self._read_range(range_analysis)
             if self.estimator.analysing():
                 self._pool(record, range_analysis)
         if record["step"] % self.every_step != 0:
