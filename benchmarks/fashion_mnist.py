@@ -846,7 +846,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {"sigma": sigma_run(args)}
     started = time.perf_counter()
     if args.report:
-        runs = [run for path in args.report for run in read_results(path)]
+        # As within one file, a run repeated in a later file replaces the earlier (a rerun of some methods).
+        runs = list({key_of(run): run for path in args.report for run in read_results(path)}.values())
     else:
         runs = run_plan(args)
         # Only this invocation's plan, not other runs the file may hold.

@@ -305,7 +305,8 @@ def wide_layer_counts(counts: ArrayLike, group_counts: ArrayLike, max_groups: fl
     count becomes `N * 2 ** (-max_groups * T_g)`, the count whose temperature
     is `vector_temperature_from_groups(T_g, N, N_g, max_groups)` (`T_g` with
     the usual floor of half a position); its positions and every other layer
-    are unchanged. This is how the layer filter reads a wide layer in a
+    are unchanged. Read as a count, a wide layer's temperature is then at
+    most the ceiling `log2(2N)`, as the whole-vector count's is. This is how the layer filter reads a wide layer in a
     measurement, applied to counts, so that a range analysis, its pool and
     the erf model fitted to them are on the scale the controller follows.
     """

@@ -99,6 +99,16 @@ def test_half_written_line_and_repeated_runs(bench, tmp_path):
     assert len(runs) == 1 and runs[0]["test_accuracy"] == 0.6
 
 
+def test_report_of_several_files_keeps_the_last_of_a_repeated_run(bench, tmp_path, capsys):
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    old.write_text("".join(json.dumps(run("adam", seed, 0.5, rate=1e-3)) + "\n" for seed in (0, 1)))
+    new.write_text(json.dumps(run("adam", 1, 0.7, rate=1e-3)) + "\n")
+    runs = bench.main(["--report", str(old), str(new)])["runs"]
+    assert sorted((r["seed"], r["test_accuracy"]) for r in runs) == [(0, 0.5), (1, 0.7)]
+    # Median of 0.5 and 0.7, in percent: the rerun counted once.
+    assert "| adam | 0.001 | 60.00 |" in capsys.readouterr().out
+
+
 def test_rate_never_rises_in_last_tenth(bench):
     # 20 steps: the last tenth is steps 18 and 19.
     falling = [1.0] * 18 + [0.5, 0.4]

@@ -6,9 +6,10 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from scipy import optimize, special, stats
 
 import keras_actcoolr as kac
-from keras_actcoolr.temperature import vector_temperature_from_groups
+from keras_actcoolr.temperature import vector_temperature_from_groups, wide_layer_counts
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -43,6 +44,22 @@ def test_closed_form_and_empty_layer():
     assert vector_temperature_from_groups(0.25, 10, 40, max_groups=8) == pytest.approx(1.0)
     assert vector_temperature_from_groups(0.7, 0.0, 0.0) == 0.0
     np.testing.assert_allclose(vector_temperature_from_groups([0.1, 0.2], [10, 4], [80, 4]), [0.8, 0.2])
+
+
+def test_wide_layer_counts_read_a_wide_layer_as_64_channels():
+    # Per rate: a 32-channel layer (4 groups per position), a 128-channel one (16 groups), and a
+    # 128-channel one without an unchanged group (its count floored at half a position).
+    counts = np.array([[[7.0, 10.0], [6.0, 10.0], [0.0, 10.0]], [[2.0, 10.0], [1.0, 10.0], [0.0, 10.0]]])
+    group_counts = np.array([[[35.0, 40.0], [150.0, 160.0], [0.0, 160.0]], [[20.0, 40.0], [90.0, 160.0], [0.0, 160.0]]])
+    read = wide_layer_counts(counts, group_counts)
+    np.testing.assert_array_equal(read[..., 1], counts[..., 1])  # positions kept
+    np.testing.assert_array_equal(read[:, 0], counts[:, 0])  # 4 groups: as counted
+    # A wide layer reads 8 times its grouped temperature -log2(U_g / N_g) (U_g at least 0.5).
+    grouped = -np.log2(np.array([[150 / 160, 0.5 / 160], [90 / 160, 0.5 / 160]]))
+    np.testing.assert_allclose(-np.log2(read[:, 1:, 0] / 10.0), 8 * grouped, rtol=1e-12)
+    # No positions: nothing to read.
+    empty = wide_layer_counts(np.zeros((1, 1, 2)), np.zeros((1, 1, 2)))
+    np.testing.assert_array_equal(empty, np.zeros((1, 1, 2)))
 
 
 def wide_mlp(seed=3):
@@ -106,3 +123,37 @@ def test_the_paper_controller_has_no_such_reading(fresh_session):
     controller = fit_wide_mlp(guards=False)
     for record in controller.measurements:
         assert record["control_temperature"] == pytest.approx(record["temperature"], rel=1e-12)
+
+
+def erf_probability(lr, sigma, mu):
+    return 0.5 * (1 + special.erf((np.log(lr) - mu) / (sigma * math.sqrt(2))))
+
+
+@pytest.mark.parametrize("switches", [{}, {"layer_filter": False}, {"guards": False}])
+def test_the_first_range_analysis_reads_the_wide_layer_as_the_controller_does(fresh_session, switches):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 10)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    # The analysis before the first step, counted on the same weights and batch outside `fit`.
+    raw = kac.lr_range_analysis(wide_mlp(), (x[:8], y[:8]), batch_size=8)
+    model = wide_mlp()
+    controller = kac.ActCooLR(start_temperature=1.0, every_step=2, initial_learning_rate="auto", **switches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=8, epochs=1, callbacks=[controller], verbose=0, shuffle=False)
+    unchanged, positions = raw.counts[..., 0], raw.counts[..., 1]
+    layers = -np.log2(np.maximum(unchanged, 0.5) / positions)
+    group_unchanged, group_positions = raw.group_counts[..., 0], raw.group_counts[..., 1]
+    assert np.all(group_positions[:, 1] == 12 * positions[:, 1])  # 96 channels: 12 groups, read as 8
+    if controller.guard_on("layer_filter"):
+        grouped = -np.log2(np.maximum(group_unchanged[:, 1], 0.5) / group_positions[:, 1])
+        # 8 times the grouped temperature, at most the ceiling log2(2N) that any count of N positions reads.
+        layers[:, 1] = np.minimum(8 * grouped, np.log2(2 * positions[:, 1]))
+        assert np.any(layers[:, 1] < -np.log2(np.maximum(unchanged[:, 1], 0.5) / positions[:, 1]) - 0.1)
+    analysis = controller.range_analysis
+    np.testing.assert_allclose(analysis["layer_temperatures"], layers, rtol=1e-9, atol=1e-12)
+    # The first rate: where the erf model fitted to those temperatures gives the start temperature.
+    probability = 1 - 2.0 ** -layers.mean(axis=1)
+    (sigma, mu), _ = optimize.curve_fit(erf_probability, raw.learning_rates, probability, p0=(1.0, 0.0))
+    expected = math.exp(mu + sigma * stats.norm.ppf(1 - 2.0**-1.0))
+    assert controller.auto_learning_rate == pytest.approx(expected, rel=1e-4)
