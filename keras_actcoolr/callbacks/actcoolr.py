@@ -115,9 +115,9 @@ class ActCooLR(StaticController):
     (below) with them, and gives the update above exactly, the paper's
     controller with its target clipped to the bounds):
 
-    - `layer_filter`: dead and saturated layers are left out of the network
-      temperature the controller follows (`keras_actcoolr.callbacks.guards.LayerFilter`);
-      if every layer is left out, the rate is held.
+    - `layer_filter`: dead and saturated layers are left out of the network temperature the
+      controller follows, a layer wider than 64 channels is read as 64 of them, also in the
+      range analyses (`keras_actcoolr.callbacks.guards.LayerFilter`); none left: the rate is held.
     - `runaway_guard`: a rate that rises without an answer of the
       temperature stops rising (`keras_actcoolr.callbacks.guards.RunawayGuard`).
     - `collapse_guard`: a non-finite loss, a sustained loss spike or a layer
