@@ -157,3 +157,18 @@ def test_the_first_range_analysis_reads_the_wide_layer_as_the_controller_does(fr
     (sigma, mu), _ = optimize.curve_fit(erf_probability, raw.learning_rates, probability, p0=(1.0, 0.0))
     expected = math.exp(mu + sigma * stats.norm.ppf(1 - 2.0**-1.0))
     assert controller.auto_learning_rate == pytest.approx(expected, rel=1e-4)
+
+
+def test_read_range_leaves_what_it_cannot_read_as_it_is():
+    from keras_actcoolr.callbacks.guards import LayerFilter
+
+    counts = np.array([[[1.0, 10.0]]])
+    group_counts = np.array([[[2.0, 160.0]]])  # 16 groups per position: a wide layer
+    analysis = kac.RangeAnalysis([0.1], counts, group_counts=group_counts)
+    read = LayerFilter("vector").read_range(analysis)
+    assert read.counts[0, 0, 0] == pytest.approx(10.0 * (2.0 / 160.0) ** 8)
+    assert LayerFilter("grouped").read_range(analysis) is analysis  # the grouped count needs no width rule
+    mapping = {"learning_rates": [0.1], "counts": counts}
+    assert LayerFilter("vector").read_range(mapping) is mapping
+    ungrouped = kac.RangeAnalysis([0.1], counts)  # no grouped counts: nothing to read through
+    assert LayerFilter("vector").read_range(ungrouped) is ungrouped

@@ -124,9 +124,10 @@ class LayerFilter:
         start temperature and ceiling) is on the scale the controller follows.
         Saturated layers are kept as counted: a saturated count reads a change
         probability within `SATURATION_COUNT / N` of 1 either way. Unchanged
-        without grouped counts, and with `measure="grouped"`.
+        without grouped counts, with `measure="grouped"`, and for a mapping
+        that is no `RangeAnalysis` (as `measurement.range_measure` treats it).
         """
-        if self.measure != "vector" or range_analysis.group_counts is None:
+        if self.measure != "vector" or getattr(range_analysis, "group_counts", None) is None:
             return range_analysis
         return range_analysis.replace(counts=T.wide_layer_counts(range_analysis.counts, range_analysis.group_counts))
 
