@@ -30,8 +30,8 @@ __all__ = [
     "loss_spiked",
     "runaway_limited",
     "REFERENCE_GROUPS",
+    "is_wide",
     "vector_temperature_from_groups",
-    "wide_layer_counts",
 ]
 
 
@@ -271,6 +271,16 @@ def adam_noise_step_scale(beta_1: float) -> float:
 REFERENCE_GROUPS = 8
 
 
+def is_wide(positions: ArrayLike, group_positions: ArrayLike, max_groups: float = REFERENCE_GROUPS) -> ArrayLike:
+    """Whether a layer has more than `max_groups` groups of 8 channels per position (`N_g > max_groups * N`).
+
+    With the default, whether it is wider than 64 channels: the layers the
+    layer filter reads as 64 of their channels. A layer with no positions is not.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    return (positions > 0) & (np.asarray(group_positions, dtype=np.float64) > max_groups * positions)
+
+
 def vector_temperature_from_groups(
     group_temperature: ArrayLike,
     positions: ArrayLike,
@@ -294,26 +304,3 @@ def vector_temperature_from_groups(
     if max_groups is not None:
         groups = np.minimum(groups, max_groups)
     return groups * np.asarray(group_temperature, dtype=np.float64)
-
-
-def wide_layer_counts(counts: ArrayLike, group_counts: ArrayLike, max_groups: float = REFERENCE_GROUPS) -> np.ndarray:
-    """Whole-vector counts with every layer of more than `max_groups` groups read as that many groups.
-
-    `counts` and `group_counts` are `(..., 2)` arrays of (unchanged, positions),
-    as in `keras_actcoolr.RangeAnalysis`. Where a layer has more than
-    `max_groups` groups per position (`N_g > max_groups * N`), its unchanged
-    count becomes `N * 2 ** (-max_groups * T_g)`, the count whose temperature
-    is `vector_temperature_from_groups(T_g, N, N_g, max_groups)` (`T_g` with
-    the usual floor of half a position); its positions and every other layer
-    are unchanged. Read as a count, a wide layer's temperature is then at
-    most the ceiling `log2(2N)`, as the whole-vector count's is. This is how the layer filter reads a wide layer in a
-    measurement, applied to counts, so that a range analysis, its pool and
-    the erf model fitted to them are on the scale the controller follows.
-    """
-    counts = np.array(counts, dtype=np.float64)
-    group_counts = np.asarray(group_counts, dtype=np.float64)
-    positions, group_positions = counts[..., 1], group_counts[..., 1]
-    wide = (positions > 0) & (group_positions > max_groups * positions)
-    group_share = np.maximum(group_counts[..., 0], 0.5) / np.where(group_positions > 0, group_positions, 1.0)
-    counts[..., 0] = np.where(wide, positions * group_share**max_groups, counts[..., 0])
-    return counts

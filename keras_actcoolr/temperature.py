@@ -29,18 +29,17 @@ from keras_actcoolr.guard_math import (  # re-exported: the guards' arithmetic i
     LOSS_EXAMPLES,
     LOSS_SUSTAIN,
     REFERENCE_GROUPS,
+    ArrayLike,
     LossSpikeTest,
     adam_noise_step_scale,
     adam_step_scale,
+    is_wide,
     limit_rise,
     loss_spike_index,
     loss_spiked,
     runaway_limited,
     vector_temperature_from_groups,
-    wide_layer_counts,
 )
-
-ArrayLike = float | np.ndarray
 
 #: Learning rates of the range analyses (Table 1 of the supplementary material):
 #: 25 values evenly spaced in log space from 10**-3.2 to 10**2.
@@ -69,6 +68,7 @@ __all__ = [
     "fit_erf_model",
     "is_saturated",
     "vector_temperature_from_groups",
+    "is_wide",
     "wide_layer_counts",
     "REFERENCE_GROUPS",
     "LOSS_AVERAGE_WARMUP",
@@ -377,6 +377,29 @@ def dynamic_lr_update(
 def temperature_ceiling(positions: ArrayLike) -> ArrayLike:
     """The highest temperature `N` positions can show, `log2(2N)` (every position changed)."""
     return np.log2(2.0 * np.asarray(positions, dtype=np.float64))
+
+
+def wide_layer_counts(counts: ArrayLike, group_counts: ArrayLike, max_groups: float = REFERENCE_GROUPS) -> np.ndarray:
+    """Whole-vector counts with every layer of more than `max_groups` groups read as that many groups.
+
+    `counts` and `group_counts` are `(..., 2)` arrays of (unchanged, positions),
+    as in `keras_actcoolr.RangeAnalysis`. Where `is_wide`, a layer's unchanged
+    count becomes `N * 2 ** -T`, `T = vector_temperature_from_groups(T_g, N,
+    N_g, max_groups)` with `T_g = layer_temperature(U_g, N_g)`: the count of
+    `8 * max_groups` of its channels. Its positions and every other layer are
+    unchanged. Read as a count, a wide layer's temperature is then at most the
+    ceiling `log2(2N)`, as the whole-vector count's is. This is how the layer
+    filter reads a wide layer in a measurement, applied to counts, so that a
+    range analysis, its pool and the erf model fitted to them are on the scale
+    the controller follows.
+    """
+    counts = np.array(counts, dtype=np.float64)
+    group_counts = np.asarray(group_counts, dtype=np.float64)
+    positions, group_positions = counts[..., 1], group_counts[..., 1]
+    group_temperature = layer_temperature(group_counts[..., 0], group_positions)
+    read = vector_temperature_from_groups(group_temperature, positions, group_positions, max_groups)
+    counts[..., 0] = np.where(is_wide(positions, group_positions, max_groups), positions * 2.0**-read, counts[..., 0])
+    return counts
 
 
 def is_saturated(unchanged: float, positions: float, count: int = SATURATION_COUNT) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from scipy import optimize, special, stats
 
 import keras_actcoolr as kac
-from keras_actcoolr.temperature import vector_temperature_from_groups, wide_layer_counts
+from keras_actcoolr.temperature import is_wide, vector_temperature_from_groups, wide_layer_counts
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -60,6 +60,11 @@ def test_wide_layer_counts_read_a_wide_layer_as_64_channels():
     # No positions: nothing to read.
     empty = wide_layer_counts(np.zeros((1, 1, 2)), np.zeros((1, 1, 2)))
     np.testing.assert_array_equal(empty, np.zeros((1, 1, 2)))
+
+
+def test_a_layer_is_wide_above_64_channels():
+    # Groups of 8 channels per position: 64 channels are 8 groups (not wide), 72 are 9 (wide).
+    np.testing.assert_array_equal(is_wide([10, 10, 10, 0], [80, 90, 1280, 40]), [False, True, True, False])
 
 
 def wide_mlp(seed=3):

@@ -142,7 +142,7 @@ def _read_through_groups(record: dict, names: list[str], temperatures: np.ndarra
     temperatures = temperatures.copy()
     for index, name in enumerate(names):
         n, n_g = positions.get(name, 0.0), group_positions.get(name, 0.0)
-        wide = n > 0 and n_g / n > T.REFERENCE_GROUPS
+        wide = bool(T.is_wide(n, n_g))
         if (wide or name in saturated) and name not in group_saturated:
             temperatures[index] = T.vector_temperature_from_groups(groups[name], n, n_g, T.REFERENCE_GROUPS)
             saturated = saturated - {name}
