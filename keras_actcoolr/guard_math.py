@@ -29,6 +29,7 @@ __all__ = [
     "loss_spike_index",
     "loss_spiked",
     "runaway_limited",
+    "runaway_cooled",
     "REFERENCE_GROUPS",
     "is_wide",
     "vector_temperature_from_groups",
@@ -220,6 +221,19 @@ def runaway_limited(
         return False
     predicted = math.log(learning_rate / anchor_learning_rate) / sigma
     return (z - anchor_z) < response * predicted
+
+
+def runaway_cooled(z: float, anchor_z: float, sigma: float, factor: float, response: float = 0.25) -> bool:
+    """Whether the network cooled since the anchor of a rise by more than a rise's answer: the anchor moves.
+
+    `runaway_limited` asks a rise of more than `factor` for an answer of
+    `response * ln(factor) / sigma` in `z = PhiInv(P)` at least. A network
+    whose `z` fell by more than that since the anchor (training cooled it,
+    as early training and a normalized network's growing weights do) would
+    hide the answer to the rise, so the rise is read from there on: from the
+    coolest measurement, with the rate of that measurement.
+    """
+    return (anchor_z - z) > response * math.log(factor) / sigma
 
 
 def adam_step_scale(

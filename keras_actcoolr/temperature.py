@@ -37,6 +37,7 @@ from keras_actcoolr.guard_math import (  # re-exported: the guards' arithmetic i
     limit_rise,
     loss_spike_index,
     loss_spiked,
+    runaway_cooled,
     runaway_limited,
     vector_temperature_from_groups,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "loss_spike_index",
     "loss_spiked",
     "runaway_limited",
+    "runaway_cooled",
     "limit_rise",
     "adam_step_scale",
     "adam_noise_step_scale",

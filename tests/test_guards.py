@@ -170,6 +170,22 @@ class TestRunawayGuard:
         # Less than the allowed factor: not limited, whatever the answer.
         assert not limited(0.15, 0.1, -1.0, 0.0, sigma=1.0, factor=2.0)
 
+    def test_the_default_anchor_follows_the_optimizer(self):
+        default = kac.callbacks.guards.default_runaway_anchor
+        assert default(keras.optimizers.SGD(0.1, momentum=0.9)) == "coolest"
+        assert default(keras.optimizers.RMSprop()) == "coolest"
+        assert default(keras.optimizers.Adam()) == "rise"
+        assert default(keras.optimizers.AdamW()) == "rise"
+        assert default(keras.mixed_precision.LossScaleOptimizer(keras.optimizers.Adam())) == "rise"
+
+    def test_cooling_that_moves_the_anchor(self):
+        cooled = kac.temperature.runaway_cooled
+        # A 2x rise needs an answer of 0.25 * ln 2 / sigma in z: 0.1733 at sigma 1, 0.0866 at sigma 2.
+        assert cooled(-0.18, 0.0, sigma=1.0, factor=2.0)
+        assert not cooled(-0.17, 0.0, sigma=1.0, factor=2.0)
+        assert cooled(-0.09, 0.0, sigma=2.0, factor=2.0)
+        assert not cooled(0.5, 0.0, sigma=1.0, factor=2.0)  # warmer: no
+
     def test_a_rise_between_two_measurements_is_at_most_the_factor(self):
         limit = kac.temperature.limit_rise
         # From 0.1 with a factor of 2: at most 0.2 until the next measurement, 10 steps later.
@@ -179,7 +195,8 @@ class TestRunawayGuard:
         assert limit(0.1, 0.12, 0.001, 10, 2.0) == pytest.approx((0.12, 0.001))  # below the cap: as it was
         assert limit(0.1, 0.05, -0.01, 10, 2.0) == pytest.approx((0.05, -0.01))  # a fall: as it was
 
-    def test_a_rate_rising_without_answer_is_held(self):
+    @pytest.mark.parametrize("anchor", ["coolest", "rise", None])
+    def test_a_rate_rising_without_answer_is_held(self, anchor):
         x, y = data()
         model = mlp(initial_learning_rate=1e-4, momentum=0.0)
         # A very hot target makes the paper's controller raise the rate at every measurement.
@@ -192,8 +209,12 @@ class TestRunawayGuard:
             collapse_guard=False,
             final_anneal=False,
             initial_learning_rate=None,
+            runaway_anchor=anchor,
         )
         model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
+        guards = [g for g in controller.rate_guard_parts if isinstance(g, kac.callbacks.guards.RunawayGuard)]
+        assert [g.anchor for g in guards] == [anchor or "coolest"]  # None: "coolest" with SGD
+        # The temperature sits at its floor whatever the rate: no cooling moves the anchor.
         records = controller.history
         held = [r for r in records if r["runaway"]]
         assert held, "the guard never acted"
@@ -409,8 +430,9 @@ class TestBadInput:
             ({"snapshot_every": 0}, "snapshot_every=0"),
             ({"guards": "yes"}, "guards='yes'"),
             ({"max_learning_rate": "high"}, "max_learning_rate='high'"),
+            ({"runaway_anchor": "start"}, r"one of None, 'coolest', 'rise'. Received: runaway_anchor='start'"),
         ],
-        ids=["tolerance", "factor", "backoff", "snapshot", "switch", "ceiling"],
+        ids=["tolerance", "factor", "backoff", "snapshot", "switch", "ceiling", "anchor"],
     )
     def test_out_of_range_is_refused(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
@@ -575,6 +597,30 @@ class TestRunawayGuardAlone:
         assert (free.new_rate, free.runaway) == (pytest.approx(0.6), False)
         fall = rate_update(rate=0.3, new_rate=0.2, drift=-0.01)
         assert guard.limit(fall) == fall.replace(step_scale=1.0) and part.read().rise_learning_rate is None
+
+    @pytest.mark.parametrize("anchor", ["coolest", "rise"])
+    def test_a_network_that_cools_while_the_rate_rises_moves_the_anchor(self, anchor):
+        part = kac.state.StateVariables(keras.optimizers.SGD(0.1), "runaway", kac.callbacks.guards.RunawayState)
+        guard = kac.callbacks.guards.RunawayGuard(part, 2.0, 1e-6, anchor=anchor)
+        part.write(rise_learning_rate=0.1, rise_z=float(stats.norm.ppf(0.3)))
+        # The rate rose 3x since the anchor and the network cooled (P 0.3 -> 0.2): training cooled it.
+        cooled = guard.limit(rate_update(rate=0.3, new_rate=0.9, drift=0.0, probability=0.2))
+        if anchor == "rise":  # read against the start of the rise: unanswered, held
+            assert (cooled.new_rate, cooled.runaway) == (0.3, True)
+            return
+        # The anchor moves to the coolest measurement, (0.3, PhiInv(0.2)); the rise is capped at 2 * 0.3.
+        assert (cooled.new_rate, cooled.drift, cooled.runaway) == (pytest.approx(0.6), 0.0, False)
+        state = part.read()
+        assert state.rise_learning_rate == pytest.approx(0.3)
+        assert state.rise_z == pytest.approx(stats.norm.ppf(0.2), rel=1e-6)
+        # From there the rule is the same: 0.7 is more than 2x 0.3 and P did not move, so it is held.
+        held = guard.limit(rate_update(rate=0.7, new_rate=0.9, drift=0.0, probability=0.2))
+        assert (held.new_rate, held.runaway) == (0.7, True)
+        # Cooling by less than a 2x rise's answer (z down 0.09 < 0.25 ln 2) leaves the anchor: still held.
+        slightly = float(stats.norm.cdf(stats.norm.ppf(0.2) - 0.09))
+        held = guard.limit(rate_update(rate=0.7, new_rate=0.9, drift=0.0, probability=slightly))
+        assert (held.new_rate, held.runaway) == (0.7, True)
+        assert part.read().rise_learning_rate == pytest.approx(0.3)
 
     def test_a_held_rate_passes_unchanged(self):
         guard, _ = self.guard()

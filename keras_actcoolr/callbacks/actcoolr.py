@@ -118,8 +118,9 @@ class ActCooLR(StaticController):
     - `layer_filter`: dead and saturated layers are left out of the network temperature the
       controller follows, a layer wider than 64 channels is read as 64 of them, also in the
       range analyses (`keras_actcoolr.callbacks.guards.LayerFilter`); none left: the rate is held.
-    - `runaway_guard`: a rate that rises without an answer of the
-      temperature stops rising (`keras_actcoolr.callbacks.guards.RunawayGuard`).
+    - `runaway_guard`: a rate that rises without an answer of the temperature
+      stops rising; with SGD the rise is read from its coolest measurement
+      (`runaway_anchor`; `keras_actcoolr.callbacks.guards.RunawayGuard`).
     - `collapse_guard`: a non-finite loss, a sustained loss spike or a layer
       frozen dead restores a kept state: bad data is skipped, a first failure
       retried, a second one a collapse that lowers the ceiling
@@ -130,36 +131,28 @@ class ActCooLR(StaticController):
       rate may only fall, to 0 at the last step
       (`keras_actcoolr.callbacks.guards.FinalAnneal`).
 
-    More guards: `rate_guards` (see docs/method.md#writing-a-controller).
-
-    **Tracking.** The update above moves the rate 0.19 of the way to `lr_target` by the next measurement
+    More guards: `rate_guards` (see docs/method.md#writing-a-controller). **Tracking.** The update above moves the rate 0.19 of the way to `lr_target` by the next measurement
     (`every_step=10`); `full_tracking=True` (with `guards`) reaches it there (`temperature.static_lr_update`).
 
-    With `max_learning_rate="auto"` the runaway guard's ceiling is ten times
-    the rate the erf model fitted by the range analysis gives for the start
-    temperature, at most `100` (the top of the range analysis), and `100`
-    without a range analysis or with the runaway guard off.
+    `max_learning_rate="auto"`: ten times the erf model's rate for the start temperature
+    (range analysis), at most `100`; `100` without a range analysis or with the runaway guard off.
 
-    **Adam's units.** Adam's step per unit rate shrinks once its gradients'
-    signs vary; with `adam_units=True` and an Adam (or AdamW) optimizer the
-    runaway guard reads the rate times that step (the record's `step_scale`)
-    and the automatic ceiling is 43.6 times the start rate for `beta_1 = 0.9`
-    (`keras_actcoolr.callbacks.adam_units.AdamUnits`).
+    **Adam's units.** With `adam_units=True` and an Adam (or AdamW) optimizer the runaway guard
+    reads the rate times Adam's step per unit rate, which shrinks once its gradients' signs vary
+    (the record's `step_scale`), and the automatic ceiling is 43.6 times the start rate for
+    `beta_1 = 0.9` (`keras_actcoolr.callbacks.adam_units.AdamUnits`).
 
-    **Measure.** `measure` chooses the layer temperatures followed:
-    `"vector"`, the paper's, or `"grouped"`, over groups of 8 channels (see
-    `keras_actcoolr.APTReLU`), which resolves wide layers that the paper's
-    count saturates; every fit, pool and filter uses it. The grouped scale is
-    cooler on layers wider than 8 channels (about `8 / C` of the paper's), so
-    a start temperature means a hotter network under `"grouped"`.
+    **Measure.** `measure`: `"vector"` (the paper's layer temperatures) or `"grouped"` (groups of
+    8 channels, `keras_actcoolr.APTReLU`), which resolves wide layers that the paper's count
+    saturates; every fit, pool and filter uses it. The grouped scale is cooler on layers wider than
+    8 channels (about `8 / C` of the paper's): a start temperature means a hotter network there.
 
-    `measurements` holds one record per measurement (see `TemperatureLogger`),
-    extended by `target_temperature`, `control_temperature` (the value the
-    controller followed, of the chosen measure; `None` when it held the rate because no layer was left),
-    `measure`, `max_learning_rate` (the ceiling in force), `sigma`, `next_learning_rate`, `runaway` (the
-    runaway guard held the rate) and `step_scale` (see above; `None` when the runaway guard did
-    not run); `events` one record per event (`"collapse"`, `"retry"`,
-    `"bad_data"`, `"new_curve"`). `history` (both, in order) is deprecated.
+    `measurements` holds one record per measurement (see `TemperatureLogger`), extended by
+    `target_temperature`, `control_temperature` (the value the controller followed, of the chosen
+    measure; `None` when it held the rate because no layer was left), `measure`, `max_learning_rate`
+    (the ceiling in force), `sigma`, `next_learning_rate`, `runaway` (the runaway guard held the
+    rate) and `step_scale` (see above; `None` when the runaway guard did not run); `events` one record
+    per event (`"collapse"`, `"retry"`, `"bad_data"`, `"new_curve"`). `history` (both) is deprecated.
 
     Example:
 
@@ -255,6 +248,10 @@ class ActCooLR(StaticController):
             automatic ceiling (see above); no effect on other optimizers.
             Defaults to `True` (chosen on the development tasks,
             `docs/quality.md#actcoolr-driving-adam`).
+        runaway_anchor: `"coolest"`: the runaway guard reads a rise from its coolest measurement
+            (a network that training cools while its rate rises is no runaway); `"rise"`: from its
+            start, as before 0.7.0; `None`: `"rise"` for Adam and AdamW, else `"coolest"`
+            (`keras_actcoolr.callbacks.guards.default_runaway_anchor`). Defaults to `None`.
 
     Raises:
         ValueError: for an argument out of its range, naming it and the
@@ -288,6 +285,7 @@ class ActCooLR(StaticController):
         measure: str = DEFAULT_MEASURE,
         adam_units: bool = True,
         full_tracking: bool = False,
+        runaway_anchor: str | None = None,
     ) -> None:
         super().__init__(every_step, total_steps, min_learning_rate, max_learning_rate, measure, allow_auto=True)
         self.initial_learning_rate = validation.one_of("initial_learning_rate", initial_learning_rate, (None, "auto"))
@@ -307,6 +305,7 @@ class ActCooLR(StaticController):
         self.full_tracking = validation.boolean("full_tracking", full_tracking)
         self.final_anneal_share = validation.real_in("final_anneal_share", final_anneal_share, 0.0, 1.0)
         self.loss_tolerance = validation.positive("loss_tolerance", loss_tolerance)
+        self.runaway_anchor = validation.one_of("runaway_anchor", runaway_anchor, (None, "coolest", "rise"))
         self.runaway_factor = validation.real_in("runaway_factor", runaway_factor, 1.0, float("inf"))
         self.collapse_backoff = validation.real_in("collapse_backoff", collapse_backoff, 0.0, 1.0)
         self.snapshot_every = validation.integer_at_least_one("snapshot_every", snapshot_every)

@@ -15,6 +15,7 @@ from keras_actcoolr.callbacks.guards import (
     LayerFilter,
     RateGuard,
     RunawayGuard,
+    default_runaway_anchor,
 )
 from keras_actcoolr.callbacks.sigma import SigmaEstimator, default_start_temperature
 from keras_actcoolr.schedules import unwrapped_optimizer
@@ -72,7 +73,8 @@ class ControllerParts(ControllerCallback):
         self.rate_guard_parts: list[RateGuard] = []
         self.units = AdamUnits(self.model.optimizer if self.adam_units else None)
         if self.guard_on("runaway_guard"):
-            guard = RunawayGuard(state["runaway"], self.runaway_factor, self.epsilon, self.units.step_scale)
+            anchor = self.runaway_anchor or default_runaway_anchor(self.model.optimizer)
+            guard = RunawayGuard(state["runaway"], self.runaway_factor, self.epsilon, self.units.step_scale, anchor)
             self.rate_guard_parts.append(guard)
         if self.guard_on("final_anneal"):
             self.rate_guard_parts.append(FinalAnneal(self.final_anneal_share))
