@@ -131,8 +131,11 @@ class ActCooLR(StaticController):
       rate may only fall, to 0 at the last step
       (`keras_actcoolr.callbacks.guards.FinalAnneal`).
 
-    More guards: `rate_guards` (see docs/method.md#writing-a-controller). **Tracking.** The update above moves the rate 0.19 of the way to `lr_target` by the next measurement
-    (`every_step=10`); `full_tracking=True` (with `guards`) reaches it there (`temperature.static_lr_update`).
+    More guards: `rate_guards` (see docs/method.md#writing-a-controller).
+
+    **Tracking.** The update above moves the rate 0.19 of the way to `lr_target` by the next
+    measurement (`every_step=10`); `full_tracking=True` (with `guards`) reaches it there
+    (`temperature.static_lr_update`).
 
     `max_learning_rate="auto"`: ten times the erf model's rate for the start temperature
     (range analysis), at most `100`; `100` without a range analysis or with the runaway guard off.
@@ -164,17 +167,14 @@ class ActCooLR(StaticController):
     ```
 
     Args:
-        start_temperature: Float > 0, the target temperature at the start
-            of training; `None`: chosen from the optimizer (`1.0`, change
-            probability 1/2, for SGD with momentum 0.9; `2.0` for SGD
-            without momentum; `1.5` for Adam and AdamW; `1.0` for others;
-            `keras_actcoolr.callbacks.sigma.default_start_temperature`); or
-            `"auto"`: from the first range analysis
-            (`keras_actcoolr.temperature.auto_start_temperature`). The
-            paper's `3.03` is for ResNet-32 on CIFAR-10; the defaults were
-            chosen on this project's development tasks (`docs/quality.md`,
-            which also shows `1.5` training better on Fashion-MNIST).
-            Defaults to `None`.
+        start_temperature: Float > 0, the target temperature at the start of training; `None`:
+            chosen from the optimizer (`1.0`, change probability 1/2, for SGD with momentum 0.9;
+            `2.0` for SGD without momentum; `1.5` for Adam and AdamW; `1.0` for others;
+            `keras_actcoolr.callbacks.sigma.default_start_temperature`); or `"auto"`: from the
+            first range analysis (`keras_actcoolr.temperature.auto_start_temperature`). The paper's
+            `3.03` is for ResNet-32 on CIFAR-10; the defaults were chosen on this project's
+            development tasks (`docs/quality.md`, which also shows `1.5` training better on
+            Fashion-MNIST). Defaults to `None`.
         gamma: Float > 0, speed of cooling (1 is linear). Defaults to `1.0`.
         every_step: Integer >= 1, steps between measurements. Defaults to `10`.
         sigma: Float > 0 or `None` (estimate at the start). Defaults to `None`.

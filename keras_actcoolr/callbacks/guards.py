@@ -215,8 +215,9 @@ class RunawayGuard(RateGuard):
     cooler than the rise's anchor by more than such an answer
     (`temperature.runaway_cooled`) becomes the anchor: a network that
     training cools while the rate rises (its first steps, or batch
-    normalization's growing weights) does not read as unanswered. Between two measurements the rate
-    may rise by `factor` at most (`temperature.limit_rise`). The automatic
+    normalization's growing weights) does not read as unanswered. Between
+    two measurements the rate may rise by `factor` at most
+    (`temperature.limit_rise`). The automatic
     ceiling (`max_learning_rate="auto"`) belongs to this guard. The rise
     and its anchor are read as the rate times `step_scale()`, the step per
     unit rate (`keras_actcoolr.callbacks.adam_units.AdamUnits`: Adam's
@@ -260,10 +261,9 @@ class RunawayGuard(RateGuard):
             if state.rise_learning_rate is not None:
                 self.reset()
             return update
-        cooled = self.anchor == "coolest" and state.rise_learning_rate is not None
-        if cooled:
-            cooled = T.runaway_cooled(z, state.rise_z, update.sigma, self.factor)
-        if state.rise_learning_rate is None or cooled:
+        rising = state.rise_learning_rate is not None
+        cooled = rising and self.anchor == "coolest" and T.runaway_cooled(z, state.rise_z, update.sigma, self.factor)
+        if not rising or cooled:
             self.state.write(rise_learning_rate=rate * scale, rise_z=z)
         elif T.runaway_limited(rate * scale, state.rise_learning_rate, z, state.rise_z, update.sigma, self.factor):
             return update.replace(new_rate=rate, drift=0.0, runaway=True)
