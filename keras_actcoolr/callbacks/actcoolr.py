@@ -119,8 +119,7 @@ class ActCooLR(StaticController):
       controller follows, a layer wider than 64 channels is read as 64 of them, also in the
       range analyses (`keras_actcoolr.callbacks.guards.LayerFilter`); none left: the rate is held.
     - `runaway_guard`: a rate that rises without an answer of the temperature
-      stops rising; with SGD the rise is read from its coolest measurement
-      (`runaway_anchor`; `keras_actcoolr.callbacks.guards.RunawayGuard`).
+      stops rising (`runaway_anchor`; `keras_actcoolr.callbacks.guards.RunawayGuard`).
     - `collapse_guard`: a non-finite loss, a sustained loss spike or a layer
       frozen dead restores a kept state: bad data is skipped, a first failure
       retried, a second one a collapse that lowers the ceiling
@@ -248,10 +247,10 @@ class ActCooLR(StaticController):
             automatic ceiling (see above); no effect on other optimizers.
             Defaults to `True` (chosen on the development tasks,
             `docs/quality.md#actcoolr-driving-adam`).
-        runaway_anchor: `"coolest"`: the runaway guard reads a rise from its coolest measurement
-            (a network that training cools while its rate rises is no runaway); `"rise"`: from its
-            start, as before 0.7.0; `None`: `"rise"` for Adam and AdamW, else `"coolest"`
-            (`keras_actcoolr.callbacks.guards.default_runaway_anchor`). Defaults to `None`.
+        runaway_anchor: `"rise"`: the runaway guard reads a rise from the measurement where it
+            started; `"coolest"`: from its coolest measurement, so that early training's cooling is
+            not read as a rise without an answer (but a converged network's is not held either:
+            `docs/quality.md#the-runaway-guards-anchor`). Defaults to `"rise"`.
 
     Raises:
         ValueError: for an argument out of its range, naming it and the
@@ -285,7 +284,7 @@ class ActCooLR(StaticController):
         measure: str = DEFAULT_MEASURE,
         adam_units: bool = True,
         full_tracking: bool = False,
-        runaway_anchor: str | None = None,
+        runaway_anchor: str = "rise",
     ) -> None:
         super().__init__(every_step, total_steps, min_learning_rate, max_learning_rate, measure, allow_auto=True)
         self.initial_learning_rate = validation.one_of("initial_learning_rate", initial_learning_rate, (None, "auto"))
@@ -305,7 +304,7 @@ class ActCooLR(StaticController):
         self.full_tracking = validation.boolean("full_tracking", full_tracking)
         self.final_anneal_share = validation.real_in("final_anneal_share", final_anneal_share, 0.0, 1.0)
         self.loss_tolerance = validation.positive("loss_tolerance", loss_tolerance)
-        self.runaway_anchor = validation.one_of("runaway_anchor", runaway_anchor, (None, "coolest", "rise"))
+        self.runaway_anchor = validation.one_of("runaway_anchor", runaway_anchor, ("rise", "coolest"))
         self.runaway_factor = validation.real_in("runaway_factor", runaway_factor, 1.0, float("inf"))
         self.collapse_backoff = validation.real_in("collapse_backoff", collapse_backoff, 0.0, 1.0)
         self.snapshot_every = validation.integer_at_least_one("snapshot_every", snapshot_every)

@@ -12,13 +12,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import keras
 import numpy as np
 from scipy import special
 
 from keras_actcoolr import temperature as T
 from keras_actcoolr.measurement import record_measure
-from keras_actcoolr.rate import unwrapped_optimizer
 from keras_actcoolr.records import RangeAnalysis
 from keras_actcoolr.state import StateVariables, register_state, state_field
 
@@ -30,7 +28,6 @@ __all__ = [
     "RunawayGuard",
     "RunawayState",
     "dead_layers",
-    "default_runaway_anchor",
     "followed_probability",
 ]
 
@@ -193,18 +190,6 @@ class RunawayState:
     rise_z: float = state_field("float32", 0.0)
 
 
-def default_runaway_anchor(optimizer) -> str:
-    """`ActCooLR(runaway_anchor=None)`'s anchor for `optimizer`: `"rise"` for Adam, else `"coolest"`.
-
-    A `keras.optimizers.Adam` (or `AdamW`, unwrapped from a
-    `LossScaleOptimizer`) keeps the anchor at the start of the rise: on the
-    development tasks driving Adam the coolest anchor lost (the teacher MLP
-    0.6 points, the Fashion-MNIST ConvNet over two epochs 0.65), where with
-    SGD it changed nothing (`docs/quality.md#the-runaway-guards-anchor`).
-    """
-    return "rise" if isinstance(unwrapped_optimizer(optimizer), keras.optimizers.Adam) else "coolest"
-
-
 class RunawayGuard(RateGuard):
     """Stops a rate that rises without an answer of the temperature.
 
@@ -229,8 +214,8 @@ class RunawayGuard(RateGuard):
         epsilon: Clamp of the probabilities.
         step_scale: Callable `() -> float`, the step per unit rate after the
             measured step, or `None` (1: the rate's own units).
-        anchor: `"coolest"` (above) or `"rise"` (the rise is read from the
-            measurement where it started).
+        anchor: `"rise"` (the rise is read from the measurement where it
+            started) or `"coolest"` (above).
     """
 
     name = "runaway guard"
@@ -241,7 +226,7 @@ class RunawayGuard(RateGuard):
         factor: float,
         epsilon: float,
         step_scale: Callable[[], float] | None = None,
-        anchor: str = "coolest",
+        anchor: str = "rise",
     ) -> None:
         self.state = state
         self.factor = factor

@@ -15,7 +15,6 @@ from keras_actcoolr.callbacks.guards import (
     LayerFilter,
     RateGuard,
     RunawayGuard,
-    default_runaway_anchor,
 )
 from keras_actcoolr.callbacks.sigma import SigmaEstimator, default_start_temperature
 from keras_actcoolr.schedules import unwrapped_optimizer
@@ -73,8 +72,9 @@ class ControllerParts(ControllerCallback):
         self.rate_guard_parts: list[RateGuard] = []
         self.units = AdamUnits(self.model.optimizer if self.adam_units else None)
         if self.guard_on("runaway_guard"):
-            anchor = self.runaway_anchor or default_runaway_anchor(self.model.optimizer)
-            guard = RunawayGuard(state["runaway"], self.runaway_factor, self.epsilon, self.units.step_scale, anchor)
+            guard = RunawayGuard(
+                state["runaway"], self.runaway_factor, self.epsilon, self.units.step_scale, self.runaway_anchor
+            )
             self.rate_guard_parts.append(guard)
         if self.guard_on("final_anneal"):
             self.rate_guard_parts.append(FinalAnneal(self.final_anneal_share))
