@@ -103,6 +103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--start-temperature", type=float, default=None)
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument(
+        "--runaway-anchor",
+        choices=("rise", "coolest"),
+        default="rise",
+        help="ActCooLR: where the runaway guard reads a rise of the rate from (docs/quality.md)",
+    )
+    parser.add_argument(
         "--initial-learning-rate",
         type=float,
         default=None,
@@ -145,6 +151,7 @@ def schedule_and_callbacks(name: str, args: argparse.Namespace, steps: int, tota
             gamma=args.gamma,
             every_step=args.every_step,
             initial_learning_rate="auto" if args.initial_learning_rate is None else None,
+            runaway_anchor=args.runaway_anchor,
         )
         return kac.ActCooLRSchedule(args.initial_learning_rate or 0.1), [controller], controller
     if name == "dynamic":

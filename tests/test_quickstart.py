@@ -93,6 +93,15 @@ def test_default_run_prints_the_actcoolr_table(tmp_path, capsys):
     assert result["sigma"] > 0
 
 
+def test_the_runaway_anchor_reaches_the_controller():
+    module = quickstart()
+    for argv, anchor in (([], "rise"), (["--runaway-anchor", "coolest"], "coolest")):
+        _, _, controller = module.schedule_and_callbacks("actcoolr", module.parse_args(argv), 23, 23)
+        assert controller.runaway_anchor == anchor
+    with pytest.raises(SystemExit):
+        module.parse_args(["--runaway-anchor", "start"])
+
+
 def test_bad_compare_is_refused():
     module = quickstart()
     with pytest.raises(SystemExit):
