@@ -229,9 +229,9 @@ def runaway_cooled(z: float, anchor_z: float, sigma: float, factor: float, respo
     `runaway_limited` asks a rise of more than `factor` for an answer of
     `response * ln(factor) / sigma` in `z = PhiInv(P)` at least. A network
     whose `z` fell by more than that since the anchor (training cooled it,
-    as early training and a normalized network's growing weights do) would
-    hide the answer to the rise, so the rise is read from there on: from the
-    coolest measurement, with the rate of that measurement.
+    as early training does) would hide the answer to the rise, so the rise
+    is read from there on: from the coolest measurement, with the rate of
+    that measurement (`RunawayGuard(anchor="coolest")`).
     """
     return (anchor_z - z) > response * math.log(factor) / sigma
 

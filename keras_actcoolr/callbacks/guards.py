@@ -199,9 +199,10 @@ class RunawayGuard(RateGuard):
     rise further (it may still fall). With `anchor="coolest"` a measurement
     cooler than the rise's anchor by more than such an answer
     (`temperature.runaway_cooled`) becomes the anchor: a network that
-    training cools while the rate rises (its first steps, or batch
-    normalization's growing weights) does not read as unanswered. Between
-    two measurements the rate may rise by `factor` at most
+    training cools while the rate rises (its first steps) does not read as
+    unanswered; nor does a converging one, whose rise the hold is there to
+    stop, so `"rise"` is the default. Between two measurements the rate may
+    rise by `factor` at most
     (`temperature.limit_rise`). The automatic
     ceiling (`max_learning_rate="auto"`) belongs to this guard. The rise
     and its anchor are read as the rate times `step_scale()`, the step per
