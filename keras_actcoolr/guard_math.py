@@ -28,6 +28,7 @@ __all__ = [
     "limit_rise",
     "loss_spike_index",
     "loss_spiked",
+    "RUNAWAY_RESPONSE",
     "runaway_limited",
     "runaway_cooled",
     "REFERENCE_GROUPS",
@@ -200,6 +201,10 @@ def limit_rise(
     return float(new_learning_rate), float(drift)
 
 
+#: `runaway_limited`, `runaway_cooled`: the share of the erf model's predicted answer to a rise that counts as an answer.
+RUNAWAY_RESPONSE = 0.25
+
+
 def runaway_limited(
     learning_rate: float,
     anchor_learning_rate: float,
@@ -207,7 +212,7 @@ def runaway_limited(
     anchor_z: float,
     sigma: float,
     factor: float,
-    response: float = 0.25,
+    response: float = RUNAWAY_RESPONSE,
 ) -> bool:
     """Whether a rising rate has outrun the temperature: the runaway signature.
 
@@ -223,7 +228,7 @@ def runaway_limited(
     return (z - anchor_z) < response * predicted
 
 
-def runaway_cooled(z: float, anchor_z: float, sigma: float, factor: float, response: float = 0.25) -> bool:
+def runaway_cooled(z: float, anchor_z: float, sigma: float, factor: float, response: float = RUNAWAY_RESPONSE) -> bool:
     """Whether the network cooled since the anchor of a rise by more than a rise's answer: the anchor moves.
 
     `runaway_limited` asks a rise of more than `factor` for an answer of

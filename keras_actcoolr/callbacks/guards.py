@@ -202,8 +202,7 @@ class RunawayGuard(RateGuard):
     training cools while the rate rises (its first steps) does not read as
     unanswered; nor does a converging one, whose rise the hold is there to
     stop, so `"rise"` is the default. Between two measurements the rate may
-    rise by `factor` at most
-    (`temperature.limit_rise`). The automatic
+    rise by `factor` at most (`temperature.limit_rise`). The automatic
     ceiling (`max_learning_rate="auto"`) belongs to this guard. The rise
     and its anchor are read as the rate times `step_scale()`, the step per
     unit rate (`keras_actcoolr.callbacks.adam_units.AdamUnits`: Adam's
