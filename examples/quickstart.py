@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--start-probability",
         type=float,
         default=None,
-        help="dynamic: start of the target probability line (default: that of --start-temperature)",
+        help="dynamic: start of the target probability line (default: that of --start-temperature, or 1/2)",
     )
     # The paper's default 0.05 makes the rate oscillate and diverge on this network (docs/results.md).
     parser.add_argument("--dynamic-rate", type=float, default=0.01, help="dynamic: rate of the SGD on the rate")
@@ -157,7 +157,7 @@ def schedule_and_callbacks(name: str, args: argparse.Namespace, steps: int, tota
     if name == "dynamic":
         start = args.start_probability
         if start is None:
-            temperature = args.start_temperature or kac.callbacks.actcoolr.MOMENTUM_START_TEMPERATURE
+            temperature = args.start_temperature or kac.callbacks.actcoolr.OTHER_START_TEMPERATURE
             start = float(kac.temperature.temperature_to_probability(temperature))
         controller = kac.DynamicActCooLR(start_probability=start, rate=args.dynamic_rate, every_step=args.every_step)
         return kac.ActCooLRSchedule(args.initial_learning_rate or 0.1), [controller], controller

@@ -77,11 +77,11 @@ def _fit(optimizer, **controller_kwargs):
 
 @pytest.mark.parametrize(
     ("make_optimizer", "adam_units", "factor", "start_temperature"),
-    # The default start temperatures: 1.5 for Adam, 1.0 for SGD with momentum 0.9.
+    # The default start temperatures: 1.5 for Adam and for SGD with momentum 0.9.
     [
         (lambda: keras.optimizers.Adam(kac.ActCooLRSchedule(1e-3)), True, 10.0 / math.sqrt(0.1 / 1.9), 1.5),
         (lambda: keras.optimizers.Adam(kac.ActCooLRSchedule(1e-3)), False, 10.0, 1.5),
-        (lambda: keras.optimizers.SGD(kac.ActCooLRSchedule(0.1), momentum=0.9), True, 10.0, 1.0),
+        (lambda: keras.optimizers.SGD(kac.ActCooLRSchedule(0.1), momentum=0.9), True, 10.0, 1.5),
     ],
     ids=["adam", "adam-paper-units", "sgdm"],
 )

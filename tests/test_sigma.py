@@ -103,12 +103,13 @@ class TestCeiling:
 
 
 class TestDefaultStartTemperature:
-    """`ActCooLR(start_temperature=None)`: `2 - log10(min(1 / (1 - momentum), 10))` for SGD, 1.5 for Adam, else 1."""
+    """`ActCooLR(start_temperature=None)`: `2 - 0.5 log10(min(1 / (1 - momentum), 10))` for SGD, 1.5 for Adam, else 1."""
 
     @pytest.mark.parametrize(
         "momentum, expected",
-        # By hand: 1 / (1 - m) is 1, 2, 5, 10 and 100 (capped at 10); log10 of them 0, 0.30103, 0.69897, 1, 1.
-        [(0.0, 2.0), (0.5, 1.69897), (0.8, 1.30103), (0.9, 1.0), (0.99, 1.0)],
+        # By hand: 1 / (1 - m) is 1, 2, 5, 10 and 100 (capped at 10); log10 of them 0, 0.30103, 0.69897, 1, 1;
+        # 2 minus half of those.
+        [(0.0, 2.0), (0.5, 1.849485), (0.8, 1.650515), (0.9, 1.5), (0.99, 1.5)],
     )
     def test_momentum_start_temperature(self, momentum, expected):
         assert momentum_start_temperature(momentum) == pytest.approx(expected, abs=1e-5)
@@ -117,8 +118,8 @@ class TestDefaultStartTemperature:
         "optimizer, expected",
         [
             (lambda: keras.optimizers.SGD(0.1), 2.0),
-            (lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), 1.0),
-            (lambda: keras.optimizers.SGD(0.1, momentum=0.5), 2.0 - np.log10(2.0)),
+            (lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), 1.5),
+            (lambda: keras.optimizers.SGD(0.1, momentum=0.5), 2.0 - 0.5 * np.log10(2.0)),
             (lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)), 2.0),
             (lambda: keras.optimizers.Adam(), 1.5),
             (lambda: keras.optimizers.AdamW(), 1.5),
@@ -134,7 +135,8 @@ class TestDefaultStartTemperature:
         "optimizer, given, expected",
         [
             (lambda rate: keras.optimizers.SGD(rate), None, 2.0),
-            (lambda rate: keras.optimizers.SGD(rate, momentum=0.9), None, 1.0),
+            (lambda rate: keras.optimizers.SGD(rate, momentum=0.9), None, 1.5),
+            (lambda rate: keras.optimizers.RMSprop(rate), None, 1.0),
             (lambda rate: keras.optimizers.Adam(rate), None, 1.5),
             (lambda rate: keras.optimizers.SGD(rate), 1.25, 1.25),
         ],

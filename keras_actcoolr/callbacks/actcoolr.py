@@ -21,6 +21,7 @@ from keras_actcoolr.callbacks.sigma import (
     FALLBACK_SIGMA,
     FALLBACK_START_TEMPERATURE,
     MOMENTUM_START_TEMPERATURE,
+    OTHER_START_TEMPERATURE,
     PLAIN_SGD_START_TEMPERATURE,
     SIGMA_EXAMPLES,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "LOSS_AVERAGE_WARMUP",
     "LOSS_AVERAGE_WEIGHT",
     "MOMENTUM_START_TEMPERATURE",
+    "OTHER_START_TEMPERATURE",
     "PLAIN_SGD_START_TEMPERATURE",
     "SIGMA_EXAMPLES",
     "ActCooLR",
@@ -167,13 +169,13 @@ class ActCooLR(StaticController):
 
     Args:
         start_temperature: Float > 0, the target temperature at the start of training; `None`:
-            chosen from the optimizer (`1.0`, change probability 1/2, for SGD with momentum 0.9;
-            `2.0` for SGD without momentum; `1.5` for Adam and AdamW; `1.0` for others;
+            chosen from the optimizer (`1.5` for SGD with momentum 0.9, since 0.8.0; `2.0` for SGD
+            without momentum; `1.5` for Adam and AdamW; `1.0`, change probability 1/2, for others;
             `keras_actcoolr.callbacks.sigma.default_start_temperature`); or `"auto"`: from the
             first range analysis (`keras_actcoolr.temperature.auto_start_temperature`). The paper's
             `3.03` is for ResNet-32 on CIFAR-10; the defaults were chosen on this project's
-            development tasks (`docs/quality.md`, which also shows `1.5` training better on
-            Fashion-MNIST). Defaults to `None`.
+            development tasks by the benchmarks' targets (`docs/quality.md`; a small MLP trains
+            better at `1.0`). Defaults to `None`.
         gamma: Float > 0, speed of cooling (1 is linear). Defaults to `1.0`.
         every_step: Integer >= 1, steps between measurements. Defaults to `10`.
         sigma: Float > 0 or `None` (estimate at the start). Defaults to `None`.

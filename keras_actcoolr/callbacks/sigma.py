@@ -19,6 +19,7 @@ __all__ = [
     "FALLBACK_SIGMA",
     "FALLBACK_START_TEMPERATURE",
     "MOMENTUM_START_TEMPERATURE",
+    "OTHER_START_TEMPERATURE",
     "PLAIN_SGD_START_TEMPERATURE",
     "SIGMA_EXAMPLES",
     "default_start_temperature",
@@ -34,9 +35,13 @@ FALLBACK_SIGMA = 1.0
 #: can be fitted (with a warning).
 FALLBACK_START_TEMPERATURE = 1.0
 
-#: `ActCooLR()`'s start temperature for SGD with momentum 0.9 or more, and for an optimizer that
-#: is neither SGD nor Adam (change probability 1/2; `docs/quality.md`).
-MOMENTUM_START_TEMPERATURE = 1.0
+#: `ActCooLR()`'s start temperature for SGD with momentum 0.9 or more (since 0.8.0; 1.0 before)
+#: (`docs/quality.md#the-start-temperature-with-momentum-080`).
+MOMENTUM_START_TEMPERATURE = 1.5
+
+#: `ActCooLR()`'s start temperature for an optimizer that is neither SGD nor Adam (change
+#: probability 1/2), and the one `start_in_force()` reports before a fit binds the optimizer.
+OTHER_START_TEMPERATURE = 1.0
 
 #: `ActCooLR()`'s start temperature for `keras.optimizers.Adam` and its subclasses (`AdamW`)
 #: (`docs/quality.md#the-start-temperature-and-the-optimizer`).
@@ -47,15 +52,16 @@ PLAIN_SGD_START_TEMPERATURE = 2.0
 
 
 def momentum_start_temperature(momentum: float) -> float:
-    """The default start temperature of SGD with `momentum`: 2 without it, 1 from 0.9, log-linear between.
+    """The default start temperature of SGD with `momentum`: 2 without it, 1.5 from 0.9, log-linear between.
 
     With momentum `m`, a step carries the gradients of about `1 / (1 - m)`
     steps in one direction, and the flips it causes persist; without it, part
     of every step's flips is noise that the next step undoes. A step without
     momentum must therefore be hotter for the same progress: the start
-    temperature falls by one per decade of `1 / (1 - m)`,
-    `T0 = 2 - log10(min(1 / (1 - m), 10))`. Measured at `m = 0` and
-    `m = 0.9` only (`docs/quality.md#the-start-temperature-and-the-optimizer`).
+    temperature falls by one half per decade of `1 / (1 - m)`,
+    `T0 = 2 - 0.5 * log10(min(1 / (1 - m), 10))`. Chosen at `m = 0` and
+    `m = 0.9` (`docs/quality.md#the-start-temperature-and-the-optimizer`);
+    `m = 0.5` (1.85) was measured after.
     """
     decades = float(np.log10(1.0 / max(1.0 - float(momentum), 0.1)))  # of the step multiplier, in [0, 1]
     return PLAIN_SGD_START_TEMPERATURE - (PLAIN_SGD_START_TEMPERATURE - MOMENTUM_START_TEMPERATURE) * decades
@@ -67,7 +73,7 @@ def default_start_temperature(optimizer) -> float:
     `momentum_start_temperature(optimizer.momentum)` for a
     `keras.optimizers.SGD` (unwrapped from a `LossScaleOptimizer`),
     `ADAM_START_TEMPERATURE` (1.5) for a `keras.optimizers.Adam` (or
-    `AdamW`), and `MOMENTUM_START_TEMPERATURE` (1.0) for every other
+    `AdamW`), and `OTHER_START_TEMPERATURE` (1.0) for every other
     optimizer.
     """
     inner = unwrapped_optimizer(optimizer)
@@ -75,7 +81,7 @@ def default_start_temperature(optimizer) -> float:
         return momentum_start_temperature(inner.momentum)
     if isinstance(inner, keras.optimizers.Adam):
         return ADAM_START_TEMPERATURE
-    return MOMENTUM_START_TEMPERATURE
+    return OTHER_START_TEMPERATURE
 
 
 #: `ActCooLR(sigma_examples=...)` default: examples whose range analyses estimate sigma

@@ -14,7 +14,7 @@ from keras_actcoolr.callbacks.parts import ControllerParts
 from keras_actcoolr.callbacks.sigma import (
     FALLBACK_SIGMA,
     FALLBACK_START_TEMPERATURE,
-    MOMENTUM_START_TEMPERATURE,
+    OTHER_START_TEMPERATURE,
     fit,
 )
 from keras_actcoolr.measurement import range_measure, record_measure
@@ -88,7 +88,7 @@ class StaticController(ControllerParts):
         """The start temperature of the target curve: given, chosen ("auto"), or the fallback until chosen."""
         given = self.start_temperature if self.estimator is None else self.estimator.start_temperature
         if given is None:  # the optimizer's default, before the first fit bound it
-            return MOMENTUM_START_TEMPERATURE
+            return OTHER_START_TEMPERATURE
         if given != "auto":
             return given
         start = self.estimator.start
