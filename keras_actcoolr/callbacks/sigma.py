@@ -59,8 +59,9 @@ def momentum_start_temperature(momentum: float) -> float:
     of every step's flips is noise that the next step undoes. A step without
     momentum must therefore be hotter for the same progress: the start
     temperature falls by one half per decade of `1 / (1 - m)`,
-    `T0 = 2 - 0.5 * log10(min(1 / (1 - m), 10))`. Chosen at `m = 0` and
-    `m = 0.9` (`docs/quality.md#the-start-temperature-and-the-optimizer`);
+    `T0 = 2 - 0.5 * log10(min(1 / (1 - m), 10))`. Chosen at `m = 0`
+    (`docs/quality.md#the-start-temperature-and-the-optimizer`) and at
+    `m = 0.9` (`docs/quality.md#the-start-temperature-with-momentum-080`);
     `m = 0.5` (1.85) was measured after.
     """
     decades = float(np.log10(1.0 / max(1.0 - float(momentum), 0.1)))  # of the step multiplier, in [0, 1]
