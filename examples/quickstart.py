@@ -156,9 +156,12 @@ def schedule_and_callbacks(name: str, args: argparse.Namespace, steps: int, tota
         return kac.ActCooLRSchedule(args.initial_learning_rate or 0.1), [controller], controller
     if name == "dynamic":
         start = args.start_probability
-        if start is None:
-            temperature = args.start_temperature or kac.callbacks.actcoolr.OTHER_START_TEMPERATURE
-            start = float(kac.temperature.temperature_to_probability(temperature))
+        if start is None:  # change probability 1/2 (temperature 1), not tied to ActCooLR's optimizer defaults
+            start = (
+                float(kac.temperature.temperature_to_probability(args.start_temperature))
+                if args.start_temperature
+                else 0.5
+            )
         controller = kac.DynamicActCooLR(start_probability=start, rate=args.dynamic_rate, every_step=args.every_step)
         return kac.ActCooLRSchedule(args.initial_learning_rate or 0.1), [controller], controller
     logger = kac.TemperatureLogger(every_step=args.every_step)

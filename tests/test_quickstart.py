@@ -102,6 +102,18 @@ def test_the_runaway_anchor_reaches_the_controller():
         module.parse_args(["--runaway-anchor", "start"])
 
 
+def test_the_dynamic_schedule_starts_at_one_half_or_at_the_given_temperature():
+    module = quickstart()
+    # By hand: P = 1 - 2 ** -T; no temperature given: 1/2; T = 1.5: 1 - 2 ** -1.5 = 0.646447.
+    for argv, probability in (
+        ([], 0.5),
+        (["--start-temperature", "1.5"], 0.646447),
+        (["--start-probability", "0.3"], 0.3),
+    ):
+        _, _, controller = module.schedule_and_callbacks("dynamic", module.parse_args(argv), 23, 23)
+        assert controller.start_probability == pytest.approx(probability, abs=1e-6)
+
+
 def test_bad_compare_is_refused():
     module = quickstart()
     with pytest.raises(SystemExit):
