@@ -76,7 +76,8 @@ Not evidence: a check that everything runs and reports.
 in the `actcoolr` and `actcoolr_adam` runs (not to `paper`); it is part of
 their resume key, so variants can share an output file. ActCooLR runs keep
 per measurement the step, rate, temperature, target and control
-temperatures, sigma, next rate, ceiling, runaway flag and `step_scale`.
+temperatures, sigma, next rate, ceiling, runaway flag, `step_scale` and the
+layer temperatures (`layers`, the paper's count).
 
 Each finished run is appended as one JSON line to `--output` (default
 `fashion_mnist.jsonl`): a killed run loses only the run in progress, and a
@@ -436,6 +437,7 @@ def train_run(spec: RunSpec, path: str | None) -> dict[str, Any]:
             "max_learning_rate",
             "runaway",
             "step_scale",
+            "layers",
         )
         history = list(getattr(controller, "history", []))
         result.update(
