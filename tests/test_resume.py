@@ -207,6 +207,63 @@ class TestBackupAndRestore:
             np.testing.assert_allclose(weight, expected, rtol=1e-6, atol=1e-7)
 
 
+class WeightsAfterEvent(keras.callbacks.Callback):
+    """The model's weights at the end of the first step where the controller reported an event."""
+
+    def __init__(self, controller):
+        super().__init__()
+        self.controller, self.weights, self.step = controller, None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.weights is None and self.controller.events:
+            self.weights = self.model.get_weights()
+            self.step = self.controller.events[0]["step"]
+
+
+def test_a_resumed_run_goes_back_to_the_state_it_resumed_from(tmp_path):
+    # The collapse guard's kept copies live in memory (docs/method.md#guards): what a resumed run can go
+    # back to is the state the backup restored, kept before the resumed fit's first step.
+    make_controller = CONTROLLERS["actcoolr_given_sigma"]
+    crashed = build_model()
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=SAVE_FREQ)
+    with pytest.raises(RuntimeError, match=f"before step {CRASH_AT}"):
+        fit(crashed, 0, [backup, make_controller(), CrashAtStep(CRASH_AT)])
+
+    # The weights of the backup, read into a model of their own.
+    restored = build_model()
+    reader = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=SAVE_FREQ)
+    reader.set_model(restored)
+    reader.on_train_begin()
+    start = int(keras.ops.convert_to_numpy(restored.optimizer.iterations))
+    backed_up = restored.get_weights()
+    assert start == CRASH_AT // SAVE_FREQ * SAVE_FREQ
+
+    # The resumed run's first measured step (a multiple of EVERY) gets a batch of NaN inputs.
+    bad = -(-(start + 1) // EVERY) * EVERY
+    x, y = step_batches()
+    x[bad] = np.nan
+    data = tf.data.Dataset.from_tensor_slices((x[start:], y[start:]))
+    model = build_model()
+    controller = make_controller()
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=SAVE_FREQ)
+    watcher = WeightsAfterEvent(controller)
+    with pytest.warns(UserWarning, match="Restored the state of step"):
+        model.fit(
+            data,
+            epochs=EPOCHS,
+            steps_per_epoch=STEPS_PER_EPOCH,
+            callbacks=[backup, controller, watcher, StopAtStep()],
+            shuffle=False,
+            verbose=0,
+        )
+    event = controller.events[0]
+    assert event["step"] == bad and event["restored_step"] == start, event
+    assert watcher.step == bad
+    for weight, expected in zip(watcher.weights, backed_up):
+        np.testing.assert_array_equal(weight, expected)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
 def run_example(tmp_path, name, *arguments):
     argv = [sys.executable, str(EXAMPLE), "--synthetic", "--epochs", "2", "--every-step", "4", *arguments]
     argv += ["--output", str(tmp_path / f"{name}.json"), "--weights", str(tmp_path / f"{name}.npz")]
