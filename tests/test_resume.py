@@ -39,9 +39,11 @@ def step_batches(seed=0):
     return x, (x[..., :3].sum(-1) > 0).astype("int64") + (x[..., 3] > 1)
 
 
-def stream(start):
-    """The batches of optimizer steps `start, start + 1, ..., TOTAL - 1`."""
+def stream(start, nan_at=None):
+    """The batches of optimizer steps `start, start + 1, ..., TOTAL - 1` (step `nan_at`'s inputs NaN)."""
     x, y = step_batches()
+    if nan_at is not None:
+        x[nan_at] = np.nan
     return tf.data.Dataset.from_tensor_slices((x[start:], y[start:]))
 
 
@@ -111,9 +113,18 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def fit(model, start, callbacks):
-    data = stream(start)
+def fit(model, start, callbacks, nan_at=None):
+    data = stream(start, nan_at)
     model.fit(data, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH, callbacks=callbacks, shuffle=False, verbose=0)
+
+
+def restored_from_backup(tmp_path):
+    """A new model with the backup of `tmp_path / "backup"` loaded, and the optimizer step it resumes at."""
+    model = build_model()
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=SAVE_FREQ)
+    backup.set_model(model)
+    backup.on_train_begin()
+    return model, int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def assert_same_records(records, reference, rel):
@@ -178,11 +189,7 @@ class TestBackupAndRestore:
             fit(crashed, 0, callbacks(make_controller(), CrashAtStep(CRASH_AT)))
 
         # A restart: new model, new callbacks. Loading the backup first tells where the data resumes.
-        model = build_model()
-        backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=SAVE_FREQ)
-        backup.set_model(model)
-        backup.on_train_begin()
-        start = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        model, start = restored_from_backup(tmp_path)
         assert start == CRASH_AT // SAVE_FREQ * SAVE_FREQ and start % STEPS_PER_EPOCH != 0
         resumed, resumed_steps = make_controller(), StepRecorder()
         fit(model, start, callbacks(resumed, resumed_steps, StopAtStep()))
@@ -230,32 +237,18 @@ def test_a_resumed_run_goes_back_to_the_state_it_resumed_from(tmp_path):
         fit(crashed, 0, [backup, make_controller(), CrashAtStep(CRASH_AT)])
 
     # The weights of the backup, read into a model of their own.
-    restored = build_model()
-    reader = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=SAVE_FREQ)
-    reader.set_model(restored)
-    reader.on_train_begin()
-    start = int(keras.ops.convert_to_numpy(restored.optimizer.iterations))
+    restored, start = restored_from_backup(tmp_path)
     backed_up = restored.get_weights()
     assert start == CRASH_AT // SAVE_FREQ * SAVE_FREQ
 
     # The resumed run's first measured step (a multiple of EVERY) gets a batch of NaN inputs.
     bad = -(-(start + 1) // EVERY) * EVERY
-    x, y = step_batches()
-    x[bad] = np.nan
-    data = tf.data.Dataset.from_tensor_slices((x[start:], y[start:]))
     model = build_model()
     controller = make_controller()
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=SAVE_FREQ)
     watcher = WeightsAfterEvent(controller)
     with pytest.warns(UserWarning, match="Restored the state of step"):
-        model.fit(
-            data,
-            epochs=EPOCHS,
-            steps_per_epoch=STEPS_PER_EPOCH,
-            callbacks=[backup, controller, watcher, StopAtStep()],
-            shuffle=False,
-            verbose=0,
-        )
+        fit(model, start, [backup, controller, watcher, StopAtStep()], nan_at=bad)
     event = controller.events[0]
     assert event["step"] == bad and event["restored_step"] == start, event
     assert watcher.step == bad
