@@ -91,7 +91,10 @@ AlgoPerf-style: test accuracy recorded at the end of every epoch with the
 training wall time, evaluation excluded, and the step; "n/3" when only n
 seeds reached it), whether the rate over the last tenth of training never
 exceeds its value at the start of that tenth (ActCooLR runs; the rate is
-recorded at every step), and the collapsed and NaN runs. `--plot` writes a
+recorded at every step), per seed the measurements at which the runaway
+guard held the rate (it may not rise there) of all its measurements, and the
+collapsed and NaN runs; a tuned rate at its grid's smallest or largest point
+says "grid edge" (the grid may be too narrow). `--plot` writes a
 PNG of test accuracy against wall time (median over seeds per epoch).
 
 `--sigma`: one run of `convnet4` with the paper's Table 3 controller
@@ -567,9 +570,7 @@ def select(runs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[list, list
     chosen = {}
     for (network, method), group in groups.items():
         if method in GRIDS:
-            first = min(r["seed"] for r in group)
-            grid = sorted({r["rate"] for r in group if r["seed"] == first})
-            best = best_grid_point([r for r in group if r["seed"] == first], grid)
+            _, best = grid_choice(group)
             chosen[(network, method)] = (
                 sorted((r for r in group if r["rate"] == best), key=lambda r: r["seed"]),
                 group,
@@ -577,6 +578,19 @@ def select(runs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[list, list
         else:
             chosen[(network, method)] = (group, group)
     return chosen
+
+
+def grid_choice(runs: list[dict[str, Any]]) -> tuple[list[float], float | None]:
+    """A tuned method's grid (the rates run on its first seed) and its chosen point (None until all ran)."""
+    first = min(r["seed"] for r in runs)
+    grid = sorted({r["rate"] for r in runs if r["seed"] == first})
+    return grid, best_grid_point([r for r in runs if r["seed"] == first], grid)
+
+
+def at_grid_edge(runs: list[dict[str, Any]]) -> bool:
+    """Whether a tuned method's chosen rate is its grid's smallest or largest (the grid may be too narrow)."""
+    grid, best = grid_choice(runs)
+    return len(grid) > 1 and best in (grid[0], grid[-1])
 
 
 def time_to_target(run: dict[str, Any], target: float) -> tuple[float, int] | None:
@@ -603,6 +617,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "collapsed": sum(bool(r["collapsed"]) for r in every),
             "nan": sum(bool(r.get("nan_loss")) for r in every),
             "never_rises": ([r.get("never_rises_last_tenth") for r in group] if method in CONTROLLED else None),
+            "held": ([Q.held_measurements(r) for r in group] if method in CONTROLLED else None),
+            "at_edge": method in GRIDS and at_grid_edge(every),
             "group": group,
         }
     for methods in summary.values():
@@ -628,6 +644,7 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
         "time to target (s)",
         "steps to target",
         "rate never rises in last tenth",
+        "held by the runaway guard",
         "collapsed",
         "NaN",
     ]
@@ -648,16 +665,19 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
             )
             steps = f"{e['steps_to_target']:.0f}" if e["steps_to_target"] is not None else "-"
             rises = "" if e["never_rises"] is None else f"{sum(v is True for v in e['never_rises'])}/{seeds} yes"
+            held = "" if e["held"] is None else ", ".join("-" if h is None else f"{h[0]}/{h[1]}" for h in e["held"])
+            tuned = " (tuned, grid edge)" if e["at_edge"] else " (tuned)"
             rows.append(
                 [
                     method,
-                    rate + (" (tuned)" if method in GRIDS else ""),
+                    rate + (tuned if method in GRIDS else ""),
                     f"{100 * e['median']:.2f}",
                     f"{100 * e['spread']:.2f}",
                     str(e["runs"]),
                     seconds,
                     steps,
                     rises,
+                    held,
                     f"{e['collapsed']}/{e['runs']}",
                     f"{e['nan']}/{e['runs']}",
                 ]
@@ -669,7 +689,10 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
         "of them (a collapse: non-finite loss or outputs, an error, test accuracy within 2 points of chance, or a "
         "final training loss of at least 95 % of chance's, ln 10, with test accuracy within 10 points of chance). "
         "Time and steps to target: "
-        "median over the seeds that reached it, training time without evaluation, at the end of an epoch."
+        "median over the seeds that reached it, training time without evaluation, at the end of an epoch. "
+        "Held by the runaway guard: per seed, the measurements at which the guard held the rate (it may not rise "
+        "there), of all measurements. Grid edge: the tuned rate is the grid's smallest or largest, so the grid may "
+        "be too narrow."
     )
     return "\n".join(out) + "\n"
 

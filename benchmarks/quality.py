@@ -488,6 +488,15 @@ def never_rises_in_last_tenth(rates: list[float]) -> bool | None:
     return bool(max(tail) <= tail[0] * (1 + 1e-6))
 
 
+def held_measurements(run: dict[str, Any]) -> tuple[int, int] | None:
+    """`(held, measured)`: the run's measurements at which the runaway guard held the rate, of all its
+    measurements; None for a run without records (a baseline, or a file written before them)."""
+    records = run.get("records")
+    if not records:
+        return None
+    return sum(bool(r.get("runaway")) for r in records), len(records)
+
+
 def spread(values: Iterable[float]) -> float:
     values = list(values)
     return float(max(values) - min(values))
@@ -530,6 +539,7 @@ def summarize_controlled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
     medians = {rate: v["median"] for rate, v in per_rate.items()}
     worst = min(medians, key=medians.get)
+    held = [held_measurements(r) for r in runs]
     seeds = {r["seed"] for r in runs}
     return {
         "per_rate": per_rate,
@@ -548,6 +558,8 @@ def summarize_controlled(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "runs": len(runs),
         "runs_to_tune": 0,
         "seeds": len(seeds),
+        # Measurements held by the runaway guard, of all, over every run; None if a run has no records.
+        "held": None if None in held else tuple(map(sum, zip(*held))),
     }
 
 
@@ -737,18 +749,21 @@ def method_row(optimizer: str, method: str, s: dict[str, Any]) -> list[str]:
             "",
             f"{s['collapsed']}/{s['runs']}",
             "0",
+            "",
         ]
     if method in CONTROLLED:
         rates = ", ".join(f"{r:g}" for r in s["per_rate"])
         setting = f"any of {rates} (worst {s['worst_rate']:g}: {points(s['worst_median'])})"
         rate_spread = points(s["rate_spread"])
         tune = "0"
+        held = "-" if s["held"] is None else f"{s['held'][0]}/{s['held'][1]}"
     else:
         grid = ", ".join(f"{r:g}" for r in s["grid"])
         setting = f"{s['best_rate']:g}{' (grid edge)' if s['at_edge'] else ''} of {{{grid}}}"
         rate_spread = ""
         seeds = s["runs"] // max(1, len(s["grid"]))
         tune = f"{s['runs_to_tune']} ({len(s['grid'])} rates x {seeds} seed{'' if seeds == 1 else 's'})"
+        held = ""
     return [
         label,
         METHOD_LABELS.get(method, method),
@@ -758,6 +773,7 @@ def method_row(optimizer: str, method: str, s: dict[str, Any]) -> list[str]:
         rate_spread,
         f"{s['collapsed']}/{s['runs']}",
         tune,
+        held,
     ]
 
 
@@ -815,6 +831,7 @@ def render_markdown(summary: dict[str, Any], runs: list[dict[str, Any]], epochs:
         "spread over initial rates",
         "collapsed",
         "runs to tune",
+        "held by the runaway guard",
     ]
     chance = {run["task"]: run["chance"] for run in runs}
     for task_name, optimizers in summary.items():
@@ -858,6 +875,8 @@ def render_markdown(summary: dict[str, Any], runs: list[dict[str, Any]], epochs:
         "grid point with the best median validation accuracy; 'grid edge' means the grid may be too narrow. "
         "An untuned peer runs at its default rate (no grid); the best untuned peer is the one of the task with "
         "the highest median. "
+        "Held by the runaway guard: the measurements of ActCooLR's runs at which the guard held the rate (it may "
+        "not rise there), of all their measurements. "
         "Collapsed: non-finite loss or outputs, an error, test accuracy within 2 points of chance, or a final "
         "training loss of at least 95 % of the chance loss (the entropy of the training labels) with test "
         "accuracy within 10 points of chance."

@@ -155,11 +155,33 @@ def test_summary_time_to_target(bench):
     assert onecycle["reached"] == 2 and onecycle["seconds_to_target"] == pytest.approx(20.0)
     text = bench.render(bench.summarize(runs))
     row = next(line for line in text.splitlines() if line.startswith("| actcoolr |"))
-    assert row == "| actcoolr | 0.1 | 91.00 | 3.00 | 3 | 19 (2/3) | 150 | 2/3 yes | 0/3 | 0/3 |"
-    # The one-cycle grid point that diverged counts among the method's 5 runs.
+    # Runs without records: the runaway guard's holds are unknown ("-").
+    assert row == "| actcoolr | 0.1 | 91.00 | 3.00 | 3 | 19 (2/3) | 150 | 2/3 yes | -, -, - | 0/3 | 0/3 |"
+    # 0.3 is the largest point of the grid {0.1, 0.3}: the grid may be too narrow.
+    row = next(line for line in text.splitlines() if line.startswith("| onecycle |"))
+    assert "| 0.3 (tuned, grid edge) | 90.00 |" in row
+    # The one-cycle grid point that diverged counts among the method's 5 runs; 0.3 is now inside {0.1, 0.3, 1}.
     runs.append(run("onecycle", 0, 0.10, val=0.1, rate=1.0, collapsed=True, nan_loss=True))
     row = next(line for line in bench.render(bench.summarize(runs)).splitlines() if line.startswith("| onecycle |"))
-    assert row.endswith("| 1/5 | 1/5 |") and "| 0.3 (tuned) | 90.00 |" in row
+    assert row.endswith("|  | 1/5 | 1/5 |") and "| 0.3 (tuned) | 90.00 |" in row
+
+
+def test_report_counts_the_measurements_the_runaway_guard_held(bench):
+    def records(*held):
+        return [{"step": 10 * i, "runaway": h} for i, h in enumerate(held)]
+
+    runs = [
+        run("actcoolr", 0, 0.90, records=records(False, False, False, False)),
+        # Held at its 2nd and 3rd of 5 measurements; a missing flag is no hold.
+        run("actcoolr", 1, 0.91, records=records(False, True, True, False) + [{"step": 40}]),
+        run("actcoolr", 2, 0.89, records=records(True, True, True)),
+        run("adam", 0, 0.88),
+    ]
+    summary = bench.summarize(runs)["convnet4"]
+    assert summary["actcoolr"]["held"] == [(0, 4), (2, 5), (3, 3)]
+    assert summary["adam"]["held"] is None
+    lines = bench.render(bench.summarize(runs)).splitlines()
+    assert "| 0/4, 2/5, 3/3 |" in next(line for line in lines if line.startswith("| actcoolr |"))
 
 
 def test_bad_arguments(bench, capsys):

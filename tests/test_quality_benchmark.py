@@ -313,7 +313,8 @@ class TestOutput:
         assert all(line.count("|") == tables[3].count("|") for line in tables[3:8])
         actcoolr = next(line for line in tables if "| ActCooLR |" in line)
         # Median 97.0 (both rates), seed spread 2.0, spread over rates 0.0, nothing collapsed, no tuning.
-        assert "| 97.0 | 2.0 | 0.0 | 0/6 | 0 |" in actcoolr
+        # Runs without records: the runaway guard's holds are unknown ("-").
+        assert actcoolr.endswith("| 97.0 | 2.0 | 0.0 | 0/6 | 0 | - |")
         checks = tables[-1]
         # 97.0 - 98.0 = -1.0 passes; 97.0 - 99.0 = -2.0 fails.
         assert "pass (-1.0)" in checks and "FAIL (-2.0)" in checks
@@ -323,6 +324,18 @@ class TestOutput:
             tables[2]
             == "| digits_cnn_bn (development) | SGD m=0.9 | 97.0 (0.0) | 98.0 | 99.0 | - | - | misses: one-cycle |"
         )
+
+    def test_runaway_holds(self, quality):
+        runs = hand_made_runs()
+        flags = {0: (False, True, True), 1: (False, False), 2: (True, False, False, True)}
+        for r in runs:
+            if r["method"] == "actcoolr":
+                r["records"] = [{"step": 10 * i, "runaway": h} for i, h in enumerate(flags[r["seed"]])]
+        summary = quality.summarize(runs)
+        # Each seed at both initial rates: 2 x (2 + 0 + 2) held of 2 x (3 + 2 + 4) measurements.
+        assert summary["digits_cnn_bn"]["sgdm"]["methods"]["actcoolr"]["held"] == (8, 18)
+        actcoolr = next(line for line in quality.render_markdown(summary, runs).splitlines() if "| ActCooLR |" in line)
+        assert actcoolr.endswith("| 0/6 | 0 | 8/18 |")
 
     def test_markdown_with_peers(self, quality):
         runs = hand_made_runs(peers=True)
@@ -336,7 +349,7 @@ class TestOutput:
         )
         adam_row = next(line for line in tables if line.startswith("| Adam 1e-3 | untuned peer |"))
         # Median 96.5, seed spread 2.0, 0 of 3 collapsed, no tuning.
-        assert adam_row == "| Adam 1e-3 | untuned peer | 0.001 (default, not tuned) | 96.5 | 2.0 |  | 0/3 | 0 |"
+        assert adam_row == "| Adam 1e-3 | untuned peer | 0.001 (default, not tuned) | 96.5 | 2.0 |  | 0/3 | 0 |  |"
         checks = tables[-1]
         assert "| pass (-0.2) | n/a |" in checks  # best peer, then the Adam check (not an Adam row)
         # Two peer entries but still one checks row (peers have no checks of their own).
