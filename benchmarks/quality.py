@@ -33,7 +33,8 @@ Everything is reported on test accuracy. A run *collapsed* if its last
 training loss is not finite, it raised an error, its test accuracy is
 within 2 points of chance, or its last training loss is at least 95 % of the
 chance loss (the entropy of the training labels: a network that learnt next to
-nothing) with a test accuracy within 10 points of chance. The output is a Markdown table per task, the
+nothing) with a test accuracy within 10 points of chance. The output is a Markdown table per task (for
+ActCooLR with the measurements at which the runaway guard held the rate), the
 checks of the targets (ActCooLR within 1 point of the tuned constant rate and
 1.5 points of the tuned one-cycle, spread over initial rates at most 2
 points, no collapsed ActCooLR run, ActCooLR's median at most 0.3 points below
