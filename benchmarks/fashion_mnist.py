@@ -89,13 +89,16 @@ Report (stdout, Markdown), per network and method: final test accuracy
 to reach the target (the tuned one-cycle's median final test accuracy;
 AlgoPerf-style: test accuracy recorded at the end of every epoch with the
 training wall time, evaluation excluded, and the step; "n/3" when only n
-seeds reached it), whether the rate over the last tenth of training never
-exceeds its value at the start of that tenth (ActCooLR runs; the rate is
-recorded at every step), per seed the measurements at which the runaway
-guard held the rate (it may not rise there) of all its measurements, and the
-collapsed and NaN runs; a tuned rate at its grid's smallest or largest point
-says "grid edge" (the grid may be too narrow). `--plot` writes a
-PNG of test accuracy against wall time (median over seeds per epoch).
+seeds reached it), the median over seeds of the final test accuracy minus
+the tuned one-cycle's on the same seed (paired by seed: a sharper comparison
+than two medians when the seeds vary), whether the rate over the last tenth
+of training never exceeds its value at the start of that tenth (ActCooLR
+runs; the rate is recorded at every step), per seed the measurements at
+which the runaway guard held the rate (it may not rise there) of all its
+measurements, and the collapsed and NaN runs; a tuned rate at its grid's
+smallest or largest point says "grid edge" (the grid may be too narrow).
+`--plot` writes a PNG of test accuracy against wall time (median over seeds
+per epoch).
 
 `--sigma`: one run of `convnet4` with the paper's Table 3 controller
 (`paper`), with `keras_actcoolr.RangeAnalysisLogger` on a fixed batch of 64
@@ -623,8 +626,17 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         }
     for methods in summary.values():
         target = methods[TARGET_METHOD]["median"] if TARGET_METHOD in methods else None
-        for entry in methods.values():
+        target_by_seed = (
+            {r["seed"]: Q.accuracy_of(r) for r in methods[TARGET_METHOD]["group"]} if target is not None else {}
+        )
+        for method, entry in methods.items():
             entry["target"] = target
+            # Paired with the tuned one-cycle: the median over the seeds both ran of (this - one-cycle).
+            differences = [
+                Q.accuracy_of(r) - target_by_seed[r["seed"]] for r in entry["group"] if r["seed"] in target_by_seed
+            ]
+            paired = method != TARGET_METHOD and bool(differences)
+            entry["paired"] = (Q.median(differences), len(differences)) if paired else None
             reached = [time_to_target(r, target) for r in entry["group"]] if target is not None else []
             hits = [t for t in reached if t is not None]
             entry["reached"] = len(hits)
@@ -643,6 +655,7 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
         "runs",
         "time to target (s)",
         "steps to target",
+        "minus the target, paired by seed",
         "rate never rises in last tenth",
         "held by the runaway guard",
         "collapsed",
@@ -667,6 +680,7 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
             rises = "" if e["never_rises"] is None else f"{sum(v is True for v in e['never_rises'])}/{seeds} yes"
             held = "" if e["held"] is None else ", ".join("-" if h is None else f"{h[0]}/{h[1]}" for h in e["held"])
             tuned = " (tuned, grid edge)" if e["at_edge"] else " (tuned)"
+            paired = "" if e["paired"] is None else f"{100 * e['paired'][0]:+.2f} ({e['paired'][1]} seeds)"
             rows.append(
                 [
                     method,
@@ -676,6 +690,7 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
                     str(e["runs"]),
                     seconds,
                     steps,
+                    paired,
                     rises,
                     held,
                     f"{e['collapsed']}/{e['runs']}",
@@ -690,6 +705,8 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
         "final training loss of at least 95 % of chance's, ln 10, with test accuracy within 10 points of chance). "
         "Time and steps to target: "
         "median over the seeds that reached it, training time without evaluation, at the end of an epoch. "
+        "Minus the target, paired by seed: the median, over the seeds both ran, of the method's final test "
+        "accuracy minus the tuned one-cycle's on the same seed (points). "
         "Held by the runaway guard: per seed, the measurements at which the guard held the rate (it may not rise "
         "there), of all measurements. Grid edge: the tuned rate is the grid's smallest or largest, so the grid may "
         "be too narrow."

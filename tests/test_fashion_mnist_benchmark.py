@@ -155,8 +155,13 @@ def test_summary_time_to_target(bench):
     assert onecycle["reached"] == 2 and onecycle["seconds_to_target"] == pytest.approx(20.0)
     text = bench.render(bench.summarize(runs))
     row = next(line for line in text.splitlines() if line.startswith("| actcoolr |"))
+    # Paired with the one-cycle's seeds: 92 - 90, 91 - 88, 89 - 91 = +2, +3, -2 points, median +2.
     # Runs without records: the runaway guard's holds are unknown ("-").
-    assert row == "| actcoolr | 0.1 | 91.00 | 3.00 | 3 | 19 (2/3) | 150 | 2/3 yes | -, -, - | 0/3 | 0/3 |"
+    assert (
+        row
+        == "| actcoolr | 0.1 | 91.00 | 3.00 | 3 | 19 (2/3) | 150 | +2.00 (3 seeds) | 2/3 yes | -, -, - | 0/3 | 0/3 |"
+    )
+    assert actcoolr["paired"] == (pytest.approx(0.02), 3) and onecycle["paired"] is None
     # 0.3 is the largest point of the grid {0.1, 0.3}: the grid may be too narrow.
     row = next(line for line in text.splitlines() if line.startswith("| onecycle |"))
     assert "| 0.3 (tuned, grid edge) | 90.00 |" in row
@@ -180,6 +185,8 @@ def test_report_counts_the_measurements_the_runaway_guard_held(bench):
     summary = bench.summarize(runs)["convnet4"]
     assert summary["actcoolr"]["held"] == [(0, 4), (2, 5), (3, 3)]
     assert summary["adam"]["held"] is None
+    # No one-cycle runs: nothing to pair with.
+    assert summary["actcoolr"]["paired"] is None
     lines = bench.render(bench.summarize(runs)).splitlines()
     assert "| 0/4, 2/5, 3/3 |" in next(line for line in lines if line.startswith("| actcoolr |"))
 
@@ -218,3 +225,18 @@ def test_controller_option_goes_with_the_defaults_runs_and_the_resume_key(bench,
     with pytest.raises(SystemExit):
         bench.parse_args(["--controller", "[1, 2]"])
     assert "--controller takes a JSON object" in capsys.readouterr().err
+
+
+def test_paired_difference_uses_the_seeds_both_methods_ran(bench):
+    runs = [
+        run("onecycle", 0, 0.880, rate=0.3),
+        run("onecycle", 1, 0.885, rate=0.3),
+        run("actcoolr", 0, 0.875),
+        run("actcoolr", 1, 0.880),
+        run("actcoolr", 2, 0.900),  # no one-cycle seed 2: left out of the pairing
+    ]
+    summary = bench.summarize(runs)["convnet4"]
+    # 87.5 - 88.0 and 88.0 - 88.5: -0.5 points both, over 2 seeds (the unpaired median would be 88.0 - 88.25).
+    assert summary["actcoolr"]["paired"] == (pytest.approx(-0.005), 2)
+    row = next(line for line in bench.render(bench.summarize(runs)).splitlines() if line.startswith("| actcoolr |"))
+    assert "| -0.50 (2 seeds) |" in row
