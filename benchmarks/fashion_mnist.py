@@ -590,12 +590,6 @@ def grid_choice(runs: list[dict[str, Any]]) -> tuple[list[float], float | None]:
     return grid, best_grid_point([r for r in runs if r["seed"] == first], grid)
 
 
-def at_grid_edge(runs: list[dict[str, Any]]) -> bool:
-    """Whether a tuned method's chosen rate is its grid's smallest or largest (the grid may be too narrow)."""
-    grid, best = grid_choice(runs)
-    return len(grid) > 1 and best in (grid[0], grid[-1])
-
-
 def time_to_target(run: dict[str, Any], target: float) -> tuple[float, int] | None:
     """`(training seconds, step)` at the first epoch whose test accuracy reaches `target`, or None."""
     for point in run.get("curve") or []:
@@ -621,7 +615,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "nan": sum(bool(r.get("nan_loss")) for r in every),
             "never_rises": ([r.get("never_rises_last_tenth") for r in group] if method in CONTROLLED else None),
             "held": ([Q.held_measurements(r) for r in group] if method in CONTROLLED else None),
-            "at_edge": method in GRIDS and at_grid_edge(every),
+            "at_edge": method in GRIDS and Q.is_grid_edge(*grid_choice(every)),
             "group": group,
         }
     for methods in summary.values():

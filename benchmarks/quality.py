@@ -498,6 +498,12 @@ def held_measurements(run: dict[str, Any]) -> tuple[int, int] | None:
     return sum(bool(r.get("runaway")) for r in records), len(records)
 
 
+def is_grid_edge(grid: list[float], best: float | None) -> bool:
+    """Whether the chosen point `best` of the sorted `grid` is its smallest or largest (the grid may be too
+    narrow)."""
+    return len(grid) > 1 and best in (grid[0], grid[-1])
+
+
 def spread(values: Iterable[float]) -> float:
     values = list(values)
     return float(max(values) - min(values))
@@ -584,7 +590,7 @@ def summarize_baseline(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "per_rate": per_rate,
         "grid": grid,
         "best_rate": best,
-        "at_edge": len(grid) > 1 and best in (grid[0], grid[-1]),
+        "at_edge": is_grid_edge(grid, best),
         "median": per_rate[best]["median"],
         "seed_spread": per_rate[best]["spread"],
         "val_median": per_rate[best]["val_median"],
