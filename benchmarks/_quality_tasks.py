@@ -110,6 +110,25 @@ def load_digits() -> Data:
 
 
 @functools.cache
+def load_digits_features() -> Data:
+    """`load_digits`'s splits with each 8x8 image as a vector of 64 features in [0, 1] (for an MLP)."""
+    digits = load_digits()
+
+    def flat(x: np.ndarray) -> np.ndarray:
+        return x.reshape(len(x), -1)
+
+    return Data(
+        flat(digits.x_train),
+        digits.y_train,
+        flat(digits.x_val),
+        digits.y_val,
+        flat(digits.x_test),
+        digits.y_test,
+        num_classes=digits.num_classes,
+    )
+
+
+@functools.cache
 def load_breast_cancer() -> Data:
     """scikit-learn's 569 breast-cancer cases, 30 features standardized with the training split's mean and std."""
     from sklearn.datasets import load_breast_cancer as sklearn_breast_cancer
@@ -278,6 +297,16 @@ TASKS: dict[str, Task] = {
             HELD_OUT,
             load_digits,
             resnet,
+            "uniform",
+            batch_size=64,
+            epochs=15,
+        ),
+        Task(
+            "digits_mlp",
+            "digits 8x8 as 64 features, MLP",
+            HELD_OUT,
+            load_digits_features,
+            mlp,
             "uniform",
             batch_size=64,
             epochs=15,

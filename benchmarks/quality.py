@@ -148,6 +148,7 @@ FULL_PLAN: dict[str, tuple[str, ...]] = {
     "digits_cnn": ("sgdm", "sgd", "adam"),
     "digits_cnn_bn": ("sgdm", "sgdm_wd", "sgd", "adam"),
     "digits_resnet": ("sgdm", "sgdm_wd", "adam"),
+    "digits_mlp": ("sgdm", "sgd", "adam"),
     "breast_cancer_mlp": ("sgdm", "adam"),
     "teacher_mlp": ("sgdm", "sgd", "adam"),
 }
