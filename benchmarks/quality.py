@@ -1,4 +1,4 @@
-"""Does ActCooLR train well without tuning? Test accuracy against tuned baselines, on five small tasks.
+"""Does ActCooLR train well without tuning? Test accuracy against tuned baselines, on six small tasks.
 
     python benchmarks/quality.py --jobs 2 --output results.json --figure quality.png --markdown quality-tables.txt
     python benchmarks/quality.py --quick                       # about 5 minutes: one seed, three tasks
@@ -6,7 +6,7 @@
     python benchmarks/quality.py --controller '{"start_temperature": 1.0}' --methods actcoolr
     python benchmarks/quality.py --summarize results.json paper.json --figure quality.png
 
-The full run (1215 runs) takes about an hour on a 2-core CPU
+The full run (1458 runs) takes about an hour on a 2-core CPU
 with `--jobs 2`. Every run trains a fresh model from the initial weights its seed gives, on fixed
 splits of one task (see `benchmarks/_quality_tasks.py` and `docs/quality.md`)
 with one optimizer and one learning-rate method:

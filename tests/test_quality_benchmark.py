@@ -52,6 +52,7 @@ class TestTasks:
             "digits_cnn": "held-out",
             "digits_cnn_bn": "development",
             "digits_resnet": "held-out",
+            "digits_mlp": "held-out",
             "breast_cancer_mlp": "held-out",
             "teacher_mlp": "development",
         }
@@ -62,6 +63,7 @@ class TestTasks:
             ("digits_cnn", (8, 8, 1), 10, 1797),
             ("digits_cnn_bn", (8, 8, 1), 10, 1797),
             ("digits_resnet", (8, 8, 1), 10, 1797),
+            ("digits_mlp", (64,), 10, 1797),
             ("breast_cancer_mlp", (30,), 2, 569),
             ("teacher_mlp", (8,), 4, 5000),
         ],
@@ -91,6 +93,25 @@ class TestTasks:
         np.testing.assert_array_equal(train, np.round(0.6 * counts))
         np.testing.assert_array_equal(val, np.round(0.2 * counts))
         np.testing.assert_array_equal(np.bincount(data.y_test), counts - train - val)
+
+    def test_digits_features_are_the_digits_pixels_in_reading_order(self, quality):
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        data = quality.TASKS["digits_mlp"].load()
+        images = quality.TASKS["digits_cnn"].load()
+        # The same split as the images: every feature vector is one image's 64 pixels, row by row, / 16.
+        for x, y, x_image, y_image in (
+            (data.x_train, data.y_train, images.x_train, images.y_train),
+            (data.x_test, data.y_test, images.x_test, images.y_test),
+        ):
+            np.testing.assert_array_equal(y, y_image)
+            for vector, image in zip(x[:5], x_image[:5]):
+                np.testing.assert_array_equal(vector, [image[row, col, 0] for row in range(8) for col in range(8)])
+        # Each test vector is a row of scikit-learn's `data` (its flattened images) divided by 16.
+        rows = {tuple(row): label for row, label in zip(digits.data / 16.0, digits.target)}
+        for vector, label in zip(data.x_test[:20], data.y_test[:20]):
+            assert rows[tuple(vector.astype(np.float64))] == label
 
     def test_batch_norm_only_where_named(self, quality):
         def has_bn(name):
@@ -359,10 +380,10 @@ class TestOutput:
     def test_plan_sizes(self, quality):
         q = quality
         full = q.plan_runs(q.FULL_PLAN, q.FULL_PLAN, q.DEFAULT_METHODS, q.SEEDS, q.INITIAL_RATES, None, {})
-        # 15 task-optimizer pairs x (5 initial rates + 3 grids of 7) x 3 seeds, plus 5 tasks x 3 peers x 3 seeds.
-        assert sum(len(v) for v in quality.FULL_PLAN.values()) == 15
+        # 18 task-optimizer pairs x (5 initial rates + 3 grids of 7) x 3 seeds, plus 6 tasks x 3 peers x 3 seeds.
+        assert sum(len(v) for v in quality.FULL_PLAN.values()) == 18
         assert len(quality.PEERS) == 3  # ScheduleFreeAdamW is in the installed Keras
-        assert len(full) == 15 * (5 + 21) * 3 + 5 * 3 * 3
+        assert len(full) == 18 * (5 + 21) * 3 + 6 * 3 * 3
         quick = q.plan_runs(q.QUICK_PLAN, q.QUICK_PLAN, q.DEFAULT_METHODS, (0,), q.QUICK_RATES, None, {}, quick=True)
         # 3 tasks x (3 initial rates + 3 grids of 3 + 3 peers) x 1 seed.
         assert len(quick) == 3 * (3 + 9 + 3)
