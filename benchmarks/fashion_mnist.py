@@ -24,7 +24,11 @@ Networks (`--networks`):
 - `resnet8`: `keras_actcoolr.zoo.cifar_resnet(8, input_shape=(28, 28, 1))`, a
   CIFAR-style ResNet with batch-norm (one basic block per stage, 16/32/64
   channels, 78,042 parameters); the zoo builds it with `APTReLU` layers, so
-  every method trains the same `APTModel` (only ActCooLR measures with it).
+  every method trains the same `APTModel` (only ActCooLR measures with it);
+- `mlp`: a plain MLP (the flattened image, two hidden Dense layers of 256
+  units with ReLU, 269,322 parameters), converted for the ActCooLR runs like
+  `convnet4`. Added after 0.8.0 as a held-out network: defined before its
+  first run and run once with 0.8.0's controller.
 
 Methods (`--methods`; `METHODS` below), each with seeds 0, 1, 2:
 
@@ -141,7 +145,7 @@ from keras_actcoolr import data as kdata  # noqa: E402
 from keras_actcoolr.presets import get_preset  # noqa: E402
 
 SEEDS = (0, 1, 2)
-NETWORKS = ("convnet4", "resnet8")
+NETWORKS = ("convnet4", "resnet8", "mlp")
 #: See the module docstring: 78 runs of 2 epochs take about 2 hours on a free 2-core machine.
 DEFAULT_EPOCHS = 2
 CHANCE = 0.1
@@ -225,9 +229,19 @@ def plain_convnet4() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="convnet4")
 
 
+def plain_mlp() -> keras.Model:
+    """Two hidden Dense layers of 256 units with stock ReLU layers, on the flattened 28x28 image."""
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    for index in (1, 2):
+        x = keras.layers.Dense(256, name=f"dense{index}")(x)
+        x = keras.layers.ReLU(name=f"dense{index}_relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="mlp")
+
+
 def build(network: str, controlled: bool) -> keras.Model:
-    if network == "convnet4":
-        model = plain_convnet4()
+    if network in ("convnet4", "mlp"):
+        model = plain_convnet4() if network == "convnet4" else plain_mlp()
         return kac.convert(model) if controlled else model
     if network == "resnet8":
         return kac.zoo.cifar_resnet(8, input_shape=(28, 28, 1), num_classes=10)

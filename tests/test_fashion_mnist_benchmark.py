@@ -240,3 +240,23 @@ def test_paired_difference_uses_the_seeds_both_methods_ran(bench):
     assert summary["actcoolr"]["paired"] == (pytest.approx(-0.005), 2)
     row = next(line for line in bench.render(bench.summarize(runs)).splitlines() if line.startswith("| actcoolr |"))
     assert "| -0.50 (2 seeds) |" in row
+
+
+def test_the_mlp_is_two_hidden_layers_of_256_and_converts_them(bench):
+    import keras
+
+    import keras_actcoolr as kac
+
+    plain, controlled = bench.build("mlp", False), bench.build("mlp", True)
+    # Parameters by hand: 784 -> 256 -> 256 -> 10, each Dense with its bias.
+    assert plain.count_params() == (784 * 256 + 256) + (256 * 256 + 256) + (256 * 10 + 10)
+    assert controlled.count_params() == plain.count_params()
+    assert [layer.name for layer in controlled.layers if isinstance(layer, kac.APTReLU)] == [
+        "dense1_relu",
+        "dense2_relu",
+    ]
+    assert not any(isinstance(layer, kac.APTReLU) for layer in plain.layers)
+    assert plain.output_shape == (None, 10) and tuple(plain.input_shape[1:]) == (28, 28, 1)
+    # The hidden layers see the image row by row: the first kernel has one row per pixel.
+    assert plain.get_layer("dense1").kernel.shape == (28 * 28, 256)
+    assert isinstance(plain.get_layer("flatten"), keras.layers.Flatten)
