@@ -16,7 +16,7 @@ from keras_actcoolr.layers import APTReLU
 from keras_actcoolr.models import APTModel, convert
 from keras_actcoolr.schedules import ActCooLRSchedule, OneCycle, StepDecay, TriangularCyclic
 
-__version__ = "0.8.0"
+__version__ = "0.8.1"
 
 __all__ = [
     "APTModel",

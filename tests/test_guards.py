@@ -190,7 +190,7 @@ class TestRunawayGuard:
     @pytest.mark.parametrize("anchor", ["coolest", "rise", None])
     def test_a_rate_rising_without_answer_is_held(self, anchor):
         x, y = data()
-        model = mlp(initial_learning_rate=1e-4, momentum=0.0)
+        model = mlp(initial_learning_rate=0.01, momentum=0.0)
         # A very hot target makes the paper's controller raise the rate at every measurement.
         controller = kac.ActCooLR(
             start_temperature=6.0,
@@ -206,12 +206,15 @@ class TestRunawayGuard:
         model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
         guards = [g for g in controller.rate_guard_parts if isinstance(g, kac.callbacks.guards.RunawayGuard)]
         assert [g.anchor for g in guards] == [anchor or "rise"]  # not given: the default, "rise"
-        # The temperature sits at its floor whatever the rate: no cooling moves the anchor.
+        # The temperature barely answers the rise (a few changed patterns of 32 channels at 16 positions, sigma
+        # is held at 0.3): the guard holds. Measurements that resolved no change cannot hold (they anchor).
         records = controller.history
         held = [r for r in records if r["runaway"]]
         assert held, "the guard never acted"
+        floor = -math.log2(1 - 0.5 / 16)  # the resolution floor of a count over the batch's 16 positions
         for record in held:
             assert record["next_learning_rate"] == pytest.approx(record["learning_rate"], rel=1e-6)
+            assert record["control_temperature"] > floor * (1 + 1e-9)
 
 
 def collapse_run(corruption, every=2, seed=1, corrupt_after=7, target=("logits", "kernel")):
@@ -614,10 +617,56 @@ class TestRunawayGuardAlone:
         assert (held.new_rate, held.runaway) == (0.7, True)
         assert part.read().rise_learning_rate == pytest.approx(0.3)
 
+    def test_a_measurement_that_resolved_no_change_cannot_hold_and_becomes_the_anchor(self):
+        guard, part = self.guard()
+        floor = 0.5 / 64  # the count's resolution floor: no change seen among 64 positions
+        part.write(rise_learning_rate=1e-7, rise_z=float(stats.norm.ppf(floor)))
+        # The rate rose 3x since the anchor and P stayed at the floor: read as a rule, unanswered (held) ...
+        unanswered = rate_update(rate=3e-7, new_rate=9e-7, drift=0.0, probability=floor)
+        assert guard.limit(unanswered).runaway
+        # ... but a floor is a bound, not a reading: the rate may rise, by 2x at most, from a new anchor.
+        part.write(rise_learning_rate=1e-7, rise_z=float(stats.norm.ppf(floor)))
+        free = guard.limit(unanswered.replace(resolved=False))
+        assert (free.new_rate, free.drift, free.runaway) == (pytest.approx(6e-7), 0.0, False)
+        state = part.read()
+        assert state.rise_learning_rate == pytest.approx(3e-7)
+        assert state.rise_z == pytest.approx(stats.norm.ppf(floor), rel=1e-6)
+        # A measurement that resolves a change is read against that anchor: 7e-7 is more than 2x 3e-7, and z
+        # rose by 0.2 ln(7 / 3), less than the quarter of ln(7 / 3) / sigma (sigma 1) the rule asks: held.
+        z_up = 0.2 * np.log(7.0 / 3.0)
+        answer = float(stats.norm.cdf(stats.norm.ppf(floor) + z_up))
+        held = guard.limit(rate_update(rate=7e-7, new_rate=1e-6, drift=0.0, probability=answer))
+        assert (held.new_rate, held.runaway) == (7e-7, True)
+
     def test_a_held_rate_passes_unchanged(self):
         guard, _ = self.guard()
         update = rate_update(probability=None, new_rate=0.1, drift=0.0)
         assert guard.limit(update) == update
+
+
+class TestFollowedProbability:
+    def follow(self, layers, layer_filter=True):
+        record = {"layers": layers, "positions": {"a": 64.0, "b": 128.0}}
+        part = kac.callbacks.guards.LayerFilter("vector") if layer_filter else None
+        return kac.callbacks.guards.followed_probability(record, "vector", part)
+
+    def test_no_change_reads_the_resolution_floor_of_the_smallest_layer_and_is_not_resolved(self):
+        probability, temperature, resolved = self.follow({"a": 0.0, "b": 0.0})
+        assert probability == pytest.approx(0.5 / 64) and not resolved
+        assert temperature == pytest.approx(-math.log2(1 - 0.5 / 64))
+
+    def test_a_change_above_the_floor_is_resolved_and_read_as_it_is(self):
+        # Mean temperature 0.1: P = 1 - 2 ** -0.1 = 0.067, above 0.5 / 64 = 0.0078.
+        probability, _, resolved = self.follow({"a": 0.05, "b": 0.15})
+        assert probability == pytest.approx(1 - 2**-0.1) and resolved
+        # Mean 0.005: P = 0.0035, below the floor: the floor, not resolved.
+        probability, _, resolved = self.follow({"a": 0.0, "b": 0.01})
+        assert probability == pytest.approx(0.5 / 64) and not resolved
+
+    def test_without_the_layer_filter_only_no_change_at_all_is_unresolved(self):
+        assert self.follow({"a": 0.0, "b": 0.0}, layer_filter=False) == (0.0, 0.0, False)
+        probability, _, resolved = self.follow({"a": 0.0, "b": 0.01}, layer_filter=False)
+        assert probability == pytest.approx(1 - 2**-0.005) and resolved
 
 
 class TestFinalAnnealAlone:

@@ -56,6 +56,9 @@ class RateUpdate:
         step_scale: The step per unit rate the runaway guard read (1 for
             plain units; Adam's with `ActCooLR(adam_units=True)`), or `None`
             when it did not run.
+        resolved: Whether the measurement resolved a change: `False` when
+            `probability` is the count's resolution floor, a bound and not
+            a reading (`followed_probability`).
     """
 
     step: int
@@ -68,6 +71,7 @@ class RateUpdate:
     total_steps: int
     runaway: bool = False
     step_scale: float | None = None
+    resolved: bool = True
 
     def replace(self, **changes: object) -> RateUpdate:
         return dataclasses.replace(self, **changes)
@@ -153,10 +157,16 @@ def _read_through_groups(record: dict, names: list[str], temperatures: np.ndarra
 
 def followed_probability(
     record: dict, measure: str, layer_filter: LayerFilter | None
-) -> tuple[float | None, float | None]:
-    """The change probability the controller follows (the layer filter applied) and its temperature.
+) -> tuple[float | None, float | None, bool]:
+    """The change probability the controller follows (the layer filter applied), its temperature, and whether it
+    resolved a change.
 
-    `(None, None)` when no layer is left (every one dead or saturated): the rate is then held.
+    With the layer filter, a count over `N` positions resolves a probability
+    down to about `1 / N`, so the probability is at least `0.5 / N` of the
+    smallest kept layer: then it is a bound, not a reading, and the third
+    value is `False` (without the filter: `False` when no change was seen).
+    `(None, None, False)` when no layer is left (every one dead or
+    saturated): the rate is then held.
     """
     names = list(record["layers"])
     layers, positions, saturated = record_measure(record, measure)
@@ -166,13 +176,16 @@ def followed_probability(
         temperatures, excluded = layer_filter.excluded(record, names, temperatures, saturated)
     probability = T.control_probability(temperatures, excluded)
     if probability is None:
-        return None, None
+        return None, None, False
+    resolved = probability > 0.0
     if excluded is not None:
         # With N positions a count resolves P down to about 1/N: no change is no proof of P = 0.
         kept = [positions.get(n, 0.0) for n, out in zip(names, excluded) if not out]
         if kept and min(kept) > 0:
-            probability = max(probability, 0.5 / min(kept))
-    return probability, float(T.probability_to_temperature(probability))
+            floor = 0.5 / min(kept)
+            resolved = probability > floor
+            probability = max(probability, floor)
+    return probability, float(T.probability_to_temperature(probability)), resolved
 
 
 @register_state("runaway")
@@ -201,7 +214,11 @@ class RunawayGuard(RateGuard):
     (`temperature.runaway_cooled`) becomes the anchor: a network that
     training cools while the rate rises (its first steps) does not read as
     unanswered; nor does a converging one, whose rise the hold is there to
-    stop, so `"rise"` is the default. Between two measurements the rate may
+    stop, so `"rise"` is the default. A measurement that resolved no change
+    (`RateUpdate.resolved`: its probability is the count's floor, a bound)
+    becomes the anchor too: a network too cool to read, such as one started
+    far below its working rate, cannot answer, and its rise is read from the
+    first measurement that sees a change. Between two measurements the rate may
     rise by `factor` at most (`temperature.limit_rise`). The automatic
     ceiling (`max_learning_rate="auto"`) belongs to this guard. The rise
     and its anchor are read as the rate times `step_scale()`, the step per
@@ -248,7 +265,9 @@ class RunawayGuard(RateGuard):
             return update
         rising = state.rise_learning_rate is not None
         cooled = rising and self.anchor == "coolest" and T.runaway_cooled(z, state.rise_z, update.sigma, self.factor)
-        if not rising or cooled:
+        # A measurement that resolved no change cannot show whether a rise was answered: the rise is read
+        # from the next one that does (the rate still rises by `factor` at most between two measurements).
+        if not rising or cooled or not update.resolved:
             self.state.write(rise_learning_rate=rate * scale, rise_z=z)
         elif T.runaway_limited(rate * scale, state.rise_learning_rate, z, state.rise_z, update.sigma, self.factor):
             return update.replace(new_rate=rate, drift=0.0, runaway=True)

@@ -161,9 +161,9 @@ class StaticController(ControllerParts):
             return
         self._warn_if_dead(record)
         target = self.target(self.progress(record["step"], self.origin))
-        probability, control = followed_probability(record, self.measure, self.layer_filter_part)
+        probability, control, resolved = followed_probability(record, self.measure, self.layer_filter_part)
         ceiling = self.schedule.read().max_learning_rate
-        update = self._paper_update(record, probability, target, sigma, ceiling)
+        update = self._paper_update(record, probability, target, sigma, ceiling).replace(resolved=resolved)
         for guard in self.rate_guard_parts:
             update = guard.limit(update)
         new_rate = float(np.clip(update.new_rate, self.min_learning_rate, ceiling))
