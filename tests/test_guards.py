@@ -217,6 +217,29 @@ class TestRunawayGuard:
             assert record["control_temperature"] > floor * (1 + 1e-9)
 
 
+def test_a_network_that_reads_no_change_is_not_held_and_its_rate_climbs_by_the_factor():
+    # Started at 1e-4 (no range analysis picks the first rate), this network resolves no change among the
+    # batch's 16 positions at any rate the run reaches: every measurement reads the floor, a bound.
+    x, y = data()
+    model = mlp(initial_learning_rate=1e-4, momentum=0.0)
+    controller = kac.ActCooLR(
+        start_temperature=1.0,
+        sigma=1.0,
+        every_step=2,
+        collapse_guard=False,
+        final_anneal=False,
+        initial_learning_rate=None,
+    )
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
+    floor = -math.log2(1 - 0.5 / 16)
+    at_floor = [r for r in controller.history if r["control_temperature"] <= floor * (1 + 1e-9)]
+    assert len(at_floor) >= 4, "the network read a change: the test proves nothing"
+    for record in at_floor:
+        # Not held: the rate doubles (runaway_factor 2) to the next measurement, as far as the guard lets it.
+        assert not record["runaway"]
+        assert record["next_learning_rate"] == pytest.approx(2.0 * record["learning_rate"], rel=1e-5)
+
+
 def collapse_run(corruption, every=2, seed=1, corrupt_after=7, target=("logits", "kernel")):
     x, y = data()
     model = mlp(seed=seed)
