@@ -160,6 +160,21 @@ class TestSaturation:
         assert kac.temperature.temperature_ceiling(32) == pytest.approx(6.0)
 
 
+#: The temperature of a count's resolution floor over the batch's 16 positions: P = 0.5 / 16.
+FLOOR_16 = -math.log2(1 - 0.5 / 16)
+
+
+def rising_run(initial_learning_rate, **controller):
+    """`mlp` with SGD without momentum, 2 epochs of 10 steps, measured every 2 steps, no start analysis."""
+    x, y = data()
+    model = mlp(initial_learning_rate=initial_learning_rate, momentum=0.0)
+    controller = kac.ActCooLR(
+        every_step=2, collapse_guard=False, final_anneal=False, initial_learning_rate=None, **controller
+    )
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
+    return controller
+
+
 class TestRunawayGuard:
     def test_rule(self):
         limited = kac.temperature.runaway_limited
@@ -189,50 +204,31 @@ class TestRunawayGuard:
 
     @pytest.mark.parametrize("anchor", ["coolest", "rise", None])
     def test_a_rate_rising_without_answer_is_held(self, anchor):
-        x, y = data()
-        model = mlp(initial_learning_rate=0.01, momentum=0.0)
         # A very hot target makes the paper's controller raise the rate at every measurement.
-        controller = kac.ActCooLR(
+        controller = rising_run(
+            0.01,
             start_temperature=6.0,
             gamma=0.01,
             sigma=0.3,
-            every_step=2,
             runaway_factor=1.5,
-            collapse_guard=False,
-            final_anneal=False,
-            initial_learning_rate=None,
             **({} if anchor is None else {"runaway_anchor": anchor}),
         )
-        model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
         guards = [g for g in controller.rate_guard_parts if isinstance(g, kac.callbacks.guards.RunawayGuard)]
         assert [g.anchor for g in guards] == [anchor or "rise"]  # not given: the default, "rise"
         # The temperature barely answers the rise (a few changed patterns of 32 channels at 16 positions, sigma
         # is held at 0.3): the guard holds. Measurements that resolved no change cannot hold (they anchor).
-        records = controller.history
-        held = [r for r in records if r["runaway"]]
+        held = [r for r in controller.history if r["runaway"]]
         assert held, "the guard never acted"
-        floor = -math.log2(1 - 0.5 / 16)  # the resolution floor of a count over the batch's 16 positions
         for record in held:
             assert record["next_learning_rate"] == pytest.approx(record["learning_rate"], rel=1e-6)
-            assert record["control_temperature"] > floor * (1 + 1e-9)
+            assert record["control_temperature"] > FLOOR_16 * (1 + 1e-9)
 
 
 def test_a_network_that_reads_no_change_is_not_held_and_its_rate_climbs_by_the_factor():
-    # Started at 1e-4 (no range analysis picks the first rate), this network resolves no change among the
-    # batch's 16 positions at any rate the run reaches: every measurement reads the floor, a bound.
-    x, y = data()
-    model = mlp(initial_learning_rate=1e-4, momentum=0.0)
-    controller = kac.ActCooLR(
-        start_temperature=1.0,
-        sigma=1.0,
-        every_step=2,
-        collapse_guard=False,
-        final_anneal=False,
-        initial_learning_rate=None,
-    )
-    model.fit(x, y, batch_size=16, epochs=2, callbacks=[controller], verbose=0, shuffle=False)
-    floor = -math.log2(1 - 0.5 / 16)
-    at_floor = [r for r in controller.history if r["control_temperature"] <= floor * (1 + 1e-9)]
+    # Started at 1e-4, this network resolves no change among the batch's 16 positions at the rates of its
+    # first measurements: they read the floor, a bound, not a temperature.
+    controller = rising_run(1e-4, start_temperature=1.0, sigma=1.0)
+    at_floor = [r for r in controller.history if r["control_temperature"] <= FLOOR_16 * (1 + 1e-9)]
     assert len(at_floor) >= 4, "the network read a change: the test proves nothing"
     for record in at_floor:
         # Not held: the rate doubles (runaway_factor 2) to the next measurement, as far as the guard lets it.
