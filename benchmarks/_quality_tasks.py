@@ -117,14 +117,8 @@ def load_digits_features() -> Data:
     def flat(x: np.ndarray) -> np.ndarray:
         return x.reshape(len(x), -1)
 
-    return Data(
-        flat(digits.x_train),
-        digits.y_train,
-        flat(digits.x_val),
-        digits.y_val,
-        flat(digits.x_test),
-        digits.y_test,
-        num_classes=digits.num_classes,
+    return dataclasses.replace(
+        digits, x_train=flat(digits.x_train), x_val=flat(digits.x_val), x_test=flat(digits.x_test)
     )
 
 

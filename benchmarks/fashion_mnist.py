@@ -239,9 +239,13 @@ def plain_mlp() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="mlp")
 
 
+#: The networks built as plain Keras models, converted for the ActCooLR runs.
+PLAIN_NETWORKS = {"convnet4": plain_convnet4, "mlp": plain_mlp}
+
+
 def build(network: str, controlled: bool) -> keras.Model:
-    if network in ("convnet4", "mlp"):
-        model = plain_convnet4() if network == "convnet4" else plain_mlp()
+    if network in PLAIN_NETWORKS:
+        model = PLAIN_NETWORKS[network]()
         return kac.convert(model) if controlled else model
     if network == "resnet8":
         return kac.zoo.cifar_resnet(8, input_shape=(28, 28, 1), num_classes=10)
